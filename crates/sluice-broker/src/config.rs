@@ -1,0 +1,377 @@
+//! Broker configuration.
+//!
+//! Settings use Kafka's broker config names so operators can carry their `server.properties`
+//! knowledge over. They come from defaults, then a TOML file (`--config`), then `--override
+//! key=value` flags, in that order. Every key is checked against [`SETTINGS`]: an unknown key or
+//! an invalid value fails start-up with a message naming both. The result is destructured into
+//! [`BrokerConfig`] field by field, so a new setting cannot be half-wired.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq)]
+pub enum ConfigError {
+    #[error("unknown broker setting '{0}' (Sluice takes Kafka's broker config names; see `sluice serve --help`)")]
+    Unknown(String),
+    #[error("invalid value '{value}' for '{key}': {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("config file: {0}")]
+    File(String),
+    #[error("--override expects key=value, got '{0}'")]
+    BadOverride(String),
+}
+
+/// When an acknowledged produce is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// `acks=1`/`acks=all` are answered after the batch is fsynced (group commit), and consumers
+    /// only see fsynced data. The default.
+    Fsync,
+    /// Answered after the write reaches the page cache (Kafka's own default behaviour).
+    Relaxed,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Bool,
+    /// Inclusive bounds.
+    Int(i64, i64),
+}
+
+/// Every broker setting Sluice understands: name, type, default, meaning.
+pub const SETTINGS: &[(&str, &str, &str)] = &[
+    (
+        "num.partitions",
+        "1",
+        "Partitions of an auto-created topic or a CreateTopics with -1.",
+    ),
+    (
+        "default.replication.factor",
+        "1",
+        "Replication factor of auto-created topics.",
+    ),
+    (
+        "auto.create.topics.enable",
+        "true",
+        "Create unknown topics named in Metadata requests.",
+    ),
+    (
+        "message.max.bytes",
+        "1048588",
+        "Largest record batch a producer may send (bytes).",
+    ),
+    (
+        "socket.request.max.bytes",
+        "104857600",
+        "Largest request frame accepted (bytes).",
+    ),
+    (
+        "log.segment.bytes",
+        "1073741824",
+        "Roll the active segment at this size (bytes).",
+    ),
+    (
+        "log.roll.hours",
+        "168",
+        "Roll the active segment after this age (hours).",
+    ),
+    (
+        "log.roll.ms",
+        "",
+        "Roll age in ms; overrides log.roll.hours when set.",
+    ),
+    (
+        "log.index.interval.bytes",
+        "4096",
+        "Bytes of log between two offset index entries.",
+    ),
+    (
+        "log.index.size.max.bytes",
+        "10485760",
+        "Roll the segment when its index reaches this size.",
+    ),
+    (
+        "fetch.max.bytes",
+        "57671680",
+        "Upper bound on the bytes a Fetch response carries.",
+    ),
+];
+
+fn kind(key: &str) -> Option<Kind> {
+    Some(match key {
+        "auto.create.topics.enable" => Kind::Bool,
+        "num.partitions" => Kind::Int(1, 1_000_000),
+        "default.replication.factor" => Kind::Int(1, i16::MAX as i64),
+        "message.max.bytes" => Kind::Int(0, i32::MAX as i64),
+        "socket.request.max.bytes" => Kind::Int(1024, i32::MAX as i64),
+        "log.segment.bytes" => Kind::Int(14, i32::MAX as i64),
+        "log.roll.hours" => Kind::Int(1, i32::MAX as i64),
+        "log.roll.ms" => Kind::Int(1, i64::MAX),
+        "log.index.interval.bytes" => Kind::Int(0, i32::MAX as i64),
+        "log.index.size.max.bytes" => Kind::Int(4, i32::MAX as i64),
+        "fetch.max.bytes" => Kind::Int(1024, i32::MAX as i64),
+        _ => return None,
+    })
+}
+
+/// Validated settings by name, defaults filled in.
+#[derive(Debug, Clone)]
+pub struct Settings(BTreeMap<String, String>);
+
+impl Settings {
+    /// Builds the settings from an optional TOML document and `key=value` overrides.
+    pub fn load(toml_text: Option<&str>, overrides: &[String]) -> Result<Settings, ConfigError> {
+        let mut values: BTreeMap<String, String> = SETTINGS
+            .iter()
+            .map(|(k, d, _)| (k.to_string(), d.to_string()))
+            .collect();
+        let mut set = |key: String, value: String| -> Result<(), ConfigError> {
+            let kind = kind(&key).ok_or_else(|| ConfigError::Unknown(key.clone()))?;
+            let invalid = |reason: String| ConfigError::Invalid {
+                key: key.clone(),
+                value: value.clone(),
+                reason,
+            };
+            match kind {
+                Kind::Bool => {
+                    if value != "true" && value != "false" {
+                        return Err(invalid("expected true or false".into()));
+                    }
+                }
+                Kind::Int(min, max) => {
+                    let n: i64 = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| invalid("expected an integer".into()))?;
+                    if n < min || n > max {
+                        return Err(invalid(format!("must be between {min} and {max}")));
+                    }
+                }
+            }
+            values.insert(key, value.trim().to_string());
+            Ok(())
+        };
+        if let Some(text) = toml_text {
+            let table: toml::Table = text
+                .parse()
+                .map_err(|e: toml::de::Error| ConfigError::File(e.message().to_string()))?;
+            let mut flat = Vec::new();
+            flatten("", &toml::Value::Table(table), &mut flat)?;
+            for (k, v) in flat {
+                set(k, v)?;
+            }
+        }
+        for o in overrides {
+            let (k, v) = o
+                .split_once('=')
+                .ok_or_else(|| ConfigError::BadOverride(o.clone()))?;
+            set(k.trim().to_string(), v.to_string())?;
+        }
+        Ok(Settings(values))
+    }
+
+    fn int(&self, key: &str) -> i64 {
+        self.0[key].parse().expect("validated on load")
+    }
+
+    fn opt_int(&self, key: &str) -> Option<i64> {
+        self.0[key].parse().ok()
+    }
+
+    fn bool(&self, key: &str) -> bool {
+        self.0[key] == "true"
+    }
+}
+
+/// TOML allows both `"num.partitions" = 3` and the dotted-key form `num.partitions = 3` (a nested
+/// table); both flatten to the Kafka name.
+fn flatten(
+    prefix: &str,
+    value: &toml::Value,
+    out: &mut Vec<(String, String)>,
+) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out)?;
+            }
+        }
+        toml::Value::String(s) => out.push((prefix.to_string(), s.clone())),
+        toml::Value::Integer(i) => out.push((prefix.to_string(), i.to_string())),
+        toml::Value::Boolean(b) => out.push((prefix.to_string(), b.to_string())),
+        other => {
+            return Err(ConfigError::File(format!(
+                "'{prefix}': unsupported value {other:?}"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// Per-log storage defaults, handed to each partition's log.
+#[derive(Debug, Clone)]
+pub struct LogDefaults {
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+    pub index_interval_bytes: u32,
+    pub segment_index_bytes: u32,
+}
+
+/// The runtime configuration of one broker.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    /// Where the Kafka listener binds.
+    pub listen: SocketAddr,
+    /// What Metadata tells clients to connect to.
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics: bool,
+    pub message_max_bytes: usize,
+    pub socket_request_max_bytes: usize,
+    pub fetch_max_bytes: usize,
+    pub log: LogDefaults,
+}
+
+impl BrokerConfig {
+    pub fn new(
+        node_id: i32,
+        listen: SocketAddr,
+        advertised: Option<&str>,
+        data_dir: PathBuf,
+        durability: Durability,
+        settings: &Settings,
+    ) -> Result<BrokerConfig, ConfigError> {
+        let (advertised_host, advertised_port) = match advertised {
+            Some(a) => parse_host_port(a).ok_or_else(|| ConfigError::Invalid {
+                key: "advertised-listener".into(),
+                value: a.into(),
+                reason: "expected HOST:PORT".into(),
+            })?,
+            None => (listen.ip().to_string(), listen.port()),
+        };
+        if node_id < 0 {
+            return Err(ConfigError::Invalid {
+                key: "node-id".into(),
+                value: node_id.to_string(),
+                reason: "must be >= 0".into(),
+            });
+        }
+        let roll_ms = settings
+            .opt_int("log.roll.ms")
+            .unwrap_or_else(|| settings.int("log.roll.hours") * 3_600_000);
+        Ok(BrokerConfig {
+            node_id,
+            listen,
+            advertised_host,
+            advertised_port,
+            data_dir,
+            durability,
+            num_partitions: settings.int("num.partitions") as i32,
+            default_replication_factor: settings.int("default.replication.factor") as i16,
+            auto_create_topics: settings.bool("auto.create.topics.enable"),
+            message_max_bytes: settings.int("message.max.bytes") as usize,
+            socket_request_max_bytes: settings.int("socket.request.max.bytes") as usize,
+            fetch_max_bytes: settings.int("fetch.max.bytes") as usize,
+            log: LogDefaults {
+                segment_bytes: settings.int("log.segment.bytes") as u64,
+                segment_ms: roll_ms as u64,
+                index_interval_bytes: settings.int("log.index.interval.bytes") as u32,
+                segment_index_bytes: settings.int("log.index.size.max.bytes") as u32,
+            },
+        })
+    }
+}
+
+/// Parses `host:port` (IPv6 hosts in brackets).
+pub fn parse_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layering_and_validation() {
+        let s = Settings::load(
+            Some("num.partitions = 3\n\"log.segment.bytes\" = 4096\n[auto.create.topics]\nenable = false\n"),
+            &["num.partitions=5".into()],
+        )
+        .unwrap();
+        let c = BrokerConfig::new(
+            1,
+            "127.0.0.1:9092".parse().unwrap(),
+            None,
+            "d".into(),
+            Durability::Fsync,
+            &s,
+        )
+        .unwrap();
+        assert_eq!(c.num_partitions, 5);
+        assert_eq!(c.log.segment_bytes, 4096);
+        assert!(!c.auto_create_topics);
+        assert_eq!(c.log.segment_ms, 168 * 3_600_000);
+        assert_eq!(
+            (c.advertised_host.as_str(), c.advertised_port),
+            ("127.0.0.1", 9092)
+        );
+
+        assert_eq!(
+            Settings::load(None, &["no.such.thing=1".into()]).unwrap_err(),
+            ConfigError::Unknown("no.such.thing".into())
+        );
+        assert!(matches!(
+            Settings::load(None, &["num.partitions=zero".into()]),
+            Err(ConfigError::Invalid { .. })
+        ));
+        assert!(matches!(
+            Settings::load(None, &["num.partitions=0".into()]),
+            Err(ConfigError::Invalid { .. })
+        ));
+        assert!(matches!(
+            Settings::load(None, &["auto.create.topics.enable=yes".into()]),
+            Err(ConfigError::Invalid { .. })
+        ));
+        assert!(matches!(
+            Settings::load(None, &["oops".into()]),
+            Err(ConfigError::BadOverride(_))
+        ));
+        assert!(matches!(
+            Settings::load(Some("= broken"), &[]),
+            Err(ConfigError::File(_))
+        ));
+    }
+
+    #[test]
+    fn host_port() {
+        assert_eq!(
+            parse_host_port("example:19092"),
+            Some(("example".into(), 19092))
+        );
+        assert_eq!(parse_host_port("[::1]:9092"), Some(("::1".into(), 9092)));
+        assert_eq!(parse_host_port("nohost"), None);
+        assert_eq!(parse_host_port(":1"), None);
+    }
+}

@@ -1,0 +1,77 @@
+//! ListOffsets: earliest (-2), latest (-1), max timestamp (-3), earliest local (-4, the same as
+//! earliest without tiered storage), or the first offset whose timestamp is >= a given time.
+//! Only offsets below the high watermark are ever reported, like everything consumers see.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::list_offsets_request::ListOffsetsRequest;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::ResponseError;
+
+use crate::broker::Broker;
+use crate::error::ApiError;
+use crate::partition::Partition;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+
+/// `(timestamp, offset)` for one query; `(-1, -1)` when no record matches.
+fn lookup(p: &Partition, timestamp: i64) -> Result<(i64, i64), ApiError> {
+    let hw = p.high_watermark();
+    let start = p.log.log_start_offset();
+    Ok(match timestamp {
+        LATEST => (-1, hw),
+        EARLIEST | EARLIEST_LOCAL => (-1, start),
+        MAX_TIMESTAMP => match p.log.max_timestamp() {
+            Some((ts, offset)) if offset < hw => (ts, offset),
+            _ => (-1, -1),
+        },
+        ts if ts >= 0 => match p.log.offset_for_timestamp(ts).map_err(ApiError::from_log)? {
+            Some((offset, found_ts)) if offset < hw => (found_ts, offset),
+            _ => (-1, -1),
+        },
+        other => {
+            return Err(ApiError::new(
+                ResponseError::InvalidRequest,
+                format!("unsupported ListOffsets timestamp {other}"),
+            ))
+        }
+    })
+}
+
+pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|q| {
+                    let resp = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(q.partition_index);
+                    let outcome = broker
+                        .replicas
+                        .get(t.name.as_str(), q.partition_index)
+                        .ok_or_else(|| ApiError::from(ResponseError::UnknownTopicOrPartition))
+                        .and_then(|p| lookup(&p, q.timestamp));
+                    match outcome {
+                        Ok((timestamp, offset)) => resp
+                            .with_timestamp(timestamp)
+                            .with_offset(offset)
+                            .with_leader_epoch(0),
+                        Err(e) => resp.with_error_code(e.code.code()),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}

@@ -1,0 +1,62 @@
+//! One module per Kafka API family. Each handler takes the decoded request and returns the
+//! response body (or `None` when Kafka sends no response: Produce with `acks=0`).
+
+pub mod api_versions;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+pub mod topics;
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::{RequestKind, ResponseKind, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use sluice_protocol::request::Request;
+
+use crate::broker::Broker;
+
+/// Routes a decoded request to its handler. Only APIs in the version table reach this point.
+pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Option<ResponseKind> {
+    let version = request.version;
+    match request.body {
+        RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions::handle(None))),
+        RequestKind::Metadata(r) => {
+            Some(ResponseKind::Metadata(metadata::handle(broker, r, version)))
+        }
+        RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(topics::create_topics(
+            broker, r, version,
+        ))),
+        RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(topics::delete_topics(
+            broker, r, version,
+        ))),
+        RequestKind::CreatePartitions(r) => Some(ResponseKind::CreatePartitions(
+            topics::create_partitions(broker, r),
+        )),
+        RequestKind::ListOffsets(r) => {
+            Some(ResponseKind::ListOffsets(list_offsets::handle(broker, r)))
+        }
+        RequestKind::Produce(r) => produce::handle(broker, r).await.map(ResponseKind::Produce),
+        RequestKind::Fetch(r) => Some(ResponseKind::Fetch(fetch::handle(broker, r, version).await)),
+        other => {
+            // The version table and this match disagree: a bug, not the client's fault.
+            tracing::error!(request = ?std::mem::discriminant(&other), "no handler for an advertised API");
+            None
+        }
+    }
+}
+
+pub(crate) fn str_bytes(s: &str) -> StrBytes {
+    StrBytes::from_string(s.to_string())
+}
+
+pub(crate) fn topic_name(s: &str) -> TopicName {
+    TopicName(str_bytes(s))
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,26 @@
+//! The Sluice broker: a tokio server speaking the Kafka protocol over the storage engine
+//! (`sluice-log`) and the cluster metadata (`sluice-meta`).
+//!
+//! # Layout
+//! - [`config`]: broker settings (Kafka names), validated into [`config::BrokerConfig`].
+//! - [`broker`]: shared state: metadata store, hosted partitions, fetch sessions; topic operations.
+//! - [`server`]: accept loop and graceful shutdown; [`connection`]: one client connection.
+//! - [`handlers`]: one module per Kafka API family (produce, fetch, metadata, topics, ...).
+//! - [`replica_manager`], [`partition`]: the partitions hosted here, their logs and high watermarks.
+//! - [`purgatory`]: parked requests (long-polling fetches) woken by partition events.
+//! - [`fetch_session`]: KIP-227 incremental fetch sessions.
+//! - [`error`]: the one place Kafka error codes are chosen.
+
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod fetch_session;
+pub mod handlers;
+pub mod partition;
+pub mod purgatory;
+pub mod replica_manager;
+pub mod server;
+
+pub use broker::Broker;
+pub use config::{BrokerConfig, Durability, Settings};

@@ -1,0 +1,134 @@
+//! The partitions this broker hosts, by topic name and index, and their directories on disk
+//! (`<data-dir>/<topic>-<partition>/`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+
+use sluice_log::{Log, LogConfig, LogError};
+use sluice_meta::TopicInfo;
+
+use crate::config::{Durability, LogDefaults};
+use crate::partition::Partition;
+
+pub struct ReplicaManager {
+    data_dir: PathBuf,
+    durability: Durability,
+    log_defaults: LogDefaults,
+    partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+}
+
+impl ReplicaManager {
+    pub fn new(data_dir: PathBuf, durability: Durability, log_defaults: LogDefaults) -> Self {
+        ReplicaManager {
+            data_dir,
+            durability,
+            log_defaults,
+            partitions: RwLock::default(),
+        }
+    }
+
+    pub fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
+        self.data_dir.join(format!("{topic}-{index}"))
+    }
+
+    fn log_config(&self) -> LogConfig {
+        LogConfig {
+            segment_bytes: self.log_defaults.segment_bytes,
+            segment_ms: self.log_defaults.segment_ms,
+            index_interval_bytes: self.log_defaults.index_interval_bytes,
+            segment_index_bytes: self.log_defaults.segment_index_bytes,
+        }
+    }
+
+    pub fn get(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .expect("partition map lock")
+            .get(&(topic.to_string(), index))
+            .cloned()
+    }
+
+    /// Opens (creating or recovering) every partition of `topic` that is not open yet.
+    pub fn open_topic(&self, topic: &TopicInfo, clean_shutdown: bool) -> Result<(), LogError> {
+        for index in 0..topic.partitions.len() as i32 {
+            if self.get(&topic.name, index).is_some() {
+                continue;
+            }
+            let dir = self.partition_dir(&topic.name, index);
+            let log = Log::open(&dir, self.log_config(), clean_shutdown)?;
+            tracing::debug!(topic = %topic.name, partition = index,
+                log_end_offset = log.log_end_offset(), "opened partition log");
+            let partition = Partition::new(
+                topic.name.clone(),
+                topic.topic_id,
+                index,
+                log,
+                self.durability,
+            );
+            self.partitions
+                .write()
+                .expect("partition map lock")
+                .insert((topic.name.clone(), index), Arc::new(partition));
+        }
+        Ok(())
+    }
+
+    /// Closes and removes every partition of `topic`, deleting its data from disk.
+    pub fn delete_topic(&self, topic: &str) {
+        let removed: Vec<Arc<Partition>> = {
+            let mut map = self.partitions.write().expect("partition map lock");
+            let keys: Vec<_> = map.keys().filter(|(t, _)| t == topic).cloned().collect();
+            keys.into_iter().filter_map(|k| map.remove(&k)).collect()
+        };
+        for p in removed {
+            p.waiters.wake_all();
+            let dir = p.log.dir().to_path_buf();
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove deleted partition");
+                }
+            }
+        }
+    }
+
+    /// Removes partition directories that belong to no known partition (left by a crash between
+    /// a topic deletion's metadata record and its directory removal).
+    pub fn remove_orphans(&self, known: impl Fn(&str) -> bool) {
+        let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Some((topic, index)) = name.rsplit_once('-') else {
+                continue;
+            };
+            if index.parse::<i32>().is_err() || !entry.path().is_dir() || known(&name) {
+                continue;
+            }
+            tracing::info!(topic, dir = %entry.path().display(), "removing orphaned partition directory");
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .expect("partition map lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Flushes and closes every log (clean shutdown).
+    pub fn close_all(&self) -> Result<(), LogError> {
+        let mut first_err = None;
+        for p in self.all() {
+            if let Err(e) = p.log.close() {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "closing log failed");
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}

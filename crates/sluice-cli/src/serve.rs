@@ -1,0 +1,105 @@
+//! `sluice serve`: start a broker and run it until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use sluice_broker::{Broker, BrokerConfig, Durability, Settings};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DurabilityArg {
+    /// Acknowledge produces only after fsync (group commit). Consumers see only fsynced data.
+    Fsync,
+    /// Acknowledge after the write reaches the page cache (Kafka's default behaviour).
+    Relaxed,
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address the Kafka listener binds to.
+    #[arg(long, default_value = "127.0.0.1:9092", value_name = "HOST:PORT")]
+    listen: SocketAddr,
+    /// Address Metadata tells clients to connect to (default: the listen address).
+    #[arg(long, value_name = "HOST:PORT")]
+    advertised_listener: Option<String>,
+    /// Directory holding the logs and the cluster metadata.
+    #[arg(long, default_value = "./sluice-data", value_name = "DIR")]
+    data_dir: PathBuf,
+    /// This broker's node id.
+    #[arg(long, default_value_t = 1)]
+    node_id: i32,
+    /// TOML file of Kafka broker settings (e.g. `num.partitions = 3`).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// A Kafka broker setting, `key=value`; repeatable; wins over --config.
+    #[arg(long = "override", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+    /// When acknowledged produces are durable.
+    #[arg(long, value_enum, default_value = "fsync")]
+    durability: DurabilityArg,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let file_text = match &args.config {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading config file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let settings = Settings::load(file_text.as_deref(), &args.overrides)?;
+    let durability = match args.durability {
+        DurabilityArg::Fsync => Durability::Fsync,
+        DurabilityArg::Relaxed => Durability::Relaxed,
+    };
+    let config = BrokerConfig::new(
+        args.node_id,
+        args.listen,
+        args.advertised_listener.as_deref(),
+        args.data_dir,
+        durability,
+        &settings,
+    )?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sluice")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listen = config.listen;
+        let broker = tokio::task::spawn_blocking(move || Broker::open(config))
+            .await
+            .context("opening the broker")??;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        tracing::info!(
+            listen = %listen,
+            advertised = %format!("{}:{}", broker.config.advertised_host, broker.config.advertised_port),
+            node_id = broker.config.node_id,
+            durability = ?broker.config.durability,
+            version = env!("CARGO_PKG_VERSION"),
+            "sluice broker started"
+        );
+        sluice_broker::server::run(listener, broker, shutdown_signal()).await;
+        tracing::info!("sluice broker stopped");
+        anyhow::Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,598 @@
+//! Shared harness for the black-box tests: start the real `sluice` binary on a free loopback port
+//! with its own data directory, and drive it with real Kafka clients (rdkafka).
+//!
+//! Every wait is a poll on a condition with a deadline; nothing sleeps to "let things settle".
+//! When an assertion fails while a [`Broker`] is alive, its `Drop` prints the tail of the broker's
+//! log so the failure report carries the broker's side of the story.
+
+#![allow(dead_code)] // Each test binary uses a different subset of the helpers.
+
+use std::fs::{File, OpenOptions};
+use std::future::Future;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// How long the broker gets to start accepting connections.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a graceful shutdown may take before the test calls it hung.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Default bound for any client-side wait (admin results, deliveries, consumption).
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Polls `cond` every `every` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(
+    what: &str,
+    timeout: Duration,
+    every: Duration,
+    mut cond: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = cond() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Runs a future to completion on a fresh current-thread runtime (for sync tests that need one
+/// async rdkafka call).
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("build tokio runtime")
+        .block_on(f)
+}
+
+/// Asks the OS for a free loopback port. The listener is dropped before the broker binds, so
+/// another process could in principle grab it in between; on a test machine that is rare enough.
+pub fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// One `sluice serve` process plus the state that survives its restarts (port, data dir, log).
+pub struct Broker {
+    /// Kept across restarts: recovery must find the same files.
+    data_dir: tempfile::TempDir,
+    /// Holds the broker's stdout/stderr log, outside the data dir so it cannot confuse recovery.
+    log_dir: tempfile::TempDir,
+    /// Kept across restarts so clients' bootstrap string stays valid.
+    port: u16,
+    /// `--durability` and `--override` arguments, replayed on restart.
+    extra_args: Vec<String>,
+    /// `None` between a stop/kill and the next start.
+    child: Option<Child>,
+    /// How many times the process has been started (labels the log sections).
+    starts: u32,
+}
+
+impl Broker {
+    /// Starts a broker with default settings.
+    pub fn start() -> Broker {
+        Broker::start_with(&[])
+    }
+
+    /// Starts a broker with Kafka config overrides, each `"key=value"`.
+    pub fn start_with(overrides: &[&str]) -> Broker {
+        let mut extra = Vec::new();
+        for o in overrides {
+            extra.push("--override".to_string());
+            extra.push(o.to_string());
+        }
+        Broker::start_with_args(extra)
+    }
+
+    /// Starts a broker with arbitrary extra `serve` arguments.
+    pub fn start_with_args(extra_args: Vec<String>) -> Broker {
+        let mut b = Broker {
+            data_dir: tempfile::Builder::new()
+                .prefix("sluice-it-data")
+                .tempdir()
+                .expect("create data dir"),
+            log_dir: tempfile::Builder::new()
+                .prefix("sluice-it-log")
+                .tempdir()
+                .expect("create log dir"),
+            port: free_port(),
+            extra_args,
+            child: None,
+            starts: 0,
+        };
+        b.spawn();
+        b
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.log_dir.path().join("broker.log")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker is not running").id()
+    }
+
+    fn spawn(&mut self) {
+        assert!(self.child.is_none(), "broker already running");
+        self.starts += 1;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("open broker log");
+        writeln!(log, "===== sluice-it: start #{} =====", self.starts).expect("write log");
+        let stderr = log.try_clone().expect("clone log handle");
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(self.bootstrap())
+            .arg("--data-dir")
+            .arg(self.data_dir.path())
+            .arg("--node-id")
+            .arg("1")
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("spawn sluice binary");
+        self.child = Some(child);
+        self.wait_accepting();
+    }
+
+    /// Waits until a TCP connect succeeds, failing fast if the process exits first.
+    fn wait_accepting(&mut self) {
+        let addr = self.addr();
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().expect("try_wait") {
+                self.child = None;
+                panic!(
+                    "broker exited during startup with {status}\n{}",
+                    self.log_tail()
+                );
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "broker did not accept connections on {addr} within {START_TIMEOUT:?}\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            None => false,
+            Some(c) => c.try_wait().expect("try_wait").is_none(),
+        }
+    }
+
+    /// Panics (with the log tail) unless the process is still alive.
+    pub fn assert_running(&mut self, context: &str) {
+        if let Some(c) = self.child.as_mut() {
+            if let Some(status) = c.try_wait().expect("try_wait") {
+                self.child = None;
+                panic!("broker died ({status}) {context}\n{}", self.log_tail());
+            }
+        } else {
+            panic!("broker is not running {context}");
+        }
+    }
+
+    /// Graceful shutdown: SIGTERM, then wait (bounded) and require exit code 0.
+    pub fn stop(&mut self) -> ExitStatus {
+        let pid = self.pid();
+        let ok = Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill -TERM");
+        assert!(ok.success(), "kill -TERM {pid} failed");
+        let child = self.child.as_mut().unwrap();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                let tail = self.log_tail();
+                panic!("broker did not exit within {STOP_TIMEOUT:?} of SIGTERM\n{tail}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        self.child = None;
+        assert!(
+            status.success(),
+            "graceful shutdown must exit with code 0, got {status}\n{}",
+            self.log_tail()
+        );
+        status
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("broker is not running");
+        child.kill().expect("SIGKILL broker");
+        child.wait().expect("reap killed broker");
+    }
+
+    /// Starts the process again on the same port and data dir.
+    pub fn restart(&mut self) {
+        self.spawn();
+    }
+
+    /// The last 60 lines of the broker's output, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = File::open(self.log_path()) {
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+            let mut buf = Vec::new();
+            let _ = f.read_to_end(&mut buf);
+            s = String::from_utf8_lossy(&buf).into_owned();
+        }
+        let lines: Vec<&str> = s.lines().collect();
+        let tail = &lines[lines.len().saturating_sub(60)..];
+        format!(
+            "----- broker log tail ({}) -----\n{}\n----- end of broker log -----",
+            self.log_path().display(),
+            tail.join("\n")
+        )
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.log_tail());
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------------------
+// Clients
+// ----------------------------------------------------------------------------------------------
+
+/// Base client config: short timeouts so a broken broker fails a test instead of hanging it.
+pub fn client_config(broker: &Broker) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", broker.bootstrap())
+        .set("socket.timeout.ms", "10000")
+        .set("broker.address.family", "v4");
+    c
+}
+
+pub fn admin(broker: &Broker) -> AdminClient<DefaultClientContext> {
+    client_config(broker).create().expect("create admin client")
+}
+
+pub fn admin_opts() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))
+}
+
+/// A producer with the given extra settings (`acks`, `compression.type`, ...).
+pub fn producer(broker: &Broker, settings: &[(&str, &str)]) -> FutureProducer {
+    let mut c = client_config(broker);
+    c.set("message.timeout.ms", "10000").set("linger.ms", "5");
+    for (k, v) in settings {
+        c.set(*k, *v);
+    }
+    c.create().expect("create producer")
+}
+
+/// A consumer driven by `assign()`: positions are explicit, nothing is committed. librdkafka
+/// refuses `assign()` without a `group.id`, so each consumer gets a unique one it never joins.
+pub fn consumer(broker: &Broker, settings: &[(&str, &str)]) -> BaseConsumer {
+    static NEXT_GROUP: AtomicU64 = AtomicU64::new(0);
+    let group = format!(
+        "sluice-it-{}-{}",
+        std::process::id(),
+        NEXT_GROUP.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut c = client_config(broker);
+    c.set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("fetch.wait.max.ms", "100");
+    for (k, v) in settings {
+        c.set(*k, *v);
+    }
+    c.create().expect("create consumer")
+}
+
+/// Creates one topic and asserts the broker accepted it.
+pub async fn create_topic(broker: &Broker, name: &str, partitions: i32) {
+    let a = admin(broker);
+    let res = a
+        .create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &admin_opts(),
+        )
+        .await
+        .expect("CreateTopics request");
+    assert_eq!(res.len(), 1);
+    assert_eq!(res[0], Ok(name.to_string()), "create topic {name}");
+}
+
+/// Sync wrapper around [`create_topic`].
+pub fn create_topic_sync(broker: &Broker, name: &str, partitions: i32) {
+    block_on(create_topic(broker, name, partitions));
+}
+
+/// One record as the tests write and read it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rec {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    /// CreateTime in ms; `None` lets the producer stamp it.
+    pub timestamp: Option<i64>,
+}
+
+impl Rec {
+    pub fn kv(key: &str, value: &str) -> Rec {
+        Rec {
+            key: Some(key.as_bytes().to_vec()),
+            value: Some(value.as_bytes().to_vec()),
+            headers: Vec::new(),
+            timestamp: None,
+        }
+    }
+}
+
+/// A record read back from the broker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Got {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub timestamp: Option<i64>,
+}
+
+fn owned_headers(h: &[(String, Option<Vec<u8>>)]) -> Option<OwnedHeaders> {
+    if h.is_empty() {
+        return None;
+    }
+    let mut out = OwnedHeaders::new_with_capacity(h.len());
+    for (k, v) in h {
+        out = out.insert(Header {
+            key: k,
+            value: v.as_deref(),
+        });
+    }
+    Some(out)
+}
+
+/// Produces `recs` to `topic`/`partition` and returns each record's (partition, offset) in order.
+/// Records are enqueued all at once and awaited afterwards, so they batch.
+pub async fn produce(
+    p: &FutureProducer,
+    topic: &str,
+    partition: Option<i32>,
+    recs: &[Rec],
+) -> Vec<(i32, i64)> {
+    let mut futures = Vec::with_capacity(recs.len());
+    for r in recs {
+        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic);
+        if let Some(k) = &r.key {
+            fr = fr.key(k.as_slice());
+        }
+        if let Some(v) = &r.value {
+            fr = fr.payload(v.as_slice());
+        }
+        if let Some(p) = partition {
+            fr = fr.partition(p);
+        }
+        if let Some(ts) = r.timestamp {
+            fr = fr.timestamp(ts);
+        }
+        if let Some(h) = owned_headers(&r.headers) {
+            fr = fr.headers(h);
+        }
+        match p.send_result(fr) {
+            Ok(f) => futures.push(f),
+            Err((e, _)) => panic!("enqueue to {topic} failed: {e}"),
+        }
+    }
+    let mut out = Vec::with_capacity(futures.len());
+    for (i, f) in futures.into_iter().enumerate() {
+        match f.await.expect("delivery future cancelled") {
+            Ok(d) => out.push((d.partition, d.offset)),
+            Err((e, _)) => panic!("delivery of record {i} to {topic} failed: {e}"),
+        }
+    }
+    out
+}
+
+/// Sends one record and returns the delivery error, if any (for negative tests).
+pub async fn produce_one_result(
+    p: &FutureProducer,
+    topic: &str,
+    value: &str,
+) -> Result<(i32, i64), KafkaError> {
+    let fr: FutureRecord<'_, (), str> = FutureRecord::to(topic).payload(value);
+    p.send(fr, Duration::from_secs(5))
+        .await
+        .map(|d| (d.partition, d.offset))
+        .map_err(|(e, _)| e)
+}
+
+pub fn to_got<M: Message>(m: &M) -> Got {
+    let headers = m
+        .headers()
+        .map(|hs| {
+            hs.iter()
+                .map(|h| (h.key.to_string(), h.value.map(|v| v.to_vec())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Got {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(|k| k.to_vec()),
+        value: m.payload().map(|v| v.to_vec()),
+        headers,
+        timestamp: m.timestamp().to_millis(),
+    }
+}
+
+/// Assigns `topic`/`partition` at `start` and returns the first `n` records read, failing if
+/// they do not all arrive within `timeout`. Consumer errors are failures, except end-of-partition.
+pub fn consume_n(
+    c: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    start: Offset,
+    n: usize,
+    timeout: Duration,
+) -> Vec<Got> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, start)
+        .expect("add partition");
+    c.assign(&tpl).expect("assign");
+    poll_n(c, n, timeout)
+}
+
+/// Polls an already-assigned consumer until `n` records arrived or `timeout` passed.
+pub fn poll_n(c: &BaseConsumer, n: usize, timeout: Duration) -> Vec<Got> {
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let now = Instant::now();
+        if now >= deadline {
+            panic!(
+                "consumed only {} of {} records within {timeout:?}; last: {:?}",
+                out.len(),
+                n,
+                out.last().map(|g: &Got| g.offset)
+            );
+        }
+        match c.poll(deadline - now) {
+            None => {}
+            Some(Ok(m)) => out.push(to_got(&m)),
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => panic!("consumer error after {} records: {e}", out.len()),
+        }
+    }
+    out
+}
+
+/// Polls for `quiet` and asserts no further record shows up (used after an exact read to catch
+/// extra records, e.g. duplicates).
+pub fn assert_no_more(c: &BaseConsumer, quiet: Duration) {
+    let deadline = Instant::now() + quiet;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return;
+        }
+        match c.poll(deadline - now) {
+            None => {}
+            Some(Ok(m)) => panic!("unexpected extra record: {:?}", to_got(&m)),
+            Some(Err(KafkaError::PartitionEOF(_))) => {}
+            Some(Err(e)) => panic!("consumer error: {e}"),
+        }
+    }
+}
+
+/// Reads a partition from offset 0 up to its current high watermark.
+pub fn consume_all(c: &BaseConsumer, topic: &str, partition: i32, timeout: Duration) -> Vec<Got> {
+    let (low, high) = c
+        .fetch_watermarks(topic, partition, timeout)
+        .expect("fetch watermarks");
+    assert_eq!(low, 0, "log start offset of {topic}-{partition}");
+    consume_n(
+        c,
+        topic,
+        partition,
+        Offset::Beginning,
+        (high - low) as usize,
+        timeout,
+    )
+}
+
+/// Polls metadata until `cond` holds for the topic (or its absence), with a deadline.
+pub fn wait_metadata<T>(
+    c: &BaseConsumer,
+    what: &str,
+    mut cond: impl FnMut(&rdkafka::metadata::Metadata) -> Option<T>,
+) -> T {
+    wait_for(what, CLIENT_TIMEOUT, Duration::from_millis(100), || match c
+        .fetch_metadata(None, Duration::from_secs(5))
+    {
+        Ok(md) => cond(&md),
+        Err(_) => None,
+    })
+}
+
+/// The admin-level error code of a topic result, for negative admin tests.
+pub fn topic_error(r: &rdkafka::admin::TopicResult) -> Option<RDKafkaErrorCode> {
+    match r {
+        Ok(_) => None,
+        Err((_, code)) => Some(*code),
+    }
+}
+
+/// A round trip that proves the broker still serves real clients.
+pub async fn round_trip(broker: &Broker, topic: &str) {
+    create_topic(broker, topic, 1).await;
+    let p = producer(broker, &[("acks", "all")]);
+    let recs: Vec<Rec> = (0..10)
+        .map(|i| Rec::kv(&format!("k{i}"), &format!("v{i}")))
+        .collect();
+    let offs = produce(&p, topic, Some(0), &recs).await;
+    assert_eq!(
+        offs,
+        (0..10).map(|i| (0, i)).collect::<Vec<_>>(),
+        "offsets of a fresh partition"
+    );
+    let c = consumer(broker, &[]);
+    let got = consume_n(&c, topic, 0, Offset::Beginning, 10, CLIENT_TIMEOUT);
+    let values: Vec<_> = got.iter().map(|g| g.value.clone().unwrap()).collect();
+    let expect: Vec<_> = recs.iter().map(|r| r.value.clone().unwrap()).collect();
+    assert_eq!(values, expect);
+}

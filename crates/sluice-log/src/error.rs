@@ -1,0 +1,33 @@
+//! The one error type of the storage engine.
+
+use std::io;
+
+use sluice_protocol::batch::BatchError;
+use thiserror::Error;
+
+/// Errors returned by [`crate::Log`]. The broker maps them to Kafka error codes.
+#[derive(Debug, Error)]
+pub enum LogError {
+    /// A file operation failed. If it was a write or an fsync the log is now [`LogError::Offline`].
+    #[error("log I/O error: {0}")]
+    Io(#[from] io::Error),
+    /// Kafka: `OFFSET_OUT_OF_RANGE`.
+    #[error("offset {offset} out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
+    /// Sticky: a write or fsync failed earlier (or a thread panicked inside the log). Nothing is
+    /// retried, because after a failed fsync the kernel may have dropped the dirty pages and a
+    /// later "successful" fsync would lie. Close the log and reopen it (which runs recovery).
+    /// Kafka: `KAFKA_STORAGE_ERROR`.
+    #[error("log is offline after an earlier I/O failure")]
+    Offline,
+    /// The files contradict themselves in a way reading cannot work around.
+    #[error("corrupt log: {0}")]
+    Corrupt(String),
+    /// `append` was given bytes that are not well-framed v2 batches.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+}

@@ -1,0 +1,606 @@
+//! [`Log`]: one partition's log — segments, offsets, append, group-commit flush, reads,
+//! timestamp lookups, truncation.
+//!
+//! Locking (always taken in this order; none is held across another's I/O except as noted):
+//! - `flush_lock` (mutex): serialises fsyncs and truncation; holds the checkpoint bookkeeping.
+//!   Appends never take it, so they continue while an fsync runs.
+//! - `files` (rwlock): readers hold it shared while they pread outside the append lock;
+//!   truncation takes it exclusively so no reader sees bytes being cut and rewritten.
+//! - `state` (mutex, "the append lock"): segments, offsets, indexes. Appends hold it for the
+//!   pwrite (page cache, no fsync); readers, flush and lookups hold it only to snapshot.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use bytes::Bytes;
+use sluice_protocol::batch::{
+    set_base_offset, set_partition_leader_epoch, BatchError, Batches, MAGIC_V2,
+};
+
+use crate::checkpoint;
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::io::{Io, StdIo};
+use crate::read::{find_batch, read_batches, SegmentView};
+use crate::recovery;
+use crate::segment::{BatchMeta, Segment};
+
+/// Result of a successful [`Log::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// Largest `maxTimestamp` of the appended batches.
+    pub max_timestamp: i64,
+    pub log_start_offset: i64,
+}
+
+/// Result of [`Log::read`]: whole batches, verbatim from the segment files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    pub data: Bytes,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+/// Everything behind the append lock.
+#[derive(Debug)]
+struct State {
+    /// By base offset; contiguous; the last one is active. Never empty.
+    segments: BTreeMap<i64, Segment>,
+    /// Log-wide (max timestamp, base offset of the first batch carrying it).
+    max_timestamp: Option<(i64, i64)>,
+    /// A segment file was created since the last directory fsync.
+    dir_dirty: bool,
+}
+
+impl State {
+    fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has a segment")
+    }
+
+    fn log_start(&self) -> i64 {
+        self.segments.keys().next().copied().unwrap_or(0)
+    }
+
+    fn log_end(&self) -> i64 {
+        self.active().next_offset
+    }
+
+    /// Base offset of the segment holding `offset` (or the first segment).
+    fn segment_base_for(&self, offset: i64) -> i64 {
+        self.segments
+            .range(..=offset)
+            .next_back()
+            .map_or_else(|| self.log_start(), |(b, _)| *b)
+    }
+
+    fn recompute_max_timestamp(&mut self) {
+        self.max_timestamp = None;
+        for seg in self.segments.values() {
+            if let Some((ts, off)) = seg.max_timestamp {
+                if self.max_timestamp.is_none_or(|(max, _)| ts > max) {
+                    self.max_timestamp = Some((ts, off));
+                }
+            }
+        }
+    }
+
+    /// Views of the segment holding `offset` and all later ones.
+    fn views_from(&self, offset: i64) -> Vec<SegmentView> {
+        let base = self.segment_base_for(offset);
+        self.segments
+            .range(base..)
+            .map(|(_, s)| SegmentView {
+                base_offset: s.base_offset,
+                file: s.log.clone(),
+                size: s.size,
+            })
+            .collect()
+    }
+}
+
+/// Behind the flush mutex.
+#[derive(Debug)]
+struct FlushState {
+    /// The offset stored in the `recovery-point` file (None: no file yet).
+    checkpointed: Option<i64>,
+}
+
+/// One partition's log. `Send + Sync`; share it as `Arc<Log>`.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    config: LogConfig,
+    io: Arc<dyn Io>,
+    state: Mutex<State>,
+    flush_lock: Mutex<FlushState>,
+    files: RwLock<()>,
+    /// Everything below is fsynced (the recovery point).
+    durable: AtomicI64,
+    /// Sticky after a failed write or fsync.
+    offline: AtomicBool,
+}
+
+impl Log {
+    /// Opens or creates the log in `dir`. `clean_shutdown == false` means the previous process
+    /// may have crashed: recover (see the `recovery` module).
+    pub fn open(dir: &Path, config: LogConfig, clean_shutdown: bool) -> Result<Log, LogError> {
+        Log::open_with_io(dir, config, clean_shutdown, Arc::new(StdIo))
+    }
+
+    /// [`Log::open`] with a chosen I/O implementation (fault injection in tests).
+    pub fn open_with_io(
+        dir: &Path,
+        config: LogConfig,
+        clean_shutdown: bool,
+        io: Arc<dyn Io>,
+    ) -> Result<Log, LogError> {
+        let segments = recovery::open_segments(&*io, dir, &config, clean_shutdown)?;
+        let mut state = State {
+            segments: segments.into_iter().map(|s| (s.base_offset, s)).collect(),
+            max_timestamp: None,
+            dir_dirty: false,
+        };
+        state.recompute_max_timestamp();
+        let log_end = state.log_end();
+        // open_segments leaves the checkpoint equal to the log end, or no file for a new log.
+        let checkpointed = checkpoint::read(dir).filter(|&c| c == log_end);
+        tracing::debug!(dir = %dir.display(), log_end, "log opened");
+        Ok(Log {
+            dir: dir.to_path_buf(),
+            config,
+            io,
+            state: Mutex::new(state),
+            flush_lock: Mutex::new(FlushState { checkpointed }),
+            files: RwLock::new(()),
+            durable: AtomicI64::new(log_end),
+            offline: AtomicBool::new(false),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::SeqCst)
+    }
+
+    fn check_online(&self) -> Result<(), LogError> {
+        if self.is_offline() {
+            Err(LogError::Offline)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Takes the log offline (sticky) because a write or fsync failed.
+    fn fail(&self, e: io::Error) -> LogError {
+        if !self.offline.swap(true, Ordering::SeqCst) {
+            tracing::error!(dir = %self.dir.display(), error = %e, "log I/O failure; log is offline");
+        }
+        LogError::Io(e)
+    }
+
+    /// The append lock. A poisoned lock means a thread panicked mid-update: go offline.
+    fn lock_state(&self) -> Result<MutexGuard<'_, State>, LogError> {
+        self.state.lock().map_err(|_| {
+            self.offline.store(true, Ordering::SeqCst);
+            LogError::Offline
+        })
+    }
+
+    fn lock_flush(&self) -> Result<MutexGuard<'_, FlushState>, LogError> {
+        self.flush_lock.lock().map_err(|_| {
+            self.offline.store(true, Ordering::SeqCst);
+            LogError::Offline
+        })
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.lock_state().map_or(0, |s| s.log_start())
+    }
+
+    /// The next offset to assign.
+    pub fn log_end_offset(&self) -> i64 {
+        self.lock_state().map_or(0, |s| s.log_end())
+    }
+
+    /// Everything below this offset is fsynced.
+    pub fn durable_offset(&self) -> i64 {
+        self.durable.load(Ordering::SeqCst)
+    }
+
+    /// Appends already-validated batches (see `validate_produce_batches`), assigning offsets
+    /// from the log end: base offset and partition leader epoch are rewritten in `batches` (both
+    /// outside the CRC). Rolls first if the active segment is too big or too old. No fsync.
+    pub fn append(
+        &self,
+        batches: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.check_online()?;
+        // Framing first, without the lock: (position in `batches`, size, lastOffsetDelta, maxTs).
+        let mut parsed = Vec::new();
+        let mut it = Batches::new(batches);
+        loop {
+            let position = it.position();
+            let Some(item) = it.next() else { break };
+            let (h, bytes) = item?;
+            if h.magic != MAGIC_V2 {
+                return Err(BatchError::UnsupportedMagic(h.magic).into());
+            }
+            if h.last_offset_delta < 0 {
+                return Err(BatchError::InvalidRecordCount {
+                    records_count: h.records_count,
+                    last_offset_delta: h.last_offset_delta,
+                }
+                .into());
+            }
+            parsed.push((position, bytes.len(), h.last_offset_delta, h.max_timestamp));
+        }
+        if parsed.is_empty() {
+            return Err(BatchError::Empty.into());
+        }
+        let span: i64 = parsed.iter().map(|p| i64::from(p.2) + 1).sum();
+
+        let mut st = self.lock_state()?;
+        self.check_online()?;
+        let len = batches.len() as u64;
+        if st
+            .active()
+            .needs_roll(&self.config, len, st.log_end() + span - 1, now_ms)
+        {
+            self.roll(&mut st)?;
+        }
+        let seg_base = st.active().base_offset;
+        if st.log_end() + span - 1 - seg_base > i64::from(u32::MAX) || len > u64::from(u32::MAX) {
+            // Only reachable with batches claiming billions of records.
+            let (_, _, delta, _) = parsed[0];
+            return Err(BatchError::InvalidRecordCount {
+                records_count: delta.saturating_add(1),
+                last_offset_delta: delta,
+            }
+            .into());
+        }
+        let start_position = st.active().size;
+        let mut next = st.log_end();
+        let mut metas = Vec::with_capacity(parsed.len());
+        for &(position, size, delta, max_timestamp) in &parsed {
+            let batch = &mut batches[position..position + size];
+            set_base_offset(batch, next);
+            set_partition_leader_epoch(batch, leader_epoch);
+            metas.push(BatchMeta {
+                position: start_position + position as u64,
+                size: size as u64,
+                base_offset: next,
+                last_offset: next + i64::from(delta),
+                max_timestamp,
+            });
+            next += i64::from(delta) + 1;
+        }
+        let io = &*self.io;
+        let config = self.config;
+        st.active_mut()
+            .append(io, batches, &metas, &config, now_ms)
+            .map_err(|e| self.fail(e))?;
+        let mut max_timestamp = i64::MIN;
+        for m in &metas {
+            max_timestamp = max_timestamp.max(m.max_timestamp);
+            if st.max_timestamp.is_none_or(|(ts, _)| m.max_timestamp > ts) {
+                st.max_timestamp = Some((m.max_timestamp, m.base_offset));
+            }
+        }
+        Ok(AppendInfo {
+            base_offset: metas[0].base_offset,
+            last_offset: next - 1,
+            max_timestamp,
+            log_start_offset: st.log_start(),
+        })
+    }
+
+    fn roll(&self, st: &mut State) -> Result<(), LogError> {
+        let base = st.log_end();
+        let seg = Segment::create(&*self.io, &self.dir, base).map_err(|e| self.fail(e))?;
+        tracing::debug!(dir = %self.dir.display(), base, "rolled new segment");
+        st.segments.insert(base, seg);
+        st.dir_dirty = true;
+        Ok(())
+    }
+
+    /// Group commit: returns once everything below `end_offset` (clamped to the log end) is
+    /// fsynced. Concurrent callers share fsyncs: whoever holds the flush mutex syncs everything
+    /// appended so far, and the others find their offset already durable.
+    pub fn flush(&self, end_offset: i64) -> Result<(), LogError> {
+        self.check_online()?;
+        if self.durable_offset() >= end_offset {
+            return Ok(());
+        }
+        let mut flush = self.lock_flush()?;
+        self.check_online()?;
+        if self.durable_offset() >= end_offset {
+            return Ok(());
+        }
+        self.sync_locked(&mut flush, false)
+    }
+
+    /// Syncs every file with unsynced data up to a snapshot of the log end and publishes it as
+    /// durable. With `closing`, also the active segment's indexes and an exact checkpoint.
+    fn sync_locked(&self, flush: &mut FlushState, closing: bool) -> Result<(), LogError> {
+        let (log_end, files, dir, checkpoint_due) = {
+            let mut st = self.lock_state()?;
+            let log_end = st.log_end();
+            let active = st.active().base_offset;
+            let checkpoint_due = if closing {
+                flush.checkpointed != Some(log_end)
+            } else {
+                // Recovery rescans the whole segment holding the recovery point, so the file
+                // only needs rewriting when that segment changes: one write per roll.
+                flush
+                    .checkpointed
+                    .is_none_or(|c| st.segment_base_for(c) != st.segment_base_for(log_end))
+            };
+            let mut files = Vec::new();
+            for seg in st.segments.values_mut() {
+                if seg.log_dirty {
+                    files.push(seg.log.clone());
+                    seg.log_dirty = false;
+                }
+                if seg.index_dirty && (closing || seg.base_offset != active) {
+                    files.push(seg.index.file().clone());
+                    files.push(seg.time_index.file().clone());
+                    seg.index_dirty = false;
+                }
+            }
+            let dir = std::mem::take(&mut st.dir_dirty);
+            (log_end, files, dir, checkpoint_due)
+        };
+        // The append lock is released: appends go on while we wait for the disk.
+        for file in &files {
+            self.io.sync_data(file).map_err(|e| self.fail(e))?;
+        }
+        if dir {
+            self.io.sync_dir(&self.dir).map_err(|e| self.fail(e))?;
+        }
+        if checkpoint_due {
+            checkpoint::write(&*self.io, &self.dir, log_end).map_err(|e| self.fail(e))?;
+            flush.checkpointed = Some(log_end);
+        }
+        self.durable.fetch_max(log_end, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Whole batches starting with the one containing `offset`, each with last offset <
+    /// `max_offset`, at most `max_bytes` in total unless `min_one` (then the first batch comes
+    /// whole whatever its size, KIP-74). Crosses segment boundaries. `offset == log end` (or
+    /// `>= max_offset`) gives empty data; outside `[log start, log end]` is out of range.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one: bool,
+    ) -> Result<ReadResult, LogError> {
+        self.check_online()?;
+        let _files = self.files.read().unwrap_or_else(|e| e.into_inner());
+        let (views, start, log_start, log_end) = {
+            let st = self.lock_state()?;
+            let (log_start, log_end) = (st.log_start(), st.log_end());
+            if offset < log_start || offset > log_end {
+                return Err(LogError::OffsetOutOfRange {
+                    offset,
+                    log_start,
+                    log_end,
+                });
+            }
+            if offset == log_end || offset >= max_offset {
+                return Ok(ReadResult {
+                    data: Bytes::new(),
+                    log_start_offset: log_start,
+                    log_end_offset: log_end,
+                });
+            }
+            let base = st.segment_base_for(offset);
+            let start = st
+                .segments
+                .get(&base)
+                .map_or(0, |s| s.scan_start_for(offset));
+            (st.views_from(offset), start, log_start, log_end)
+        };
+        let data = read_batches(&views, start, offset, max_bytes, max_offset, min_one)?;
+        Ok(ReadResult {
+            data: Bytes::from(data),
+            log_start_offset: log_start,
+            log_end_offset: log_end,
+        })
+    }
+
+    /// ListOffsets by timestamp, at batch granularity: the base offset and max timestamp of the
+    /// first batch whose max timestamp is >= `ts`. `None` if no batch qualifies.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        self.check_online()?;
+        let _files = self.files.read().unwrap_or_else(|e| e.into_inner());
+        let (views, start) = {
+            let st = self.lock_state()?;
+            // Segment max timestamps are running maxima: skip segments entirely below `ts`.
+            let Some(seg) = st
+                .segments
+                .values()
+                .find(|s| s.max_timestamp.is_some_and(|(max, _)| max >= ts))
+            else {
+                return Ok(None);
+            };
+            (
+                st.views_from(seg.base_offset),
+                seg.scan_start_for_timestamp(ts),
+            )
+        };
+        for (i, view) in views.iter().enumerate() {
+            let from = if i == 0 { start } else { 0 };
+            if let Some((_, h)) = find_batch(view, from, |h| h.max_timestamp >= ts)? {
+                return Ok(Some((h.base_offset, h.max_timestamp)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// ListOffsets MAX_TIMESTAMP: (max timestamp, base offset of the first batch carrying it).
+    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
+        self.lock_state().ok()?.max_timestamp
+    }
+
+    /// Drops every batch at or after `offset`; if `offset` falls inside a batch, that whole
+    /// batch goes too (the log end becomes its base offset). An offset at or below the log start
+    /// empties the log and restarts it at `offset`. For follower truncation.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
+        self.check_online()?;
+        if offset < 0 {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start: self.log_start_offset(),
+                log_end: self.log_end_offset(),
+            });
+        }
+        let mut flush = self.lock_flush()?;
+        let _files = self.files.write().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.lock_state()?;
+        self.check_online()?;
+        if offset >= st.log_end() {
+            return Ok(());
+        }
+        let io = &*self.io;
+        // Lower the recovery point first: a crash mid-truncation must rescan what is cut.
+        if flush.checkpointed.is_some_and(|c| c > offset) {
+            checkpoint::write(io, &self.dir, offset).map_err(|e| self.fail(e))?;
+            flush.checkpointed = Some(offset);
+        }
+        let result = if offset <= st.log_start() {
+            self.truncate_fully(&mut st, offset)
+        } else {
+            self.truncate_inside(&mut st, offset)
+        };
+        result.map_err(|e| match e {
+            LogError::Io(e) => self.fail(e),
+            other => {
+                self.offline.store(true, Ordering::SeqCst);
+                other
+            }
+        })?;
+        st.recompute_max_timestamp();
+        let log_end = st.log_end();
+        self.durable.fetch_min(log_end, Ordering::SeqCst);
+        tracing::info!(dir = %self.dir.display(), offset, log_end, "log truncated");
+        Ok(())
+    }
+
+    fn truncate_fully(&self, st: &mut State, offset: i64) -> Result<(), LogError> {
+        let io = &*self.io;
+        let bases: Vec<i64> = st.segments.keys().rev().copied().collect();
+        for base in bases {
+            st.segments.remove(&base);
+            Segment::remove_files(io, &self.dir, base)?;
+        }
+        let seg = Segment::create(io, &self.dir, offset)?;
+        io.sync_data(&seg.log)?;
+        st.segments.insert(offset, seg);
+        io.sync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    fn truncate_inside(&self, st: &mut State, offset: i64) -> Result<(), LogError> {
+        let io = &*self.io;
+        let base = st.segment_base_for(offset);
+        let later: Vec<i64> = st
+            .segments
+            .range(base + 1..)
+            .map(|(b, _)| *b)
+            .rev()
+            .collect();
+        for b in &later {
+            st.segments.remove(b);
+            Segment::remove_files(io, &self.dir, *b)?;
+        }
+        let seg = st
+            .segments
+            .get_mut(&base)
+            .ok_or_else(|| LogError::Corrupt("segment vanished".into()))?;
+        let view = SegmentView {
+            base_offset: seg.base_offset,
+            file: seg.log.clone(),
+            size: seg.size,
+        };
+        let Some((position, header)) = find_batch(&view, seg.scan_start_for(offset), |h| {
+            h.last_offset() >= offset
+        })?
+        else {
+            return Err(LogError::Corrupt(format!(
+                "offset {offset} not found in segment {base}"
+            )));
+        };
+        io.set_len(&seg.log, position)?;
+        seg.size = position;
+        let keep = seg
+            .index
+            .entries()
+            .partition_point(|e| u64::from(e.position) < position);
+        seg.index.truncate(io, keep)?;
+        let cut_rel = header.base_offset - base;
+        let keep = seg
+            .time_index
+            .entries()
+            .partition_point(|e| i64::from(e.rel_offset) < cut_rel);
+        seg.time_index.truncate(io, keep)?;
+        if !recovery::tail_scan(io, seg, &self.config)? {
+            return Err(LogError::Corrupt(format!(
+                "segment {base} unreadable after truncation"
+            )));
+        }
+        if seg.is_empty() {
+            seg.roll_base_ms = None;
+        }
+        io.sync_data(&seg.log)?;
+        io.sync_data(seg.index.file())?;
+        io.sync_data(seg.time_index.file())?;
+        seg.log_dirty = false;
+        if !later.is_empty() {
+            io.sync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes everything (indexes included) and writes an exact checkpoint, so the next
+    /// `open(.., clean_shutdown = true)` trusts the files without scanning them.
+    pub fn close(&self) -> Result<(), LogError> {
+        self.check_online()?;
+        let mut flush = self.lock_flush()?;
+        self.check_online()?;
+        self.sync_locked(&mut flush, true)
+    }
+
+    /// Removes the log's directory and files.
+    pub fn delete(self) -> Result<(), LogError> {
+        let Log { dir, io, .. } = self;
+        io.remove_dir_all(&dir)?;
+        Ok(())
+    }
+
+    /// Number of segments (tests and metrics).
+    pub fn segment_count(&self) -> usize {
+        self.lock_state().map_or(0, |s| s.segments.len())
+    }
+}

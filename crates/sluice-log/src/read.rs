@@ -1,0 +1,111 @@
+//! The fetch path: find the batch containing an offset and copy whole batches out of the
+//! segment files with pread, outside the append lock.
+
+use std::fs::File;
+use std::sync::Arc;
+
+use sluice_protocol::batch::{Batches, BATCH_HEADER_LEN};
+
+use crate::error::LogError;
+use crate::io::read_exact_at;
+use crate::recovery::read_header;
+
+/// What a reader needs of a segment, snapshotted under the append lock. Bytes below `size`
+/// were fully written before the snapshot, so they are stable while truncation is excluded.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentView {
+    pub base_offset: i64,
+    pub file: Arc<File>,
+    pub size: u64,
+}
+
+/// Position and header of the first batch in `view`, scanning from `start`, that satisfies
+/// `found` (`None` if the segment ends first).
+pub(crate) fn find_batch(
+    view: &SegmentView,
+    mut start: u64,
+    found: impl Fn(&sluice_protocol::batch::BatchHeader) -> bool,
+) -> Result<Option<(u64, sluice_protocol::batch::BatchHeader)>, LogError> {
+    while start < view.size {
+        let Some(header) = read_header(&view.file, start, view.size)? else {
+            return Err(corrupt(view, start));
+        };
+        if header.batch_length < sluice_protocol::batch::MIN_BATCH_LENGTH {
+            return Err(corrupt(view, start));
+        }
+        if found(&header) {
+            return Ok(Some((start, header)));
+        }
+        start += header.total_size() as u64;
+    }
+    Ok(None)
+}
+
+fn corrupt(view: &SegmentView, position: u64) -> LogError {
+    LogError::Corrupt(format!(
+        "no valid batch header in segment {} at position {position}",
+        view.base_offset
+    ))
+}
+
+/// Whole batches from the one containing `offset` (in `views[0]`, index hint `start`) on,
+/// across segments, each with last offset < `max_offset`, at most `max_bytes` in total unless
+/// `min_one` and the first batch alone is larger.
+pub(crate) fn read_batches(
+    views: &[SegmentView],
+    start: u64,
+    offset: i64,
+    max_bytes: usize,
+    max_offset: i64,
+    min_one: bool,
+) -> Result<Vec<u8>, LogError> {
+    let mut data: Vec<u8> = Vec::new();
+    let Some(first) = views.first() else {
+        return Ok(data);
+    };
+    let Some((mut position, _)) = find_batch(first, start, |h| h.last_offset() >= offset)? else {
+        return Ok(data);
+    };
+    for (i, view) in views.iter().enumerate() {
+        if i > 0 {
+            position = 0;
+        }
+        while position < view.size {
+            let avail = view.size - position;
+            let budget = max_bytes.saturating_sub(data.len()) as u64;
+            let mut want = avail.min(budget);
+            if data.is_empty() && min_one {
+                // KIP-74: the first batch is returned whole even if larger than max_bytes.
+                let Some(h) = read_header(&view.file, position, view.size)? else {
+                    return Err(corrupt(view, position));
+                };
+                want = want.max((h.total_size() as u64).min(avail));
+            }
+            if want < BATCH_HEADER_LEN as u64 {
+                return Ok(data);
+            }
+            let old = data.len();
+            data.resize(old + want as usize, 0);
+            read_exact_at(&view.file, &mut data[old..], position)?;
+            let mut accepted = old;
+            let mut done = false;
+            for item in Batches::new(&data[old..]) {
+                // An error is a batch cut by the budget at the end of the chunk.
+                let Ok((header, bytes)) = item else { break };
+                let over_budget = accepted + bytes.len() > max_bytes && !(min_one && accepted == 0);
+                if header.last_offset() >= max_offset || over_budget {
+                    done = true;
+                    break;
+                }
+                accepted += bytes.len();
+            }
+            data.truncate(accepted);
+            let consumed = (accepted - old) as u64;
+            position += consumed;
+            if done || consumed < want {
+                return Ok(data);
+            }
+        }
+    }
+    Ok(data)
+}

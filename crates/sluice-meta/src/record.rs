@@ -1,0 +1,40 @@
+//! Metadata records. Serialized as one JSON object per line in the metadata log, so the format
+//! stays readable and new optional fields can be added with `#[serde(default)]`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::BrokerId;
+
+/// Topic-level config overrides (`retention.ms`, `cleanup.policy`, ...), by Kafka name.
+pub type TopicConfigs = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum MetadataRecord {
+    /// A broker announces itself and where clients reach it.
+    RegisterBroker {
+        broker_id: BrokerId,
+        host: String,
+        port: i32,
+        #[serde(default)]
+        rack: Option<String>,
+    },
+    /// A new topic with its partitions placed on `replicas[i]` for partition i.
+    CreateTopic {
+        name: String,
+        topic_id: Uuid,
+        replicas: Vec<Vec<BrokerId>>,
+        configs: TopicConfigs,
+    },
+    /// Adds partitions to a topic; `replicas` holds only the new ones.
+    CreatePartitions {
+        topic_id: Uuid,
+        replicas: Vec<Vec<BrokerId>>,
+    },
+    DeleteTopic {
+        topic_id: Uuid,
+    },
+}

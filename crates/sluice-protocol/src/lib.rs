@@ -1,0 +1,19 @@
+//! Kafka wire layer for Sluice. Pure: no tokio, no files.
+//!
+//! # Layout
+//! - [`frame`]: the 4-byte size prefix and its limits, checked before anything is allocated.
+//! - [`request`]: request header parsing and body decoding into `kafka-protocol` messages.
+//! - [`response`]: response framing (size prefix, the right header version per API).
+//! - [`versions`]: the one table of API versions Sluice implements; ApiVersions is built from it.
+//! - [`batch`]: zero-copy views of RecordBatch v2 (header fields, CRC32C, offset rewrite).
+//!
+//! The message structs themselves come from the `kafka-protocol` crate (generated from Kafka's
+//! JSON schemas); it is re-exported as [`kafka`] so every layer uses the same version.
+
+pub mod batch;
+pub mod frame;
+pub mod request;
+pub mod response;
+pub mod versions;
+
+pub use kafka_protocol as kafka;
