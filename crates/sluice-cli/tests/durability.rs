@@ -137,19 +137,22 @@ fn kill9_during_produce_loses_no_acknowledged_record() {
         .set("retries", "0")
         .set("message.send.max.retries", "0")
         .set("message.timeout.ms", "5000")
-        .set("linger.ms", "2")
+        .set("linger.ms", "1")
+        // Small batches, pipelined (no idempotence: up to 1M in flight), so the kill catches
+        // requests in flight rather than landing between two quiet moments.
+        .set("batch.num.messages", "100")
         .set("reconnect.backoff.ms", "50")
         .set("reconnect.backoff.max.ms", "200");
     let producer: ThreadedProducer<ArcRecorder> = cfg
         .create_with_context(ArcRecorder(recorder.clone()))
         .expect("create producer");
 
-    // A steady stream: small chunks, paced, so the kill lands mid-stream rather than after
-    // the last ack. Pacing is not synchronisation; the kill waits on the ack count.
+    // A steady stream: chunks of 200, lightly paced, so the kill lands mid-stream rather than
+    // after the last ack. Pacing is not synchronisation; the kill waits on the ack count.
     let stream = std::thread::spawn(move || {
         let mut enqueue_failures = 0u64;
-        for chunk in 0..(TOTAL / 50) {
-            for i in chunk * 50..(chunk + 1) * 50 {
+        for chunk in 0..(TOTAL / 200) {
+            for i in chunk * 200..(chunk + 1) * 200 {
                 let payload = i.to_string();
                 let mut rec: BaseRecord<'_, (), str, ()> = BaseRecord::to("crash")
                     .payload(payload.as_str())
@@ -173,7 +176,7 @@ fn kill9_during_produce_loses_no_acknowledged_record() {
                     }
                 }
             }
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(1));
         }
         let _ = producer.flush(Duration::from_secs(20));
         enqueue_failures

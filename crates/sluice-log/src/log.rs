@@ -419,7 +419,7 @@ impl Log {
             let start = st
                 .segments
                 .get(&base)
-                .map_or(0, |s| s.scan_start_for(offset));
+                .map_or((0, base), |s| s.scan_start_for(offset));
             (st.views_from(offset), start, log_start, log_end)
         };
         let data = read_batches(&views, start, offset, max_bytes, max_offset, min_one)?;
@@ -451,8 +451,8 @@ impl Log {
             )
         };
         for (i, view) in views.iter().enumerate() {
-            let from = if i == 0 { start } else { 0 };
-            if let Some((_, h)) = find_batch(view, from, |h| h.max_timestamp >= ts)? {
+            let (from, base) = if i == 0 { start } else { (0, view.base_offset) };
+            if let Some((_, h)) = find_batch(view, from, base, |h| h.max_timestamp >= ts)? {
                 return Ok(Some((h.base_offset, h.max_timestamp)));
             }
         }
@@ -544,9 +544,9 @@ impl Log {
             file: seg.log.clone(),
             size: seg.size,
         };
-        let Some((position, header)) = find_batch(&view, seg.scan_start_for(offset), |h| {
-            h.last_offset() >= offset
-        })?
+        let (from, from_base) = seg.scan_start_for(offset);
+        let Some((position, header)) =
+            find_batch(&view, from, from_base, |h| h.last_offset() >= offset)?
         else {
             return Err(LogError::Corrupt(format!(
                 "offset {offset} not found in segment {base}"

@@ -4,7 +4,7 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use sluice_protocol::batch::{Batches, BATCH_HEADER_LEN};
+use sluice_protocol::batch::{BatchHeader, Batches, BATCH_HEADER_LEN, MIN_BATCH_LENGTH};
 
 use crate::error::LogError;
 use crate::io::read_exact_at;
@@ -19,24 +19,28 @@ pub(crate) struct SegmentView {
     pub size: u64,
 }
 
-/// Position and header of the first batch in `view`, scanning from `start`, that satisfies
-/// `found` (`None` if the segment ends first).
+/// Position and header of the first batch in `view` that satisfies `found`, scanning headers
+/// from `start`, where a batch with base offset `expected_base` must begin (`None` if the
+/// segment ends first). Headers must chain (each base offset follows the previous batch), so a
+/// wrong index entry or damaged file gives `Corrupt`, never someone else's batch.
 pub(crate) fn find_batch(
     view: &SegmentView,
     mut start: u64,
-    found: impl Fn(&sluice_protocol::batch::BatchHeader) -> bool,
-) -> Result<Option<(u64, sluice_protocol::batch::BatchHeader)>, LogError> {
+    mut expected_base: i64,
+    found: impl Fn(&BatchHeader) -> bool,
+) -> Result<Option<(u64, BatchHeader)>, LogError> {
     while start < view.size {
         let Some(header) = read_header(&view.file, start, view.size)? else {
             return Err(corrupt(view, start));
         };
-        if header.batch_length < sluice_protocol::batch::MIN_BATCH_LENGTH {
+        if header.batch_length < MIN_BATCH_LENGTH || header.base_offset != expected_base {
             return Err(corrupt(view, start));
         }
         if found(&header) {
             return Ok(Some((start, header)));
         }
         start += header.total_size() as u64;
+        expected_base = header.last_offset() + 1;
     }
     Ok(None)
 }
@@ -50,10 +54,11 @@ fn corrupt(view: &SegmentView, position: u64) -> LogError {
 
 /// Whole batches from the one containing `offset` (in `views[0]`, index hint `start`) on,
 /// across segments, each with last offset < `max_offset`, at most `max_bytes` in total unless
-/// `min_one` and the first batch alone is larger.
+/// `min_one` and the first batch alone is larger. Stops early at a batch that does not follow
+/// its predecessor.
 pub(crate) fn read_batches(
     views: &[SegmentView],
-    start: u64,
+    start: (u64, i64),
     offset: i64,
     max_bytes: usize,
     max_offset: i64,
@@ -63,9 +68,12 @@ pub(crate) fn read_batches(
     let Some(first) = views.first() else {
         return Ok(data);
     };
-    let Some((mut position, _)) = find_batch(first, start, |h| h.last_offset() >= offset)? else {
+    let Some((mut position, header)) =
+        find_batch(first, start.0, start.1, |h| h.last_offset() >= offset)?
+    else {
         return Ok(data);
     };
+    let mut expected_base = header.base_offset;
     for (i, view) in views.iter().enumerate() {
         if i > 0 {
             position = 0;
@@ -93,11 +101,15 @@ pub(crate) fn read_batches(
                 // An error is a batch cut by the budget at the end of the chunk.
                 let Ok((header, bytes)) = item else { break };
                 let over_budget = accepted + bytes.len() > max_bytes && !(min_one && accepted == 0);
-                if header.last_offset() >= max_offset || over_budget {
+                if header.last_offset() >= max_offset
+                    || over_budget
+                    || header.base_offset != expected_base
+                {
                     done = true;
                     break;
                 }
                 accepted += bytes.len();
+                expected_base = header.last_offset() + 1;
             }
             data.truncate(accepted);
             let consumed = (accepted - old) as u64;

@@ -265,6 +265,8 @@ pub(crate) fn open_segments(
             );
         }
     }
+    // A trusted pass above may have cut and deleted segments: list again.
+    let bases = list_segments(io, dir)?;
     // Scan from the segment containing the recovery point (all of it without one).
     let from = match recovery_point {
         Some(rp) => bases.partition_point(|&b| b <= rp).saturating_sub(1),

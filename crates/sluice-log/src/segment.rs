@@ -218,18 +218,23 @@ impl Segment {
         too_big || too_old || index_full || offsets_overflow
     }
 
-    /// Position of the last indexed batch starting at or before `offset` (0 if none): the place
-    /// to start scanning for the batch containing `offset`.
-    pub fn scan_start_for(&self, offset: i64) -> u64 {
+    /// (position, base offset) of the last indexed batch starting at or before `offset`, or
+    /// the segment start: where to scan from for the batch containing `offset`.
+    pub fn scan_start_for(&self, offset: i64) -> (u64, i64) {
         let rel = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
-        self.index.lookup(rel).map_or(0, |e| u64::from(e.position))
+        self.index.lookup(rel).map_or((0, self.base_offset), |e| {
+            (
+                u64::from(e.position),
+                self.base_offset + i64::from(e.rel_offset),
+            )
+        })
     }
 
-    /// Where to start scanning for the first batch with max timestamp >= `ts`.
-    pub fn scan_start_for_timestamp(&self, ts: i64) -> u64 {
+    /// Where to scan from for the first batch with max timestamp >= `ts`.
+    pub fn scan_start_for_timestamp(&self, ts: i64) -> (u64, i64) {
         match self.time_index.last_before(ts) {
             Some(e) => self.scan_start_for(self.base_offset + i64::from(e.rel_offset)),
-            None => 0,
+            None => (0, self.base_offset),
         }
     }
 }

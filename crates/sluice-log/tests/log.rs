@@ -202,7 +202,8 @@ fn rolls_when_the_index_is_full() {
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
         index_interval_bytes: 0,
-        segment_index_bytes: 8 * 4,
+        // Room for 4 time-index entries (12 bytes each, one per index point here).
+        segment_index_bytes: 12 * 4,
         ..LogConfig::default()
     };
     let log = Log::open(dir.path(), config, false).unwrap();
@@ -691,7 +692,8 @@ fn torn_write_takes_the_log_offline_and_recovery_cuts_it() {
     let dir = tempfile::tempdir().unwrap();
     let io = Arc::new(FaultInjectingIo::new());
     let log = Log::open_with_io(dir.path(), LogConfig::default(), false, io.clone()).unwrap();
-    append(&log, 2, 1);
+    append(&log, 1, 1);
+    append(&log, 1, 2);
     append(&log, 1, 2);
     io.tear_next_write(40);
     assert!(matches!(
@@ -791,5 +793,53 @@ fn arbitrary_disk_bytes_never_panic() {
         }
         let _ = log.offset_for_timestamp(5);
         let _ = log.append(&mut batch(1, 1, 1), 0, 0);
+    }
+}
+
+#[test]
+fn readers_run_concurrently_with_appends_and_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path(), small_config(), false).unwrap());
+    let writer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for i in 0..400 {
+                let info = log
+                    .append(&mut batch(1 + i % 4, i as i64, 10 + i % 50), 0, 0)
+                    .unwrap();
+                if i % 10 == 0 {
+                    log.flush(info.last_offset + 1).unwrap();
+                }
+            }
+        })
+    };
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut rng = Rng(17 + r);
+                while log.log_end_offset() < 900 {
+                    let leo = log.log_end_offset();
+                    let offset = (rng.next() % (leo as u64 + 1)) as i64;
+                    let max_bytes = (rng.next() % 3000) as usize;
+                    let r = log.read(offset, max_bytes, leo, true).unwrap();
+                    let mut next = None;
+                    for item in Batches::new(&r.data) {
+                        let (h, bytes) = item.unwrap();
+                        verify_crc(bytes).unwrap();
+                        assert!(h.last_offset() < leo);
+                        match next {
+                            None => assert!(h.base_offset <= offset && offset <= h.last_offset()),
+                            Some(n) => assert_eq!(h.base_offset, n),
+                        }
+                        next = Some(h.last_offset() + 1);
+                    }
+                }
+            })
+        })
+        .collect();
+    writer.join().unwrap();
+    for r in readers {
+        r.join().unwrap();
     }
 }

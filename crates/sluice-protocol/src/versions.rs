@@ -57,6 +57,32 @@ mod tests {
         assert_eq!(supported_range(ApiKey::Metadata), Some((0, 12)));
     }
 
+    /// The README's "Supported Kafka APIs" table is what users read; keep it true.
+    #[test]
+    fn readme_table_matches() {
+        let readme = include_str!("../../../README.md");
+        let mut rows = Vec::new();
+        for line in readme.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            // | API | key | versions | notes |
+            if cells.len() < 5 {
+                continue;
+            }
+            let (Ok(key), Some((min, max))) = (cells[2].parse::<i16>(), cells[3].split_once('-'))
+            else {
+                continue;
+            };
+            rows.push((key, min.parse::<i16>().unwrap(), max.parse::<i16>().unwrap()));
+        }
+        let mut table: Vec<_> = SUPPORTED
+            .iter()
+            .map(|&(k, min, max)| (k as i16, min, max))
+            .collect();
+        rows.sort_unstable();
+        table.sort_unstable();
+        assert_eq!(rows, table, "README.md API table and versions::SUPPORTED disagree");
+    }
+
     #[test]
     fn no_duplicate_rows() {
         for (i, (a, _, _)) in SUPPORTED.iter().enumerate() {
