@@ -430,9 +430,27 @@ impl Log {
         })
     }
 
-    /// ListOffsets by timestamp, at batch granularity: the base offset and max timestamp of the
-    /// first batch whose max timestamp is >= `ts`. `None` if no batch qualifies.
+    /// ListOffsets by timestamp: `(offset, timestamp)` of the first record whose timestamp is
+    /// >= `ts`, looking in the first batch whose max timestamp is >= `ts`. `None` if none.
+    ///
+    /// The batch is found through the time index; the record inside it is found by decoding the
+    /// batch (decompressing if needed), as Kafka does. Only this rare path looks inside batches.
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let Some((base_offset, size)) = self.batch_for_timestamp(ts)? else {
+            return Ok(None);
+        };
+        let read = self.read(base_offset, size, i64::MAX, true)?;
+        let batch = &read.data[..size.min(read.data.len())];
+        match sluice_protocol::records::first_at_or_after(batch, ts) {
+            Ok(found) => Ok(found),
+            Err(e) => Err(LogError::Corrupt(format!(
+                "batch at offset {base_offset} cannot be decoded for a timestamp lookup: {e}"
+            ))),
+        }
+    }
+
+    /// Base offset and size of the first batch whose max timestamp is >= `ts`.
+    fn batch_for_timestamp(&self, ts: i64) -> Result<Option<(i64, usize)>, LogError> {
         self.check_online()?;
         let _files = self.files.read().unwrap_or_else(|e| e.into_inner());
         let (views, start) = {
@@ -453,7 +471,7 @@ impl Log {
         for (i, view) in views.iter().enumerate() {
             let (from, base) = if i == 0 { start } else { (0, view.base_offset) };
             if let Some((_, h)) = find_batch(view, from, base, |h| h.max_timestamp >= ts)? {
-                return Ok(Some((h.base_offset, h.max_timestamp)));
+                return Ok(Some((h.base_offset, h.total_size())));
             }
         }
         Ok(None)

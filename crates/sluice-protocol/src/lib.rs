@@ -6,12 +6,14 @@
 //! - [`response`]: response framing (size prefix, the right header version per API).
 //! - [`versions`]: the one table of API versions Sluice implements; ApiVersions is built from it.
 //! - [`batch`]: zero-copy views of RecordBatch v2 (header fields, CRC32C, offset rewrite).
+//! - [`records`]: decoding the records inside a batch, for the rare paths that need them.
 //!
 //! The message structs themselves come from the `kafka-protocol` crate (generated from Kafka's
 //! JSON schemas); it is re-exported as [`kafka`] so every layer uses the same version.
 
 pub mod batch;
 pub mod frame;
+pub mod records;
 pub mod request;
 pub mod response;
 pub mod versions;

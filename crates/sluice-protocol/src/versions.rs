@@ -72,7 +72,11 @@ mod tests {
             else {
                 continue;
             };
-            rows.push((key, min.parse::<i16>().unwrap(), max.parse::<i16>().unwrap()));
+            rows.push((
+                key,
+                min.parse::<i16>().unwrap(),
+                max.parse::<i16>().unwrap(),
+            ));
         }
         let mut table: Vec<_> = SUPPORTED
             .iter()
@@ -80,7 +84,10 @@ mod tests {
             .collect();
         rows.sort_unstable();
         table.sort_unstable();
-        assert_eq!(rows, table, "README.md API table and versions::SUPPORTED disagree");
+        assert_eq!(
+            rows, table,
+            "README.md API table and versions::SUPPORTED disagree"
+        );
     }
 
     #[test]
