@@ -9,6 +9,8 @@ use sluice_meta::{MetadataRecord, MetadataStore, TopicConfigs, TopicInfo, Uuid};
 use thiserror::Error;
 
 use crate::config::BrokerConfig;
+use crate::coordinator::offsets::OFFSETS_TOPIC;
+use crate::coordinator::Coordinator;
 use crate::error::ApiError;
 use crate::fetch_session::FetchSessionCache;
 use crate::replica_manager::ReplicaManager;
@@ -38,6 +40,7 @@ pub struct Broker {
     pub meta: Mutex<MetadataStore>,
     pub replicas: ReplicaManager,
     pub fetch_sessions: FetchSessionCache,
+    pub groups: Arc<Coordinator>,
     /// Flipped to true when shutdown starts: parked fetches answer at once.
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// Held for the broker's lifetime: an advisory lock on `<data-dir>/.lock`.
@@ -98,11 +101,17 @@ impl Broker {
                 .any(|t| (0..t.partitions.len()).any(|i| format!("{}-{}", t.name, i) == dir_name))
         });
         tracing::info!(topics = topics.len(), "logs open");
+        let offsets_partitions = topics
+            .iter()
+            .find(|t| t.name == OFFSETS_TOPIC)
+            .map(|t| t.partitions.len());
+        let groups = Coordinator::open(&replicas, config.groups.clone(), offsets_partitions)?;
         Ok(Arc::new(Broker {
             config,
             meta: Mutex::new(meta),
             replicas,
             fetch_sessions: FetchSessionCache::new(1000),
+            groups: Arc::new(groups),
             stopping: tokio::sync::watch::Sender::new(false),
             _lock: lock,
         }))

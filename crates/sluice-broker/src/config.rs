@@ -102,6 +102,41 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "57671680",
         "Upper bound on the bytes a Fetch response carries.",
     ),
+    (
+        "offsets.topic.num.partitions",
+        "50",
+        "Partitions of __consumer_offsets (fixed once created).",
+    ),
+    (
+        "offsets.topic.segment.bytes",
+        "104857600",
+        "Segment size of __consumer_offsets.",
+    ),
+    (
+        "offsets.retention.minutes",
+        "10080",
+        "Committed offsets of an empty group expire after this.",
+    ),
+    (
+        "offsets.retention.check.interval.ms",
+        "600000",
+        "How often expired offsets are looked for.",
+    ),
+    (
+        "group.initial.rebalance.delay.ms",
+        "3000",
+        "Wait for more members before the first rebalance of an empty group.",
+    ),
+    (
+        "group.min.session.timeout.ms",
+        "6000",
+        "Smallest session timeout a consumer may ask for.",
+    ),
+    (
+        "group.max.session.timeout.ms",
+        "1800000",
+        "Largest session timeout a consumer may ask for.",
+    ),
 ];
 
 fn kind(key: &str) -> Option<Kind> {
@@ -117,6 +152,13 @@ fn kind(key: &str) -> Option<Kind> {
         "log.index.interval.bytes" => Kind::Int(0, i32::MAX as i64),
         "log.index.size.max.bytes" => Kind::Int(4, i32::MAX as i64),
         "fetch.max.bytes" => Kind::Int(1024, i32::MAX as i64),
+        "offsets.topic.num.partitions" => Kind::Int(1, 10_000),
+        "offsets.topic.segment.bytes" => Kind::Int(1024, i32::MAX as i64),
+        "offsets.retention.minutes" => Kind::Int(1, i32::MAX as i64),
+        "offsets.retention.check.interval.ms" => Kind::Int(1, i64::MAX),
+        "group.initial.rebalance.delay.ms" => Kind::Int(0, i32::MAX as i64),
+        "group.min.session.timeout.ms" => Kind::Int(0, i32::MAX as i64),
+        "group.max.session.timeout.ms" => Kind::Int(0, i32::MAX as i64),
         _ => return None,
     })
 }
@@ -220,6 +262,18 @@ fn flatten(
     Ok(())
 }
 
+/// Group coordinator settings.
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    pub offsets_topic_partitions: i32,
+    pub offsets_topic_segment_bytes: u64,
+    pub offsets_retention_ms: i64,
+    pub offsets_retention_check_interval_ms: u64,
+    pub initial_rebalance_delay_ms: i64,
+    pub min_session_timeout_ms: i64,
+    pub max_session_timeout_ms: i64,
+}
+
 /// Per-log storage defaults, handed to each partition's log.
 #[derive(Debug, Clone)]
 pub struct LogDefaults {
@@ -247,6 +301,7 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: usize,
     pub fetch_max_bytes: usize,
     pub log: LogDefaults,
+    pub groups: GroupSettings,
 }
 
 impl BrokerConfig {
@@ -294,6 +349,17 @@ impl BrokerConfig {
                 segment_ms: roll_ms as u64,
                 index_interval_bytes: settings.int("log.index.interval.bytes") as u32,
                 segment_index_bytes: settings.int("log.index.size.max.bytes") as u32,
+            },
+            groups: GroupSettings {
+                offsets_topic_partitions: settings.int("offsets.topic.num.partitions") as i32,
+                offsets_topic_segment_bytes: settings.int("offsets.topic.segment.bytes") as u64,
+                offsets_retention_ms: settings.int("offsets.retention.minutes") * 60_000,
+                offsets_retention_check_interval_ms: settings
+                    .int("offsets.retention.check.interval.ms")
+                    as u64,
+                initial_rebalance_delay_ms: settings.int("group.initial.rebalance.delay.ms"),
+                min_session_timeout_ms: settings.int("group.min.session.timeout.ms"),
+                max_session_timeout_ms: settings.int("group.max.session.timeout.ms"),
             },
         })
     }

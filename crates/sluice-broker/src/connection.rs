@@ -93,7 +93,7 @@ pub async fn serve(
             .as_ref()
             .map(|c| c.as_str().to_string());
         tracing::trace!(%peer, ?api_key, version, correlation_id, client_id, "request");
-        let Some(response) = handlers::dispatch(&broker, request).await else {
+        let Some(response) = handlers::dispatch(&broker, request, peer).await else {
             continue; // acks=0 produce: Kafka sends nothing back
         };
         let frame = match encode_response(api_key, version, correlation_id, &response) {

@@ -54,3 +54,23 @@ impl From<ResponseError> for ApiError {
         }
     }
 }
+
+/// The Kafka code of each group coordinator refusal.
+pub fn group_error_code(e: &sluice_group::GroupError) -> ResponseError {
+    use sluice_group::GroupError as G;
+    match e {
+        G::UnknownMemberId => ResponseError::UnknownMemberId,
+        G::IllegalGeneration => ResponseError::IllegalGeneration,
+        G::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        G::MemberIdRequired { .. } => ResponseError::MemberIdRequired,
+        G::InconsistentGroupProtocol => ResponseError::InconsistentGroupProtocol,
+        G::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        G::FencedInstanceId => ResponseError::FencedInstanceId,
+        G::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        G::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        G::InvalidGroupId => ResponseError::InvalidGroupId,
+        G::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+        G::NotCoordinator => ResponseError::NotCoordinator,
+        G::UnknownServerError => ResponseError::UnknownServerError,
+    }
+}

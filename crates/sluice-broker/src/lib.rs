@@ -9,11 +9,14 @@
 //! - [`replica_manager`], [`partition`]: the partitions hosted here, their logs and high watermarks.
 //! - [`purgatory`]: parked requests (long-polling fetches) woken by partition events.
 //! - [`fetch_session`]: KIP-227 incremental fetch sessions.
+//! - [`coordinator`]: consumer groups (the `sluice-group` machine driven by tokio) and committed
+//!   offsets in `__consumer_offsets`.
 //! - [`error`]: the one place Kafka error codes are chosen.
 
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod coordinator;
 pub mod error;
 pub mod fetch_session;
 pub mod handlers;

@@ -32,12 +32,16 @@ impl ReplicaManager {
         self.data_dir.join(format!("{topic}-{index}"))
     }
 
-    fn log_config(&self) -> LogConfig {
+    /// Broker defaults overridden by the topic's own storage configs.
+    fn log_config(&self, topic: &TopicInfo) -> LogConfig {
+        let get = |name: &str| topic.configs.get(name).and_then(|v| v.parse::<u64>().ok());
         LogConfig {
-            segment_bytes: self.log_defaults.segment_bytes,
-            segment_ms: self.log_defaults.segment_ms,
-            index_interval_bytes: self.log_defaults.index_interval_bytes,
-            segment_index_bytes: self.log_defaults.segment_index_bytes,
+            segment_bytes: get("segment.bytes").unwrap_or(self.log_defaults.segment_bytes),
+            segment_ms: get("segment.ms").unwrap_or(self.log_defaults.segment_ms),
+            index_interval_bytes: get("index.interval.bytes")
+                .map_or(self.log_defaults.index_interval_bytes, |v| v as u32),
+            segment_index_bytes: get("segment.index.bytes")
+                .map_or(self.log_defaults.segment_index_bytes, |v| v as u32),
         }
     }
 
@@ -56,7 +60,7 @@ impl ReplicaManager {
                 continue;
             }
             let dir = self.partition_dir(&topic.name, index);
-            let log = Log::open(&dir, self.log_config(), clean_shutdown)?;
+            let log = Log::open(&dir, self.log_config(topic), clean_shutdown)?;
             tracing::debug!(topic = %topic.name, partition = index,
                 log_end_offset = log.log_end_offset(), "opened partition log");
             let partition = Partition::new(

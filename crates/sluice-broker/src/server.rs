@@ -19,6 +19,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
     let mut connections = JoinSet::new();
+    let timers = tokio::spawn(broker.groups.clone().run_timers(broker.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -44,6 +45,7 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
     );
     drop(listener);
     broker.stopping.send_replace(true);
+    let _ = timers.await;
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while connections.join_next().await.is_some() {}
     })

@@ -35,10 +35,18 @@ pub struct TopicInfo {
 }
 
 impl TopicInfo {
-    /// Internal topics (`__consumer_offsets`, ...) are hidden from ordinary deletes.
+    /// Internal topics are managed by the broker itself and protected from client deletes.
     pub fn is_internal(&self) -> bool {
-        self.name.starts_with("__")
+        is_internal_topic(&self.name)
     }
+}
+
+/// Kafka's internal topics: committed offsets, transaction state, share-group state.
+pub fn is_internal_topic(name: &str) -> bool {
+    matches!(
+        name,
+        "__consumer_offsets" | "__transaction_state" | "__share_group_state"
+    )
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]

@@ -26,9 +26,14 @@ fn lookup(p: &Partition, timestamp: i64) -> Result<(i64, i64), ApiError> {
     Ok(match timestamp {
         LATEST => (-1, hw),
         EARLIEST | EARLIEST_LOCAL => (-1, start),
+        // KIP-734: the first *record* carrying the largest timestamp, found like a timestamp
+        // lookup for that time (KAFKA-16310: not the base offset of its batch).
         MAX_TIMESTAMP => match p.log.max_timestamp() {
-            Some((ts, offset)) if offset < hw => (ts, offset),
-            _ => (-1, -1),
+            Some((ts, _)) => match p.log.offset_for_timestamp(ts).map_err(ApiError::from_log)? {
+                Some((offset, found_ts)) if offset < hw => (found_ts, offset),
+                _ => (-1, -1),
+            },
+            None => (-1, -1),
         },
         ts if ts >= 0 => match p.log.offset_for_timestamp(ts).map_err(ApiError::from_log)? {
             Some((offset, found_ts)) if offset < hw => (found_ts, offset),

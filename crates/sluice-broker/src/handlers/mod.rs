@@ -3,11 +3,13 @@
 
 pub mod api_versions;
 pub mod fetch;
+pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
 pub mod topics;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use kafka_protocol::messages::{RequestKind, ResponseKind, TopicName};
@@ -17,8 +19,17 @@ use sluice_protocol::request::Request;
 use crate::broker::Broker;
 
 /// Routes a decoded request to its handler. Only APIs in the version table reach this point.
-pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Option<ResponseKind> {
+pub async fn dispatch(
+    broker: &Arc<Broker>,
+    request: Request,
+    peer: SocketAddr,
+) -> Option<ResponseKind> {
     let version = request.version;
+    let client_id = request
+        .header
+        .client_id
+        .as_ref()
+        .map_or(String::new(), |c| c.as_str().to_string());
     match request.body {
         RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions::handle(None))),
         RequestKind::Metadata(r) => {
@@ -38,6 +49,37 @@ pub async fn dispatch(broker: &Arc<Broker>, request: Request) -> Option<Response
         }
         RequestKind::Produce(r) => produce::handle(broker, r).await.map(ResponseKind::Produce),
         RequestKind::Fetch(r) => Some(ResponseKind::Fetch(fetch::handle(broker, r, version).await)),
+        RequestKind::FindCoordinator(r) => Some(ResponseKind::FindCoordinator(
+            groups::find_coordinator(broker, r, version).await,
+        )),
+        RequestKind::JoinGroup(r) => Some(ResponseKind::JoinGroup(
+            groups::join_group(broker, r, version, &client_id, peer).await,
+        )),
+        RequestKind::SyncGroup(r) => Some(ResponseKind::SyncGroup(
+            groups::sync_group(broker, r, version).await,
+        )),
+        RequestKind::Heartbeat(r) => Some(ResponseKind::Heartbeat(groups::heartbeat(broker, r))),
+        RequestKind::LeaveGroup(r) => Some(ResponseKind::LeaveGroup(groups::leave_group(
+            broker, r, version,
+        ))),
+        RequestKind::OffsetCommit(r) => Some(ResponseKind::OffsetCommit(
+            groups::offset_commit(broker, r, version).await,
+        )),
+        RequestKind::OffsetFetch(r) => Some(ResponseKind::OffsetFetch(
+            groups::offset_fetch(broker, r, version).await,
+        )),
+        RequestKind::DescribeGroups(r) => Some(ResponseKind::DescribeGroups(
+            groups::describe_groups(broker, r),
+        )),
+        RequestKind::ListGroups(r) => Some(ResponseKind::ListGroups(groups::list_groups(
+            broker, r, version,
+        ))),
+        RequestKind::DeleteGroups(r) => Some(ResponseKind::DeleteGroups(
+            groups::delete_groups(broker, r).await,
+        )),
+        RequestKind::OffsetDelete(r) => Some(ResponseKind::OffsetDelete(
+            groups::offset_delete(broker, r).await,
+        )),
         other => {
             // The version table and this match disagree: a bug, not the client's fault.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for an advertised API");

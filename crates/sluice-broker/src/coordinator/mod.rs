@@ -1,0 +1,303 @@
+//! The group coordinator's shell: the pure state machine from `sluice-group` driven by tokio,
+//! plus committed-offset storage in `__consumer_offsets` ([`offsets`]).
+//!
+//! The machine sits behind a mutex. A JoinGroup or SyncGroup gets a [`RequestId`] and a oneshot
+//! channel; the machine's [`Output`]s (from this call or any later one, timers included) are
+//! routed to the parked requests' channels. A timer task calls `tick` at the machine's next
+//! deadline, and on shutdown unloads every group so parked requests answer NOT_COORDINATOR
+//! instead of holding the drain up.
+//!
+//! `__consumer_offsets` is created on the first FindCoordinator for a group (as Kafka does) and
+//! loaded at start-up when it exists, before the broker serves anyone; so this coordinator is
+//! never "loading" when a client asks.
+
+pub mod offsets;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+use sluice_group::{
+    GroupConfig, GroupCoordinator, GroupError, GroupState, JoinRequest, JoinResponse, Output,
+    RequestId, SyncRequest, SyncResponse,
+};
+use sluice_meta::TopicConfigs;
+use tokio::sync::{oneshot, Notify, OnceCell};
+
+use crate::broker::Broker;
+use crate::config::GroupSettings;
+use crate::error::ApiError;
+use offsets::{OffsetStore, OFFSETS_TOPIC};
+
+pub struct Coordinator {
+    pub settings: GroupSettings,
+    offsets: OnceCell<Arc<OffsetStore>>,
+    machine: Mutex<Machine>,
+    /// Wakes the timer task when a call may have moved the machine's next deadline.
+    timer: Notify,
+}
+
+/// The state machine and the parked requests waiting for its outputs.
+struct Machine {
+    groups: GroupCoordinator,
+    parked: HashMap<RequestId, oneshot::Sender<Output>>,
+    next_request: u64,
+}
+
+impl Machine {
+    fn park(&mut self) -> (RequestId, oneshot::Receiver<Output>) {
+        self.next_request += 1;
+        let id = RequestId(self.next_request);
+        let (tx, rx) = oneshot::channel();
+        self.parked.insert(id, tx);
+        (id, rx)
+    }
+
+    /// Hands each output to its parked request (a client that hung up is simply gone).
+    fn route(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            if let Some(tx) = self.parked.remove(&output.request()) {
+                let _ = tx.send(output);
+            }
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    crate::handlers::now_ms()
+}
+
+impl Coordinator {
+    /// Loads the committed offsets if `__consumer_offsets` exists. Blocking (start-up).
+    pub fn open(
+        broker_replicas: &crate::replica_manager::ReplicaManager,
+        settings: GroupSettings,
+        partitions: Option<usize>,
+    ) -> Result<Coordinator, sluice_log::LogError> {
+        let offsets = match partitions {
+            Some(n) => {
+                let parts = (0..n as i32)
+                    .map(|i| {
+                        broker_replicas
+                            .get(OFFSETS_TOPIC, i)
+                            .expect("opened with its topic")
+                    })
+                    .collect();
+                OnceCell::new_with(Some(Arc::new(OffsetStore::load(parts)?)))
+            }
+            None => OnceCell::new(),
+        };
+        // Member ids must not repeat across restarts: seed with the start time.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mut groups = GroupCoordinator::new(
+            GroupConfig {
+                min_session_timeout_ms: settings.min_session_timeout_ms as i32,
+                max_session_timeout_ms: settings.max_session_timeout_ms as i32,
+                initial_rebalance_delay_ms: settings.initial_rebalance_delay_ms as i32,
+                ..GroupConfig::default()
+            },
+            seed,
+        );
+        if let Some(store) = offsets.get() {
+            for g in store.groups() {
+                groups.set_has_offsets(&g, true);
+            }
+        }
+        Ok(Coordinator {
+            settings,
+            offsets,
+            machine: Mutex::new(Machine {
+                groups,
+                parked: HashMap::new(),
+                next_request: 0,
+            }),
+            timer: Notify::new(),
+        })
+    }
+
+    /// Runs `f` on the state machine and routes the outputs it returns.
+    pub fn with_machine<T>(
+        &self,
+        f: impl FnOnce(&mut GroupCoordinator, i64) -> (T, Vec<Output>),
+    ) -> T {
+        let mut m = self.machine.lock().expect("group machine lock");
+        let (value, outputs) = f(&mut m.groups, now_ms());
+        m.route(outputs);
+        drop(m);
+        self.timer.notify_one();
+        value
+    }
+
+    /// Reads the state machine.
+    pub fn read_machine<T>(&self, f: impl FnOnce(&GroupCoordinator) -> T) -> T {
+        f(&self.machine.lock().expect("group machine lock").groups)
+    }
+
+    pub async fn join(&self, req: JoinRequest) -> Result<JoinResponse, GroupError> {
+        let rx = {
+            let mut m = self.machine.lock().expect("group machine lock");
+            let (id, rx) = m.park();
+            let outputs = m.groups.join_group(id, req, now_ms());
+            m.route(outputs);
+            rx
+        };
+        self.timer.notify_one();
+        match rx.await {
+            Ok(Output::Join { result, .. }) => result,
+            _ => Err(GroupError::CoordinatorNotAvailable),
+        }
+    }
+
+    pub async fn sync(&self, req: SyncRequest) -> Result<SyncResponse, GroupError> {
+        let rx = {
+            let mut m = self.machine.lock().expect("group machine lock");
+            let (id, rx) = m.park();
+            let outputs = m.groups.sync_group(id, req, now_ms());
+            m.route(outputs);
+            rx
+        };
+        self.timer.notify_one();
+        match rx.await {
+            Ok(Output::Sync { result, .. }) => result,
+            _ => Err(GroupError::CoordinatorNotAvailable),
+        }
+    }
+
+    /// Fires the machine's timers until shutdown, then unloads every group.
+    pub async fn run_timers(self: Arc<Self>, broker: Arc<Broker>) {
+        let mut stopping = broker.stopping.subscribe();
+        let retention_every =
+            Duration::from_millis(self.settings.offsets_retention_check_interval_ms);
+        let mut next_retention = tokio::time::Instant::now() + retention_every;
+        loop {
+            let deadline = self.read_machine(|g| g.next_deadline());
+            let wake = match deadline {
+                Some(at) => {
+                    let wait = (at - now_ms()).max(0) as u64;
+                    tokio::time::Instant::now() + Duration::from_millis(wait)
+                }
+                None => tokio::time::Instant::now() + Duration::from_secs(3600),
+            }
+            .min(next_retention);
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = self.timer.notified() => {}
+                _ = stopping.wait_for(|s| *s) => break,
+            }
+            // Not `with_machine`: that wakes this very loop again, which would then spin.
+            {
+                let mut m = self.machine.lock().expect("group machine lock");
+                let outputs = m.groups.tick(now_ms());
+                m.route(outputs);
+            }
+            if tokio::time::Instant::now() >= next_retention {
+                next_retention = tokio::time::Instant::now() + retention_every;
+                self.expire_offsets().await;
+            }
+        }
+        let mut m = self.machine.lock().expect("group machine lock");
+        let outputs = m.groups.unload_all();
+        m.route(outputs);
+    }
+
+    /// `offsets.retention.minutes`: an empty group's offsets expire once its newest commit is
+    /// older than the retention.
+    async fn expire_offsets(&self) {
+        let Some(store) = self.offsets_if_loaded() else {
+            return;
+        };
+        let now = now_ms();
+        for group in store.groups_idle_since(now - self.settings.offsets_retention_ms) {
+            let state = self.read_machine(|g| g.describe_group(&group).state);
+            if !matches!(state, GroupState::Empty | GroupState::Dead) {
+                continue;
+            }
+            match store.delete(&group, None, now).await {
+                Ok(n) => {
+                    tracing::info!(
+                        group,
+                        offsets = n,
+                        "expired committed offsets of an empty group"
+                    );
+                    let mut m = self.machine.lock().expect("group machine lock");
+                    m.groups.set_has_offsets(&group, false);
+                }
+                Err(e) => tracing::warn!(group, error = ?e.code, "could not expire offsets"),
+            }
+        }
+    }
+
+    /// The offset store, creating `__consumer_offsets` on first use.
+    pub async fn offsets(&self, broker: &Arc<Broker>) -> Result<Arc<OffsetStore>, ApiError> {
+        self.offsets
+            .get_or_try_init(|| async {
+                let b = broker.clone();
+                tokio::task::spawn_blocking(move || create_offsets_topic(&b))
+                    .await
+                    .map_err(|_| ApiError::from(ResponseError::CoordinatorNotAvailable))?
+            })
+            .await
+            .cloned()
+    }
+
+    /// The offset store if it exists, without creating it.
+    pub fn offsets_if_loaded(&self) -> Option<Arc<OffsetStore>> {
+        self.offsets.get().cloned()
+    }
+}
+
+fn create_offsets_topic(broker: &Broker) -> Result<Arc<OffsetStore>, ApiError> {
+    let settings = &broker.config.groups;
+    let exists = broker
+        .meta
+        .lock()
+        .expect("meta lock")
+        .state()
+        .topic(OFFSETS_TOPIC)
+        .map(|t| t.partitions.len());
+    let partitions = match exists {
+        Some(n) => n,
+        None => {
+            let configs = TopicConfigs::from([
+                ("cleanup.policy".to_string(), "compact".to_string()),
+                ("compression.type".to_string(), "producer".to_string()),
+                (
+                    "segment.bytes".to_string(),
+                    settings.offsets_topic_segment_bytes.to_string(),
+                ),
+            ]);
+            let topic = broker.create_topic(
+                OFFSETS_TOPIC,
+                settings.offsets_topic_partitions,
+                1,
+                None,
+                configs,
+                false,
+            );
+            match topic {
+                Ok(t) => t.partitions.len(),
+                Err(e) if e.code == ResponseError::TopicAlreadyExists => broker
+                    .meta
+                    .lock()
+                    .expect("meta lock")
+                    .state()
+                    .topic(OFFSETS_TOPIC)
+                    .map_or(0, |t| t.partitions.len()),
+                Err(e) => {
+                    tracing::error!(error = ?e, "could not create __consumer_offsets");
+                    return Err(ResponseError::CoordinatorNotAvailable.into());
+                }
+            }
+        }
+    };
+    let parts = (0..partitions as i32)
+        .map(|i| broker.replicas.get(OFFSETS_TOPIC, i))
+        .collect::<Option<Vec<_>>>()
+        .ok_or(ResponseError::CoordinatorNotAvailable)?;
+    let store = OffsetStore::load(parts).map_err(ApiError::from_log)?;
+    tracing::info!(partitions, "group coordinator ready");
+    Ok(Arc::new(store))
+}
