@@ -41,6 +41,8 @@ pub struct Broker {
     pub replicas: ReplicaManager,
     pub fetch_sessions: FetchSessionCache,
     pub groups: Arc<Coordinator>,
+    /// The current block of producer ids: `(next, end)`.
+    producer_ids: Mutex<(i64, i64)>,
     /// Flipped to true when shutdown starts: parked fetches answer at once.
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// Held for the broker's lifetime: an advisory lock on `<data-dir>/.lock`.
@@ -90,7 +92,7 @@ impl Broker {
             meta.append(registration)?;
         }
 
-        let replicas = ReplicaManager::new(dir.clone(), config.durability, config.log.clone());
+        let replicas = ReplicaManager::new(dir.clone(), config.durability, config.settings.clone());
         let topics: Vec<TopicInfo> = meta.state().topics().cloned().collect();
         for topic in &topics {
             replicas.open_topic(topic, clean)?;
@@ -112,6 +114,7 @@ impl Broker {
             replicas,
             fetch_sessions: FetchSessionCache::new(1000),
             groups: Arc::new(groups),
+            producer_ids: Mutex::new((0, 0)),
             stopping: tokio::sync::watch::Sender::new(false),
             _lock: lock,
         }))
@@ -132,6 +135,39 @@ impl Broker {
             }
             Err(_) => tracing::error!("not every log closed cleanly; the next start recovers"),
         }
+    }
+
+    /// Hands out a never-used producer id, reserving a new block in the metadata log when the
+    /// current one is spent.
+    pub fn allocate_producer_id(&self) -> Result<i64, ApiError> {
+        const BLOCK: i64 = 1000;
+        let mut ids = self.producer_ids.lock().expect("producer id lock");
+        if ids.0 >= ids.1 {
+            let mut meta = self.meta.lock().expect("meta lock");
+            let first_id = meta.state().next_producer_id;
+            meta.append(MetadataRecord::AllocateProducerIds {
+                broker_id: self.config.node_id,
+                first_id,
+                size: BLOCK,
+            })
+            .map_err(ApiError::from_store)?;
+            *ids = (first_id, first_id + BLOCK);
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
+    }
+
+    /// Whether `id` was ever handed out by this cluster.
+    pub fn is_issued_producer_id(&self, id: i64) -> bool {
+        id >= 0
+            && id
+                < self
+                    .meta
+                    .lock()
+                    .expect("meta lock")
+                    .state()
+                    .next_producer_id
     }
 
     pub fn cluster_id(&self) -> String {

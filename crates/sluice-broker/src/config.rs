@@ -43,6 +43,8 @@ enum Kind {
     Bool,
     /// Inclusive bounds.
     Int(i64, i64),
+    /// Validated like the topic config it is the default for.
+    Topic,
 }
 
 /// Every broker setting Sluice understands: name, type, default, meaning.
@@ -103,6 +105,91 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "Upper bound on the bytes a Fetch response carries.",
     ),
     (
+        "log.retention.hours",
+        "168",
+        "Delete closed segments older than this (hours).",
+    ),
+    (
+        "log.retention.minutes",
+        "",
+        "Retention in minutes; overrides log.retention.hours.",
+    ),
+    (
+        "log.retention.ms",
+        "",
+        "Retention in ms; overrides the minutes and hours forms. -1: forever.",
+    ),
+    (
+        "log.retention.bytes",
+        "-1",
+        "Delete the oldest closed segments beyond this size per partition. -1: no limit.",
+    ),
+    (
+        "log.retention.check.interval.ms",
+        "300000",
+        "How often retention is enforced.",
+    ),
+    (
+        "log.cleanup.policy",
+        "delete",
+        "Default cleanup.policy of topics: delete, compact or both.",
+    ),
+    (
+        "log.cleaner.delete.retention.ms",
+        "86400000",
+        "How long tombstones survive compaction.",
+    ),
+    (
+        "log.cleaner.min.compaction.lag.ms",
+        "0",
+        "Records younger than this are never compacted.",
+    ),
+    (
+        "log.cleaner.max.compaction.lag.ms",
+        "9223372036854775807",
+        "Records older than this are compacted regardless of the dirty ratio.",
+    ),
+    (
+        "log.cleaner.min.cleanable.ratio",
+        "0.5",
+        "Dirty ratio above which a log is compacted.",
+    ),
+    (
+        "log.cleaner.backoff.ms",
+        "15000",
+        "Pause of the log cleaner when nothing needs cleaning.",
+    ),
+    (
+        "log.segment.delete.delay.ms",
+        "60000",
+        "Delay before a deleted segment's files are removed.",
+    ),
+    (
+        "log.message.timestamp.type",
+        "CreateTime",
+        "Default message.timestamp.type: CreateTime or LogAppendTime.",
+    ),
+    (
+        "log.message.timestamp.before.max.ms",
+        "9223372036854775807",
+        "Reject records timestamped further in the past than this.",
+    ),
+    (
+        "log.message.timestamp.after.max.ms",
+        "9223372036854775807",
+        "Reject records timestamped further in the future than this.",
+    ),
+    (
+        "min.insync.replicas",
+        "1",
+        "Default min.insync.replicas of topics.",
+    ),
+    (
+        "compression.type",
+        "producer",
+        "Default compression.type of topics.",
+    ),
+    (
         "offsets.topic.num.partitions",
         "50",
         "Partitions of __consumer_offsets (fixed once created).",
@@ -153,6 +240,20 @@ fn kind(key: &str) -> Option<Kind> {
         "log.index.size.max.bytes" => Kind::Int(4, i32::MAX as i64),
         "fetch.max.bytes" => Kind::Int(1024, i32::MAX as i64),
         "offsets.topic.num.partitions" => Kind::Int(1, 10_000),
+        "log.retention.hours" | "log.retention.minutes" => Kind::Int(-1, i32::MAX as i64),
+        "log.retention.ms" | "log.retention.bytes" => Kind::Int(-1, i64::MAX),
+        "log.retention.check.interval.ms" | "log.cleaner.backoff.ms" => Kind::Int(1, i64::MAX),
+        "log.cleaner.delete.retention.ms"
+        | "log.cleaner.min.compaction.lag.ms"
+        | "log.segment.delete.delay.ms"
+        | "log.message.timestamp.before.max.ms"
+        | "log.message.timestamp.after.max.ms" => Kind::Int(0, i64::MAX),
+        "log.cleaner.max.compaction.lag.ms" => Kind::Int(1, i64::MAX),
+        "min.insync.replicas" => Kind::Int(1, i32::MAX as i64),
+        "log.cleanup.policy"
+        | "log.message.timestamp.type"
+        | "compression.type"
+        | "log.cleaner.min.cleanable.ratio" => Kind::Topic,
         "offsets.topic.segment.bytes" => Kind::Int(1024, i32::MAX as i64),
         "offsets.retention.minutes" => Kind::Int(1, i32::MAX as i64),
         "offsets.retention.check.interval.ms" => Kind::Int(1, i64::MAX),
@@ -165,7 +266,11 @@ fn kind(key: &str) -> Option<Kind> {
 
 /// Validated settings by name, defaults filled in.
 #[derive(Debug, Clone)]
-pub struct Settings(BTreeMap<String, String>);
+pub struct Settings {
+    values: BTreeMap<String, String>,
+    /// Keys set by the config file or an override (STATIC_BROKER_CONFIG), not defaults.
+    explicit: std::collections::BTreeSet<String>,
+}
 
 impl Settings {
     /// Builds the settings from an optional TOML document and `key=value` overrides.
@@ -174,6 +279,7 @@ impl Settings {
             .iter()
             .map(|(k, d, _)| (k.to_string(), d.to_string()))
             .collect();
+        let mut explicit = std::collections::BTreeSet::new();
         let mut set = |key: String, value: String| -> Result<(), ConfigError> {
             let kind = kind(&key).ok_or_else(|| ConfigError::Unknown(key.clone()))?;
             let invalid = |reason: String| ConfigError::Invalid {
@@ -187,6 +293,13 @@ impl Settings {
                         return Err(invalid("expected true or false".into()));
                     }
                 }
+                Kind::Topic => {
+                    let topic_name = crate::topic_config::topic_name_for_broker_key(&key)
+                        .expect("every Topic-kind broker key has a topic config");
+                    if let Err(e) = crate::topic_config::validate(topic_name, value.trim()) {
+                        return Err(invalid(e.message.unwrap_or_default()));
+                    }
+                }
                 Kind::Int(min, max) => {
                     let n: i64 = value
                         .trim()
@@ -197,7 +310,8 @@ impl Settings {
                     }
                 }
             }
-            values.insert(key, value.trim().to_string());
+            values.insert(key.clone(), value.trim().to_string());
+            explicit.insert(key);
             Ok(())
         };
         if let Some(text) = toml_text {
@@ -216,19 +330,30 @@ impl Settings {
                 .ok_or_else(|| ConfigError::BadOverride(o.clone()))?;
             set(k.trim().to_string(), v.to_string())?;
         }
-        Ok(Settings(values))
+        Ok(Settings { values, explicit })
     }
 
     fn int(&self, key: &str) -> i64 {
-        self.0[key].parse().expect("validated on load")
-    }
-
-    fn opt_int(&self, key: &str) -> Option<i64> {
-        self.0[key].parse().ok()
+        self.values[key].parse().expect("validated on load")
     }
 
     fn bool(&self, key: &str) -> bool {
-        self.0[key] == "true"
+        self.values[key] == "true"
+    }
+
+    /// A setting's value ("" for unset optional ones).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.values.get(key).map(String::as_str)
+    }
+
+    /// Whether the operator set `key` (file or override) rather than leaving the default.
+    pub fn is_explicit(&self, key: &str) -> bool {
+        self.explicit.contains(key)
+    }
+
+    /// Every setting with its value, for DescribeConfigs of the broker.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.values.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 }
 
@@ -274,15 +399,6 @@ pub struct GroupSettings {
     pub max_session_timeout_ms: i64,
 }
 
-/// Per-log storage defaults, handed to each partition's log.
-#[derive(Debug, Clone)]
-pub struct LogDefaults {
-    pub segment_bytes: u64,
-    pub segment_ms: u64,
-    pub index_interval_bytes: u32,
-    pub segment_index_bytes: u32,
-}
-
 /// The runtime configuration of one broker.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -297,11 +413,11 @@ pub struct BrokerConfig {
     pub num_partitions: i32,
     pub default_replication_factor: i16,
     pub auto_create_topics: bool,
-    pub message_max_bytes: usize,
     pub socket_request_max_bytes: usize,
     pub fetch_max_bytes: usize,
-    pub log: LogDefaults,
     pub groups: GroupSettings,
+    /// Every broker setting by Kafka name: the defaults of topic configs and DescribeConfigs.
+    pub settings: Settings,
 }
 
 impl BrokerConfig {
@@ -328,9 +444,6 @@ impl BrokerConfig {
                 reason: "must be >= 0".into(),
             });
         }
-        let roll_ms = settings
-            .opt_int("log.roll.ms")
-            .unwrap_or_else(|| settings.int("log.roll.hours") * 3_600_000);
         Ok(BrokerConfig {
             node_id,
             listen,
@@ -341,15 +454,8 @@ impl BrokerConfig {
             num_partitions: settings.int("num.partitions") as i32,
             default_replication_factor: settings.int("default.replication.factor") as i16,
             auto_create_topics: settings.bool("auto.create.topics.enable"),
-            message_max_bytes: settings.int("message.max.bytes") as usize,
             socket_request_max_bytes: settings.int("socket.request.max.bytes") as usize,
             fetch_max_bytes: settings.int("fetch.max.bytes") as usize,
-            log: LogDefaults {
-                segment_bytes: settings.int("log.segment.bytes") as u64,
-                segment_ms: roll_ms as u64,
-                index_interval_bytes: settings.int("log.index.interval.bytes") as u32,
-                segment_index_bytes: settings.int("log.index.size.max.bytes") as u32,
-            },
             groups: GroupSettings {
                 offsets_topic_partitions: settings.int("offsets.topic.num.partitions") as i32,
                 offsets_topic_segment_bytes: settings.int("offsets.topic.segment.bytes") as u64,
@@ -361,6 +467,7 @@ impl BrokerConfig {
                 min_session_timeout_ms: settings.int("group.min.session.timeout.ms"),
                 max_session_timeout_ms: settings.int("group.max.session.timeout.ms"),
             },
+            settings: settings.clone(),
         })
     }
 }
@@ -396,9 +503,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.num_partitions, 5);
-        assert_eq!(c.log.segment_bytes, 4096);
         assert!(!c.auto_create_topics);
-        assert_eq!(c.log.segment_ms, 168 * 3_600_000);
+        let topic = crate::topic_config::TopicSettings::resolve(&Default::default(), &c.settings);
+        assert_eq!(topic.segment_bytes, 4096);
+        assert_eq!(topic.segment_ms, 168 * 3_600_000);
         assert_eq!(
             (c.advertised_host.as_str(), c.advertised_port),
             ("127.0.0.1", 9092)

@@ -74,3 +74,22 @@ pub fn group_error_code(e: &sluice_group::GroupError) -> ResponseError {
         G::UnknownServerError => ResponseError::UnknownServerError,
     }
 }
+
+impl ApiError {
+    pub fn from_append(e: crate::partition::AppendError) -> ApiError {
+        use crate::partition::AppendError;
+        use crate::producer_state::SequenceError;
+        match e {
+            AppendError::Log(e) => ApiError::from_log(e),
+            AppendError::Sequence(SequenceError::OutOfOrder) => {
+                ResponseError::OutOfOrderSequenceNumber.into()
+            }
+            AppendError::Sequence(SequenceError::InvalidEpoch) => {
+                ResponseError::InvalidProducerEpoch.into()
+            }
+            AppendError::Sequence(SequenceError::UnknownProducer) => {
+                ResponseError::UnknownProducerId.into()
+            }
+        }
+    }
+}

@@ -11,6 +11,8 @@
 //! - [`fetch_session`]: KIP-227 incremental fetch sessions.
 //! - [`coordinator`]: consumer groups (the `sluice-group` machine driven by tokio) and committed
 //!   offsets in `__consumer_offsets`.
+//! - [`topic_config`]: topic configs, their broker synonyms and defaults, typed per topic.
+//! - [`producer_state`]: idempotent-producer sequence state of a partition.
 //! - [`error`]: the one place Kafka error codes are chosen.
 
 pub mod broker;
@@ -21,9 +23,11 @@ pub mod error;
 pub mod fetch_session;
 pub mod handlers;
 pub mod partition;
+pub mod producer_state;
 pub mod purgatory;
 pub mod replica_manager;
 pub mod server;
+pub mod topic_config;
 
 pub use broker::Broker;
 pub use config::{BrokerConfig, Durability, Settings};

@@ -1,18 +1,53 @@
-//! One partition replica hosted by this broker: its log, its high watermark and the fetches
-//! waiting for it to move.
+//! One partition replica hosted by this broker: its log, its high watermark, its topic's
+//! effective configs, its idempotent-producer state, and the fetches waiting for it to move.
 //!
 //! High watermark (HW): the offset below which consumers may read. On a single node it is the
 //! log end offset under `--durability relaxed`, and the durable (fsynced) offset under `fsync`, so a
 //! consumer never sees a record that a crash could take back.
+//!
+//! Producer state is checked and updated under one mutex around the append, so the sequence
+//! check and the write are atomic. It is snapshotted to `producer-state.json` in the partition
+//! directory at clean shutdown and after each rebuild; on open the snapshot is loaded and the
+//! batches after its offset are replayed ([`Partition::load_producer_state`]).
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
+use serde::{Deserialize, Serialize};
 use sluice_log::{AppendInfo, Log, LogError};
+use sluice_protocol::batch::Batches;
 use uuid::Uuid;
 
 use crate::config::Durability;
+use crate::producer_state::{IncomingBatch, ProducerStateTable, SequenceError, Verdict};
 use crate::purgatory::Waiters;
+use crate::topic_config::TopicSettings;
+
+const PRODUCER_SNAPSHOT: &str = "producer-state.json";
+
+#[derive(Debug)]
+pub enum AppendError {
+    Log(LogError),
+    Sequence(SequenceError),
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy)]
+pub enum AppendOutcome {
+    Appended(AppendInfo),
+    /// An idempotent retry of a batch already in the log, at these offsets; nothing written.
+    Duplicate {
+        base_offset: i64,
+    },
+}
+
+#[derive(Serialize, Deserialize)]
+struct ProducerSnapshot {
+    /// The log end offset the snapshot covers: batches from here on are replayed.
+    offset: i64,
+    table: ProducerStateTable,
+}
 
 pub struct Partition {
     pub topic: String,
@@ -21,6 +56,9 @@ pub struct Partition {
     pub log: Arc<Log>,
     durability: Durability,
     high_watermark: AtomicI64,
+    /// The topic's effective configs; replaced when they are altered.
+    settings: RwLock<Arc<TopicSettings>>,
+    producers: Mutex<ProducerStateTable>,
     /// Fetches parked until the HW moves.
     pub waiters: Waiters,
 }
@@ -32,6 +70,7 @@ impl Partition {
         index: i32,
         log: Log,
         durability: Durability,
+        settings: Arc<TopicSettings>,
     ) -> Partition {
         // Everything found on disk at open time is either fsynced already or was recovered.
         let hw = match durability {
@@ -45,8 +84,18 @@ impl Partition {
             log: Arc::new(log),
             durability,
             high_watermark: AtomicI64::new(hw),
+            settings: RwLock::new(settings),
+            producers: Mutex::new(ProducerStateTable::default()),
             waiters: Waiters::default(),
         }
+    }
+
+    pub fn settings(&self) -> Arc<TopicSettings> {
+        self.settings.read().expect("settings lock").clone()
+    }
+
+    pub fn set_settings(&self, settings: Arc<TopicSettings>) {
+        *self.settings.write().expect("settings lock") = settings;
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -61,13 +110,36 @@ impl Partition {
     }
 
     /// Appends validated batches (offsets are assigned in `batches`, in place). Runs inline: a
-    /// write into the page cache, in request order.
-    pub fn append(&self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
-        let info = self.log.append(batches, 0, now_ms)?;
+    /// write into the page cache, in request order. Idempotent batches (`producer` given) are
+    /// checked against the producer state first; a duplicate is not written again.
+    pub fn append(
+        &self,
+        batches: &mut [u8],
+        now_ms: i64,
+        producer: Option<IncomingBatch>,
+    ) -> Result<AppendOutcome, AppendError> {
+        let mut producers = self.producers.lock().expect("producer state lock");
+        if let Some(b) = &producer {
+            if let Verdict::Duplicate { first_offset, .. } =
+                producers.check(b).map_err(AppendError::Sequence)?
+            {
+                return Ok(AppendOutcome::Duplicate {
+                    base_offset: first_offset,
+                });
+            }
+        }
+        let info = self
+            .log
+            .append(batches, 0, now_ms)
+            .map_err(AppendError::Log)?;
+        if let Some(b) = &producer {
+            producers.record(b, info.base_offset, info.last_offset, now_ms);
+        }
+        drop(producers);
         if self.durability == Durability::Relaxed {
             self.advance_high_watermark(info.last_offset + 1);
         }
-        Ok(info)
+        Ok(AppendOutcome::Appended(info))
     }
 
     /// Resolves once everything below `end_offset` is as durable as the configured mode
@@ -85,5 +157,87 @@ impl Partition {
         .map_err(|e| LogError::Io(std::io::Error::other(e.to_string())))??;
         self.advance_high_watermark(durable);
         Ok(())
+    }
+
+    /// Active producers, for DescribeProducers.
+    pub fn producer_state(&self) -> ProducerStateTable {
+        self.producers.lock().expect("producer state lock").clone()
+    }
+
+    fn snapshot_path(&self) -> PathBuf {
+        self.log.dir().join(PRODUCER_SNAPSHOT)
+    }
+
+    /// Rebuilds the producer state: the snapshot, then every idempotent batch after it.
+    /// Blocking (start-up).
+    pub fn load_producer_state(&self, now_ms: i64) -> Result<(), LogError> {
+        let start = self.log.log_start_offset();
+        let end = self.log.log_end_offset();
+        let (mut table, mut offset) = match std::fs::read(self.snapshot_path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<ProducerSnapshot>(&b).ok())
+        {
+            // A snapshot beyond the log end describes data that is gone (truncated).
+            Some(s) if s.offset <= end && s.offset >= start => (s.table, s.offset),
+            _ => (ProducerStateTable::default(), start),
+        };
+        let replay_from = offset;
+        while offset < end {
+            let read = self.log.read(offset, 1 << 20, end, true)?;
+            if read.data.is_empty() {
+                break;
+            }
+            for item in Batches::new(&read.data) {
+                let Ok((h, _)) = item else { break };
+                offset = h.last_offset() + 1;
+                if h.producer_id >= 0 && !h.is_control() {
+                    table.observe(
+                        &IncomingBatch {
+                            producer_id: h.producer_id,
+                            epoch: h.producer_epoch,
+                            first_seq: h.base_sequence,
+                            last_seq: h.last_sequence(),
+                        },
+                        h.base_offset,
+                        h.last_offset(),
+                        h.max_timestamp,
+                    );
+                }
+            }
+        }
+        table.expire(now_ms);
+        *self.producers.lock().expect("producer state lock") = table;
+        if end > replay_from {
+            tracing::debug!(topic = %self.topic, partition = self.index, from = replay_from, to = end,
+                "producer state rebuilt from the log");
+            self.snapshot_producer_state();
+        }
+        Ok(())
+    }
+
+    /// Writes the producer-state snapshot (temp file, fsync, rename). Best effort: a missing or
+    /// stale snapshot only costs a longer replay at the next start.
+    pub fn snapshot_producer_state(&self) {
+        let snapshot = {
+            let table = self.producers.lock().expect("producer state lock");
+            ProducerSnapshot {
+                offset: self.log.log_end_offset(),
+                table: table.clone(),
+            }
+        };
+        let path = self.snapshot_path();
+        let tmp = path.with_extension("json.tmp");
+        let result = serde_json::to_vec(&snapshot)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&bytes)?;
+                f.sync_all()?;
+                std::fs::rename(&tmp, &path)
+            });
+        if let Err(e) = result {
+            tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "could not write producer-state snapshot");
+        }
     }
 }

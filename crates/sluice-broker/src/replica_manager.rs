@@ -8,22 +8,24 @@ use std::sync::{Arc, RwLock};
 use sluice_log::{Log, LogConfig, LogError};
 use sluice_meta::TopicInfo;
 
-use crate::config::{Durability, LogDefaults};
+use crate::config::{Durability, Settings};
 use crate::partition::Partition;
+use crate::topic_config::TopicSettings;
 
 pub struct ReplicaManager {
     data_dir: PathBuf,
     durability: Durability,
-    log_defaults: LogDefaults,
+    /// Broker settings: the defaults behind every topic config.
+    settings: Settings,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
 }
 
 impl ReplicaManager {
-    pub fn new(data_dir: PathBuf, durability: Durability, log_defaults: LogDefaults) -> Self {
+    pub fn new(data_dir: PathBuf, durability: Durability, settings: Settings) -> Self {
         ReplicaManager {
             data_dir,
             durability,
-            log_defaults,
+            settings,
             partitions: RwLock::default(),
         }
     }
@@ -32,17 +34,17 @@ impl ReplicaManager {
         self.data_dir.join(format!("{topic}-{index}"))
     }
 
-    /// Broker defaults overridden by the topic's own storage configs.
-    fn log_config(&self, topic: &TopicInfo) -> LogConfig {
-        let get = |name: &str| topic.configs.get(name).and_then(|v| v.parse::<u64>().ok());
+    fn log_config(settings: &TopicSettings) -> LogConfig {
         LogConfig {
-            segment_bytes: get("segment.bytes").unwrap_or(self.log_defaults.segment_bytes),
-            segment_ms: get("segment.ms").unwrap_or(self.log_defaults.segment_ms),
-            index_interval_bytes: get("index.interval.bytes")
-                .map_or(self.log_defaults.index_interval_bytes, |v| v as u32),
-            segment_index_bytes: get("segment.index.bytes")
-                .map_or(self.log_defaults.segment_index_bytes, |v| v as u32),
+            segment_bytes: settings.segment_bytes,
+            segment_ms: settings.segment_ms,
+            index_interval_bytes: settings.index_interval_bytes,
+            segment_index_bytes: settings.segment_index_bytes,
         }
+    }
+
+    pub fn topic_settings(&self, topic: &TopicInfo) -> Arc<TopicSettings> {
+        Arc::new(TopicSettings::resolve(&topic.configs, &self.settings))
     }
 
     pub fn get(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
@@ -60,16 +62,22 @@ impl ReplicaManager {
                 continue;
             }
             let dir = self.partition_dir(&topic.name, index);
-            let log = Log::open(&dir, self.log_config(topic), clean_shutdown)?;
+            let settings = self.topic_settings(topic);
+            let log = Log::open(&dir, Self::log_config(&settings), clean_shutdown)?;
             tracing::debug!(topic = %topic.name, partition = index,
                 log_end_offset = log.log_end_offset(), "opened partition log");
+            let non_empty = log.log_end_offset() > log.log_start_offset();
             let partition = Partition::new(
                 topic.name.clone(),
                 topic.topic_id,
                 index,
                 log,
                 self.durability,
+                settings,
             );
+            if non_empty {
+                partition.load_producer_state(crate::handlers::now_ms())?;
+            }
             self.partitions
                 .write()
                 .expect("partition map lock")
@@ -128,6 +136,7 @@ impl ReplicaManager {
     pub fn close_all(&self) -> Result<(), LogError> {
         let mut first_err = None;
         for p in self.all() {
+            p.snapshot_producer_state();
             if let Err(e) = p.log.close() {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "closing log failed");
                 first_err.get_or_insert(e);

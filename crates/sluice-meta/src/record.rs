@@ -37,4 +37,12 @@ pub enum MetadataRecord {
     DeleteTopic {
         topic_id: Uuid,
     },
+    /// Reserves producer ids `[first_id, first_id + size)` for `broker_id`. Ids are handed out
+    /// from such blocks and never reused, even after a restart (the next block starts after
+    /// the last one recorded).
+    AllocateProducerIds {
+        broker_id: BrokerId,
+        first_id: i64,
+        size: i64,
+    },
 }

@@ -63,6 +63,8 @@ pub enum MetaError {
     NoReplicas { partition: usize },
     #[error("replica assignment names unknown broker {0}")]
     UnknownBroker(BrokerId),
+    #[error("producer id block must start at {expected}, not {found}")]
+    ProducerIdBlock { expected: i64, found: i64 },
 }
 
 /// The whole cluster as the metadata log describes it.
@@ -72,6 +74,8 @@ pub struct ClusterState {
     topics: BTreeMap<String, TopicInfo>,
     /// Reverse index for requests that name topics by id (Fetch v13+, DeleteTopics v6).
     names_by_id: HashMap<Uuid, String>,
+    /// First producer id not yet handed to any broker.
+    pub next_producer_id: i64,
 }
 
 impl ClusterState {
@@ -133,6 +137,16 @@ impl ClusterState {
                     Err(MetaError::UnknownTopicId(*topic_id))
                 }
             }
+            MetadataRecord::AllocateProducerIds { first_id, size, .. } => {
+                if *first_id != self.next_producer_id || *size <= 0 {
+                    Err(MetaError::ProducerIdBlock {
+                        expected: self.next_producer_id,
+                        found: *first_id,
+                    })
+                } else {
+                    Ok(())
+                }
+            }
         }
     }
 
@@ -188,6 +202,9 @@ impl ClusterState {
                 if let Some(name) = self.names_by_id.remove(topic_id) {
                     self.topics.remove(&name);
                 }
+            }
+            MetadataRecord::AllocateProducerIds { first_id, size, .. } => {
+                self.next_producer_id = first_id + size;
             }
         }
         Ok(())
@@ -246,6 +263,24 @@ mod tests {
             s.apply(&MetadataRecord::DeleteTopic { topic_id: id }),
             Err(MetaError::UnknownTopicId(id))
         );
+    }
+
+    #[test]
+    fn producer_id_blocks_follow_each_other() {
+        let mut s = ClusterState::default();
+        let block = |first_id| MetadataRecord::AllocateProducerIds {
+            broker_id: 1,
+            first_id,
+            size: 1000,
+        };
+        s.apply(&block(0)).unwrap();
+        assert_eq!(s.next_producer_id, 1000);
+        assert!(
+            s.apply(&block(0)).is_err(),
+            "a block is never handed out twice"
+        );
+        s.apply(&block(1000)).unwrap();
+        assert_eq!(s.next_producer_id, 2000);
     }
 
     #[test]

@@ -39,6 +39,15 @@ pub fn first_at_or_after(batch: &[u8], target: i64) -> Result<Option<(i64, i64)>
         .map(|r| (r.offset, r.timestamp)))
 }
 
+/// Every record of `batch` (one whole v2 batch), decompressed. For produce-time checks that
+/// Kafka makes per record (keys on compacted topics, timestamp bounds).
+pub fn decode(batch: &[u8]) -> Result<Vec<kafka_protocol::records::Record>, RecordsError> {
+    let mut buf = Bytes::copy_from_slice(batch);
+    RecordBatchDecoder::decode(&mut buf)
+        .map(|set| set.records)
+        .map_err(|e| RecordsError::Decode(format!("{e:#}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

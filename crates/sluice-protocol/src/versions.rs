@@ -26,6 +26,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::DescribeProducers, 0, 0),
 ];
 
 /// The supported version range of `api`, if Sluice serves it at all.
@@ -64,7 +66,7 @@ mod tests {
         assert!(is_supported(ApiKey::ApiVersions, 0));
         assert!(is_supported(ApiKey::Produce, 3));
         assert!(!is_supported(ApiKey::Produce, 2));
-        assert!(!is_supported(ApiKey::InitProducerId, 0));
+        assert!(!is_supported(ApiKey::AddPartitionsToTxn, 0));
         assert_eq!(supported_range(ApiKey::Metadata), Some((0, 12)));
     }
 

@@ -261,9 +261,15 @@ impl OffsetStore {
         );
         let end = {
             let mut cache = self.cache.lock().expect("offset cache lock");
-            let info = partition
-                .append(&mut batch, now_ms)
-                .map_err(ApiError::from_log)?;
+            let info = match partition
+                .append(&mut batch, now_ms, None)
+                .map_err(ApiError::from_append)?
+            {
+                crate::partition::AppendOutcome::Appended(info) => info,
+                crate::partition::AppendOutcome::Duplicate { .. } => {
+                    unreachable!("non-idempotent batches are never duplicates")
+                }
+            };
             let entry = cache.entry(group.to_string()).or_default();
             for (tp, v) in records {
                 match v {

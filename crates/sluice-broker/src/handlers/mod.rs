@@ -7,6 +7,7 @@ pub mod groups;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
+pub mod producers;
 pub mod topics;
 
 use std::net::SocketAddr;
@@ -79,6 +80,12 @@ pub async fn dispatch(
         )),
         RequestKind::OffsetDelete(r) => Some(ResponseKind::OffsetDelete(
             groups::offset_delete(broker, r).await,
+        )),
+        RequestKind::InitProducerId(r) => Some(ResponseKind::InitProducerId(
+            producers::init_producer_id(broker, r),
+        )),
+        RequestKind::DescribeProducers(r) => Some(ResponseKind::DescribeProducers(
+            producers::describe_producers(broker, r),
         )),
         other => {
             // The version table and this match disagree: a bug, not the client's fault.

@@ -18,7 +18,9 @@ use sluice_protocol::batch::{self, BatchError, Batches};
 use super::{now_ms, str_bytes};
 use crate::broker::Broker;
 use crate::error::ApiError;
-use crate::partition::Partition;
+use crate::partition::{AppendOutcome, Partition};
+use crate::producer_state::IncomingBatch;
+use crate::topic_config::TopicSettings;
 
 fn batch_error(e: BatchError) -> ApiError {
     let code = match e {
@@ -29,36 +31,88 @@ fn batch_error(e: BatchError) -> ApiError {
     ApiError::new(code, e.to_string())
 }
 
-/// Validates and appends one partition's records; returns the partition and the appended range.
+/// What a successful partition append answers with.
+struct Appended {
+    partition: Arc<Partition>,
+    base_offset: i64,
+    /// Exclusive end of the appended range; `None` for an idempotent duplicate (nothing new
+    /// to make durable beyond what the original append already waits for).
+    end_offset: Option<i64>,
+    log_append_time: i64,
+}
+
+/// Kafka's per-record checks that need the records themselves (so decompression): keys on
+/// compacted topics and timestamp bounds. Only run when the topic asks for them.
+fn check_records(batch: &[u8], settings: &TopicSettings, now: i64) -> Result<(), ApiError> {
+    let check_time = !settings.log_append_time
+        && (settings.timestamp_before_max_ms != i64::MAX
+            || settings.timestamp_after_max_ms != i64::MAX);
+    if !settings.compact && !check_time {
+        return Ok(());
+    }
+    let records = sluice_protocol::records::decode(batch)
+        .map_err(|e| ApiError::new(ResponseError::CorruptMessage, e.to_string()))?;
+    for r in &records {
+        if settings.compact && r.key.is_none() {
+            return Err(ApiError::new(
+                ResponseError::InvalidRecord,
+                "Compacted topic cannot accept message without key",
+            ));
+        }
+        if check_time
+            && (r.timestamp < now.saturating_sub(settings.timestamp_before_max_ms)
+                || r.timestamp > now.saturating_add(settings.timestamp_after_max_ms))
+        {
+            return Err(ApiError::new(
+                ResponseError::InvalidTimestamp,
+                format!(
+                    "Timestamp {} of a record is out of range: it must be within [{} ms before, {} ms after] the broker time {now}",
+                    r.timestamp, settings.timestamp_before_max_ms, settings.timestamp_after_max_ms
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Validates and appends one partition's records.
 fn append_one(
     broker: &Broker,
     topic: &str,
     data: &PartitionProduceData,
     now: i64,
-) -> Result<(Arc<Partition>, sluice_log::AppendInfo), ApiError> {
+) -> Result<Appended, ApiError> {
     let partition = broker
         .replicas
         .get(topic, data.index)
         .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    let settings = partition.settings();
     let records = data
         .records
         .as_ref()
         .filter(|r| !r.is_empty())
         .ok_or_else(|| ApiError::new(ResponseError::InvalidRecord, "produce carried no records"))?;
-    let max = broker.config.message_max_bytes;
+    let max = settings.max_message_bytes;
     for b in Batches::new(records) {
         let (header, _) = b.map_err(batch_error)?;
         if header.total_size() > max {
             return Err(ApiError::new(
                 ResponseError::MessageTooLarge,
                 format!(
-                    "record batch of {} bytes exceeds message.max.bytes {max}",
+                    "record batch of {} bytes exceeds the topic's max.message.bytes {max}",
                     header.total_size()
                 ),
             ));
         }
     }
     let summary = batch::validate_produce_batches(records).map_err(batch_error)?;
+    // Produce v3+ carries exactly one batch per partition (Kafka refuses more).
+    if summary.batch_count != 1 {
+        return Err(ApiError::new(
+            ResponseError::InvalidRecord,
+            "Produce requests with version 3 and above must contain exactly one record batch per partition",
+        ));
+    }
     if summary.has_control {
         return Err(ApiError::new(
             ResponseError::InvalidRecord,
@@ -71,20 +125,52 @@ fn append_one(
             "transactions are not supported yet",
         ));
     }
-    if summary.producer_id >= 0 {
-        // Idempotent batches need producer state this broker does not keep yet; storing them
-        // without de-duplication would break the guarantee the client asked for.
-        return Err(ApiError::new(
-            ResponseError::UnknownProducerId,
-            "idempotent producers are not supported yet",
-        ));
-    }
+    check_records(records, &settings, now)?;
+    let producer = (summary.producer_id >= 0).then_some(IncomingBatch {
+        producer_id: summary.producer_id,
+        epoch: summary.producer_epoch,
+        first_seq: summary.first_sequence,
+        last_seq: summary.last_sequence,
+    });
     // The one copy on this path: offsets are assigned in place before the write.
     let mut buf = records.to_vec();
-    let info = partition
-        .append(&mut buf, now)
-        .map_err(ApiError::from_log)?;
-    Ok((partition, info))
+    let log_append_time = if settings.log_append_time {
+        // LogAppendTime: the broker's clock is the batch's time. The timestamp type bit and max
+        // timestamp are inside the CRC, so the CRC is recomputed (Kafka does the same).
+        let attributes = i16::from_be_bytes([buf[21], buf[22]]) | 0x08;
+        buf[21..23].copy_from_slice(&attributes.to_be_bytes());
+        buf[35..43].copy_from_slice(&now.to_be_bytes());
+        batch::update_crc(&mut buf).map_err(batch_error)?;
+        now
+    } else {
+        -1
+    };
+    let outcome = partition
+        .append(&mut buf, now, producer)
+        .map_err(ApiError::from_append)?;
+    Ok(match outcome {
+        AppendOutcome::Appended(info) => Appended {
+            partition,
+            base_offset: info.base_offset,
+            end_offset: Some(info.last_offset + 1),
+            log_append_time,
+        },
+        AppendOutcome::Duplicate { base_offset } => {
+            tracing::debug!(
+                topic,
+                partition = data.index,
+                base_offset,
+                "duplicate idempotent batch"
+            );
+            Appended {
+                // The original append is durable or will be, like any other: wait on it too.
+                end_offset: Some(base_offset + summary.record_count),
+                partition,
+                base_offset,
+                log_append_time,
+            }
+        }
+    })
 }
 
 pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest) -> Option<ProduceResponse> {
@@ -104,10 +190,14 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest) -> Option<Produce
                 append_one(broker, name, data, now)
             };
             partitions.push(match outcome {
-                Ok((partition, info)) => {
-                    appended.push((ti, pi, partition, info.last_offset + 1));
-                    resp.with_base_offset(info.base_offset)
-                        .with_log_start_offset(info.log_start_offset)
+                Ok(a) => {
+                    let log_start = a.partition.log.log_start_offset();
+                    if let Some(end) = a.end_offset {
+                        appended.push((ti, pi, a.partition, end));
+                    }
+                    resp.with_base_offset(a.base_offset)
+                        .with_log_append_time_ms(a.log_append_time)
+                        .with_log_start_offset(log_start)
                 }
                 Err(e) => {
                     tracing::debug!(topic = name, partition = data.index, error = ?e.code, message = ?e.message, "produce rejected");

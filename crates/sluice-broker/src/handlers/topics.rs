@@ -20,117 +20,19 @@ use sluice_meta::{TopicConfigs, Uuid};
 use super::{str_bytes, topic_name};
 use crate::broker::Broker;
 use crate::error::ApiError;
-
-/// Topic-level configs Kafka defines. Values are stored as given and applied as each feature
-/// lands (retention, compaction, ...); names outside this list are refused with INVALID_CONFIG.
-pub const TOPIC_CONFIGS: &[&str] = &[
-    "cleanup.policy",
-    "compression.type",
-    "delete.retention.ms",
-    "file.delete.delay.ms",
-    "flush.messages",
-    "flush.ms",
-    "index.interval.bytes",
-    "max.compaction.lag.ms",
-    "max.message.bytes",
-    "message.downconversion.enable",
-    "message.timestamp.after.max.ms",
-    "message.timestamp.before.max.ms",
-    "message.timestamp.difference.max.ms",
-    "message.timestamp.type",
-    "min.cleanable.dirty.ratio",
-    "min.compaction.lag.ms",
-    "min.insync.replicas",
-    "preallocate",
-    "retention.bytes",
-    "retention.ms",
-    "segment.bytes",
-    "segment.index.bytes",
-    "segment.jitter.ms",
-    "segment.ms",
-    "unclean.leader.election.enable",
-];
-
-/// Checks a topic config value against its Kafka type and range.
-pub fn validate_topic_config(name: &str, value: &str) -> Result<(), ApiError> {
-    let invalid = |why: &str| {
-        Err(ApiError::new(
-            ResponseError::InvalidConfig,
-            format!("Invalid value {value} for configuration {name}: {why}"),
-        ))
-    };
-    let long = || value.trim().parse::<i64>();
-    match name {
-        "cleanup.policy" => {
-            let ok = value
-                .split(',')
-                .map(str::trim)
-                .all(|p| p == "delete" || p == "compact");
-            if !ok || value.trim().is_empty() {
-                return invalid("String must be one of: compact, delete");
-            }
-        }
-        "compression.type" => {
-            if !["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"].contains(&value) {
-                return invalid(
-                    "String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer",
-                );
-            }
-        }
-        "message.timestamp.type" => {
-            if value != "CreateTime" && value != "LogAppendTime" {
-                return invalid("String must be one of: CreateTime, LogAppendTime");
-            }
-        }
-        "preallocate" | "unclean.leader.election.enable" | "message.downconversion.enable" => {
-            if value != "true" && value != "false" {
-                return invalid("Expected value to be either true or false");
-            }
-        }
-        "min.cleanable.dirty.ratio" => match value.trim().parse::<f64>() {
-            Ok(r) if (0.0..=1.0).contains(&r) => {}
-            _ => return invalid("Value must be a number between 0 and 1"),
-        },
-        // -1 means "unlimited" for these two.
-        "retention.ms" | "retention.bytes" => match long() {
-            Ok(v) if v >= -1 => {}
-            _ => return invalid("Value must be a long of at least -1"),
-        },
-        "segment.bytes" => match long() {
-            Ok(v) if (14..=i32::MAX as i64).contains(&v) => {}
-            _ => return invalid("Value must be an int of at least 14"),
-        },
-        "segment.ms" | "segment.index.bytes" | "max.message.bytes" | "min.insync.replicas" => {
-            match long() {
-                Ok(v) if v >= 1 => {}
-                _ => return invalid("Value must be at least 1"),
-            }
-        }
-        _ => match long() {
-            Ok(v) if v >= 0 => {}
-            _ => return invalid("Value must be a non-negative number"),
-        },
-    }
-    Ok(())
-}
+use crate::topic_config;
 
 fn topic_configs(t: &CreatableTopic) -> Result<TopicConfigs, ApiError> {
     let mut configs = TopicConfigs::new();
     for c in &t.configs {
         let name = c.name.as_str();
-        if !TOPIC_CONFIGS.contains(&name) {
-            return Err(ApiError::new(
-                ResponseError::InvalidConfig,
-                format!("Unknown topic config name: {name}"),
-            ));
-        }
         let Some(value) = c.value.as_ref() else {
             return Err(ApiError::new(
                 ResponseError::InvalidConfig,
                 format!("Null value not supported for topic config: {name}"),
             ));
         };
-        validate_topic_config(name, value.as_str())?;
+        topic_config::validate(name, value.as_str())?;
         configs.insert(name.to_string(), value.as_str().to_string());
     }
     Ok(configs)
@@ -313,41 +215,4 @@ pub fn create_partitions(
         })
         .collect();
     CreatePartitionsResponse::default().with_results(results)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn topic_config_values() {
-        for (k, v) in [
-            ("cleanup.policy", "compact,delete"),
-            ("cleanup.policy", "delete"),
-            ("retention.ms", "-1"),
-            ("segment.bytes", "1048576"),
-            ("min.cleanable.dirty.ratio", "0.5"),
-            ("message.timestamp.type", "LogAppendTime"),
-            ("compression.type", "zstd"),
-            ("delete.retention.ms", "0"),
-        ] {
-            assert!(validate_topic_config(k, v).is_ok(), "{k}={v}");
-        }
-        for (k, v) in [
-            ("cleanup.policy", "sometimes"),
-            ("retention.ms", "-2"),
-            ("segment.bytes", "10"),
-            ("segment.bytes", "big"),
-            ("min.cleanable.dirty.ratio", "2"),
-            ("message.timestamp.type", "Now"),
-            ("preallocate", "yes"),
-            ("delete.retention.ms", "-5"),
-        ] {
-            assert_eq!(
-                validate_topic_config(k, v).unwrap_err().code,
-                ResponseError::InvalidConfig,
-                "{k}={v}"
-            );
-        }
-    }
 }

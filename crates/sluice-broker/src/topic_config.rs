@@ -1,0 +1,315 @@
+//! Topic-level configs: the one table of Kafka's topic config names with their types, their
+//! broker-level synonyms (which supply the default), Kafka's own defaults and documentation.
+//!
+//! A topic's effective value is, in order: its own override (DYNAMIC_TOPIC_CONFIG), the broker
+//! setting that Kafka names as its synonym when the operator set it (STATIC_BROKER_CONFIG), else
+//! the default (DEFAULT_CONFIG). [`TopicSettings::resolve`] turns that into typed values the
+//! produce path, the logs and the background tasks use.
+
+use kafka_protocol::ResponseError;
+
+use crate::config::Settings;
+use crate::error::ApiError;
+
+/// Kafka's config value types (the `ConfigType` of DescribeConfigs v3+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
+/// Where a value comes from (DescribeConfigs `config_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    DynamicTopic = 1,
+    StaticBroker = 4,
+    Default = 5,
+}
+
+/// A broker setting that supplies a topic config's default; `scale` converts its unit
+/// (hours and minutes to ms).
+pub struct Synonym {
+    pub broker_key: &'static str,
+    pub scale: i64,
+}
+
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    pub ty: ConfigType,
+    pub default: &'static str,
+    /// Highest precedence first.
+    pub synonyms: &'static [Synonym],
+    pub doc: &'static str,
+}
+
+const fn syn(broker_key: &'static str) -> Synonym {
+    Synonym {
+        broker_key,
+        scale: 1,
+    }
+}
+
+const MAX: &str = "9223372036854775807";
+
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    TopicConfigDef { name: "cleanup.policy", ty: ConfigType::List, default: "delete", synonyms: &[syn("log.cleanup.policy")], doc: "\"delete\" removes old segments by retention time or size; \"compact\" keeps the latest record per key; both may be given." },
+    TopicConfigDef { name: "compression.type", ty: ConfigType::String, default: "producer", synonyms: &[syn("compression.type")], doc: "Final compression of the topic; \"producer\" keeps the producer's codec." },
+    TopicConfigDef { name: "delete.retention.ms", ty: ConfigType::Long, default: "86400000", synonyms: &[syn("log.cleaner.delete.retention.ms")], doc: "How long tombstones are kept on compacted topics." },
+    TopicConfigDef { name: "file.delete.delay.ms", ty: ConfigType::Long, default: "60000", synonyms: &[syn("log.segment.delete.delay.ms")], doc: "Time to wait before deleting a file from the filesystem." },
+    TopicConfigDef { name: "flush.messages", ty: ConfigType::Long, default: MAX, synonyms: &[syn("log.flush.interval.messages")], doc: "Kafka's fsync interval in messages; Sluice's --durability decides instead." },
+    TopicConfigDef { name: "flush.ms", ty: ConfigType::Long, default: MAX, synonyms: &[syn("log.flush.interval.ms")], doc: "Kafka's fsync interval in ms; Sluice's --durability decides instead." },
+    TopicConfigDef { name: "index.interval.bytes", ty: ConfigType::Int, default: "4096", synonyms: &[syn("log.index.interval.bytes")], doc: "Bytes of log between two offset index entries." },
+    TopicConfigDef { name: "max.compaction.lag.ms", ty: ConfigType::Long, default: MAX, synonyms: &[syn("log.cleaner.max.compaction.lag.ms")], doc: "Longest time a record stays uncompacted." },
+    TopicConfigDef { name: "max.message.bytes", ty: ConfigType::Int, default: "1048588", synonyms: &[syn("message.max.bytes")], doc: "Largest record batch size allowed." },
+    TopicConfigDef { name: "message.timestamp.after.max.ms", ty: ConfigType::Long, default: MAX, synonyms: &[syn("log.message.timestamp.after.max.ms")], doc: "Largest allowed distance of a CreateTime timestamp into the future." },
+    TopicConfigDef { name: "message.timestamp.before.max.ms", ty: ConfigType::Long, default: MAX, synonyms: &[syn("log.message.timestamp.before.max.ms")], doc: "Largest allowed distance of a CreateTime timestamp into the past." },
+    TopicConfigDef { name: "message.timestamp.type", ty: ConfigType::String, default: "CreateTime", synonyms: &[syn("log.message.timestamp.type")], doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's time." },
+    TopicConfigDef { name: "min.cleanable.dirty.ratio", ty: ConfigType::Double, default: "0.5", synonyms: &[syn("log.cleaner.min.cleanable.ratio")], doc: "Dirty share of the log above which it is compacted." },
+    TopicConfigDef { name: "min.compaction.lag.ms", ty: ConfigType::Long, default: "0", synonyms: &[syn("log.cleaner.min.compaction.lag.ms")], doc: "Shortest time a record stays uncompacted." },
+    TopicConfigDef { name: "min.insync.replicas", ty: ConfigType::Int, default: "1", synonyms: &[syn("min.insync.replicas")], doc: "Replicas that must acknowledge an acks=all produce (enforced with replication)." },
+    TopicConfigDef { name: "preallocate", ty: ConfigType::Boolean, default: "false", synonyms: &[syn("log.preallocate")], doc: "Preallocate segment files." },
+    TopicConfigDef { name: "retention.bytes", ty: ConfigType::Long, default: "-1", synonyms: &[syn("log.retention.bytes")], doc: "Largest size of a partition before old segments are deleted; -1 for no limit." },
+    TopicConfigDef { name: "retention.ms", ty: ConfigType::Long, default: "604800000", synonyms: &[syn("log.retention.ms"), Synonym { broker_key: "log.retention.minutes", scale: 60_000 }, Synonym { broker_key: "log.retention.hours", scale: 3_600_000 }], doc: "Longest time a segment is kept before it is deleted; -1 for no limit." },
+    TopicConfigDef { name: "segment.bytes", ty: ConfigType::Int, default: "1073741824", synonyms: &[syn("log.segment.bytes")], doc: "Segment file size." },
+    TopicConfigDef { name: "segment.index.bytes", ty: ConfigType::Int, default: "10485760", synonyms: &[syn("log.index.size.max.bytes")], doc: "Offset index size of a segment." },
+    TopicConfigDef { name: "segment.jitter.ms", ty: ConfigType::Long, default: "0", synonyms: &[syn("log.roll.jitter.ms")], doc: "Random jitter subtracted from segment.ms." },
+    TopicConfigDef { name: "segment.ms", ty: ConfigType::Long, default: "604800000", synonyms: &[syn("log.roll.ms"), Synonym { broker_key: "log.roll.hours", scale: 3_600_000 }], doc: "Roll the active segment after this time even if not full." },
+    TopicConfigDef { name: "unclean.leader.election.enable", ty: ConfigType::Boolean, default: "false", synonyms: &[syn("unclean.leader.election.enable")], doc: "Allow out-of-sync replicas to become leader (data loss)." },
+];
+
+pub fn def(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// The topic config a broker setting is the default for.
+pub fn topic_name_for_broker_key(broker_key: &str) -> Option<&'static str> {
+    TOPIC_CONFIGS
+        .iter()
+        .find(|d| d.synonyms.iter().any(|s| s.broker_key == broker_key))
+        .map(|d| d.name)
+}
+
+/// Checks a topic config value against its Kafka type and range.
+pub fn validate(name: &str, value: &str) -> Result<(), ApiError> {
+    let Some(d) = def(name) else {
+        return Err(ApiError::new(
+            ResponseError::InvalidConfig,
+            format!("Unknown topic config name: {name}"),
+        ));
+    };
+    let invalid = |why: &str| {
+        Err(ApiError::new(
+            ResponseError::InvalidConfig,
+            format!("Invalid value {value} for configuration {name}: {why}"),
+        ))
+    };
+    let long = || value.trim().parse::<i64>();
+    match name {
+        "cleanup.policy" => {
+            let ok = value
+                .split(',')
+                .map(str::trim)
+                .all(|p| p == "delete" || p == "compact");
+            if !ok || value.trim().is_empty() {
+                return invalid("String must be one of: compact, delete");
+            }
+        }
+        "compression.type" => {
+            if !["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"].contains(&value) {
+                return invalid(
+                    "String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer",
+                );
+            }
+        }
+        "message.timestamp.type" => {
+            if value != "CreateTime" && value != "LogAppendTime" {
+                return invalid("String must be one of: CreateTime, LogAppendTime");
+            }
+        }
+        "min.cleanable.dirty.ratio" => match value.trim().parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => {}
+            _ => return invalid("Value must be a number between 0 and 1"),
+        },
+        // -1 means "unlimited" for these two.
+        "retention.ms" | "retention.bytes" => match long() {
+            Ok(v) if v >= -1 => {}
+            _ => return invalid("Value must be a long of at least -1"),
+        },
+        "segment.bytes" => match long() {
+            Ok(v) if (14..=i32::MAX as i64).contains(&v) => {}
+            _ => return invalid("Value must be an int of at least 14"),
+        },
+        "segment.ms" | "segment.index.bytes" | "max.message.bytes" | "min.insync.replicas" => {
+            match long() {
+                Ok(v) if v >= 1 => {}
+                _ => return invalid("Value must be at least 1"),
+            }
+        }
+        _ => match d.ty {
+            ConfigType::Boolean if value != "true" && value != "false" => {
+                return invalid("Expected value to be either true or false");
+            }
+            ConfigType::Int | ConfigType::Long => match long() {
+                Ok(v) if v >= 0 && (d.ty == ConfigType::Long || v <= i32::MAX as i64) => {}
+                _ => return invalid("Value must be a non-negative number"),
+            },
+            _ => {}
+        },
+    }
+    Ok(())
+}
+
+/// The effective value of topic config `d` given the topic's overrides, and where it came from.
+pub fn effective(
+    d: &TopicConfigDef,
+    overrides: &sluice_meta::TopicConfigs,
+    broker: &Settings,
+) -> (String, ConfigSource) {
+    if let Some(v) = overrides.get(d.name) {
+        return (v.clone(), ConfigSource::DynamicTopic);
+    }
+    for s in d.synonyms {
+        if broker.is_explicit(s.broker_key) {
+            let v = broker.get(s.broker_key).unwrap_or_default();
+            let v = match (s.scale, v.parse::<i64>()) {
+                (1, _) => v.to_string(),
+                (scale, Ok(n)) if n >= 0 => n.saturating_mul(scale).to_string(),
+                (_, _) => v.to_string(),
+            };
+            return (v, ConfigSource::StaticBroker);
+        }
+    }
+    (d.default.to_string(), ConfigSource::Default)
+}
+
+/// A topic's effective configs, typed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TopicSettings {
+    pub compact: bool,
+    pub delete: bool,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub delete_retention_ms: i64,
+    pub min_compaction_lag_ms: i64,
+    pub max_compaction_lag_ms: i64,
+    pub min_cleanable_dirty_ratio: f64,
+    pub max_message_bytes: usize,
+    pub log_append_time: bool,
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
+    pub segment_bytes: u64,
+    pub segment_ms: u64,
+    pub segment_index_bytes: u32,
+    pub index_interval_bytes: u32,
+    pub min_insync_replicas: i32,
+}
+
+impl TopicSettings {
+    pub fn resolve(overrides: &sluice_meta::TopicConfigs, broker: &Settings) -> TopicSettings {
+        let get = |name: &str| effective(def(name).expect("known config"), overrides, broker).0;
+        let long = |name: &str| get(name).trim().parse::<i64>().unwrap_or(i64::MAX);
+        let policy = get("cleanup.policy");
+        TopicSettings {
+            compact: policy.contains("compact"),
+            delete: policy.contains("delete"),
+            retention_ms: long("retention.ms"),
+            retention_bytes: long("retention.bytes"),
+            delete_retention_ms: long("delete.retention.ms"),
+            min_compaction_lag_ms: long("min.compaction.lag.ms"),
+            max_compaction_lag_ms: long("max.compaction.lag.ms"),
+            min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio").parse().unwrap_or(0.5),
+            max_message_bytes: long("max.message.bytes").max(0) as usize,
+            log_append_time: get("message.timestamp.type") == "LogAppendTime",
+            timestamp_before_max_ms: long("message.timestamp.before.max.ms"),
+            timestamp_after_max_ms: long("message.timestamp.after.max.ms"),
+            segment_bytes: long("segment.bytes").max(14) as u64,
+            segment_ms: long("segment.ms").max(1) as u64,
+            segment_index_bytes: long("segment.index.bytes").clamp(8, i32::MAX as i64) as u32,
+            index_interval_bytes: long("index.interval.bytes").clamp(0, i32::MAX as i64) as u32,
+            min_insync_replicas: long("min.insync.replicas").clamp(1, i32::MAX as i64) as i32,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_validated() {
+        for (k, v) in [
+            ("cleanup.policy", "compact,delete"),
+            ("cleanup.policy", "delete"),
+            ("retention.ms", "-1"),
+            ("segment.bytes", "1048576"),
+            ("min.cleanable.dirty.ratio", "0.5"),
+            ("message.timestamp.type", "LogAppendTime"),
+            ("compression.type", "zstd"),
+            ("delete.retention.ms", "0"),
+            ("preallocate", "true"),
+        ] {
+            assert!(validate(k, v).is_ok(), "{k}={v}");
+        }
+        for (k, v) in [
+            ("cleanup.policy", "sometimes"),
+            ("retention.ms", "-2"),
+            ("segment.bytes", "10"),
+            ("segment.bytes", "big"),
+            ("min.cleanable.dirty.ratio", "2"),
+            ("message.timestamp.type", "Now"),
+            ("preallocate", "yes"),
+            ("delete.retention.ms", "-5"),
+            ("no.such.config", "1"),
+        ] {
+            assert_eq!(
+                validate(k, v).unwrap_err().code,
+                ResponseError::InvalidConfig,
+                "{k}={v}"
+            );
+        }
+    }
+
+    #[test]
+    fn precedence_topic_then_broker_then_default() {
+        let broker = Settings::load(None, &["log.retention.hours=1".into()]).unwrap();
+        let d = def("retention.ms").unwrap();
+        let none = sluice_meta::TopicConfigs::new();
+        assert_eq!(
+            effective(d, &none, &broker),
+            ("3600000".to_string(), ConfigSource::StaticBroker)
+        );
+        let own = sluice_meta::TopicConfigs::from([("retention.ms".into(), "5".into())]);
+        assert_eq!(
+            effective(d, &own, &broker),
+            ("5".to_string(), ConfigSource::DynamicTopic)
+        );
+        let plain = Settings::load(None, &[]).unwrap();
+        assert_eq!(
+            effective(d, &none, &plain),
+            ("604800000".to_string(), ConfigSource::Default)
+        );
+        let s = TopicSettings::resolve(&own, &plain);
+        assert_eq!(s.retention_ms, 5);
+        assert!(s.delete && !s.compact);
+        assert_eq!(s.max_message_bytes, 1_048_588);
+    }
+
+    #[test]
+    fn every_broker_synonym_that_sluice_knows_is_consistent() {
+        // Synonyms Sluice's broker settings define must validate as their topic config.
+        let broker = Settings::load(None, &[]).unwrap();
+        for d in TOPIC_CONFIGS {
+            for s in d.synonyms {
+                if let Some(v) = broker.get(s.broker_key) {
+                    if s.scale == 1 && !v.is_empty() {
+                        assert!(validate(d.name, v).is_ok(), "{} = {v}", s.broker_key);
+                    }
+                }
+            }
+        }
+    }
+}
