@@ -8,7 +8,7 @@ use kafka_protocol::ResponseError;
 use sluice_meta::{MetadataRecord, MetadataStore, TopicConfigs, TopicInfo, Uuid};
 use thiserror::Error;
 
-use crate::config::BrokerConfig;
+use crate::config::{BrokerConfig, Settings};
 use crate::coordinator::offsets::OFFSETS_TOPIC;
 use crate::coordinator::Coordinator;
 use crate::error::ApiError;
@@ -92,7 +92,8 @@ impl Broker {
             meta.append(registration)?;
         }
 
-        let replicas = ReplicaManager::new(dir.clone(), config.durability, config.settings.clone());
+        let settings = effective_settings(&config, meta.state());
+        let replicas = ReplicaManager::new(dir.clone(), config.durability, settings);
         let topics: Vec<TopicInfo> = meta.state().topics().cloned().collect();
         for topic in &topics {
             replicas.open_topic(topic, clean)?;
@@ -135,6 +136,57 @@ impl Broker {
             }
             Err(_) => tracing::error!("not every log closed cleanly; the next start recovers"),
         }
+    }
+
+    /// The broker settings in force: static ones with the dynamic configs laid over them.
+    pub fn settings(&self) -> Settings {
+        effective_settings(&self.config, self.meta.lock().expect("meta lock").state())
+    }
+
+    /// Replaces a topic's config overrides (validated by the caller) and applies them live.
+    pub fn set_topic_configs(&self, name: &str, configs: TopicConfigs) -> Result<(), ApiError> {
+        let mut meta = self.meta.lock().expect("meta lock");
+        let topic_id = meta
+            .state()
+            .topic(name)
+            .map(|t| t.topic_id)
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        meta.append(MetadataRecord::SetTopicConfigs { topic_id, configs })
+            .map_err(ApiError::from_store)?;
+        let topic = meta.state().topic(name).expect("exists").clone();
+        drop(meta);
+        self.replicas.apply_topic_configs(&topic);
+        tracing::info!(topic = name, configs = ?topic.configs, "topic configs changed");
+        Ok(())
+    }
+
+    /// Replaces the dynamic configs of this broker (`Some(id)`) or the cluster defaults
+    /// (`None`) and applies them to every topic.
+    pub fn set_broker_configs(
+        &self,
+        broker_id: Option<i32>,
+        configs: TopicConfigs,
+    ) -> Result<(), ApiError> {
+        let mut meta = self.meta.lock().expect("meta lock");
+        meta.append(MetadataRecord::SetBrokerConfigs { broker_id, configs })
+            .map_err(ApiError::from_store)?;
+        let settings = effective_settings(&self.config, meta.state());
+        let topics: Vec<TopicInfo> = meta.state().topics().cloned().collect();
+        drop(meta);
+        self.replicas.set_broker_settings(settings, &topics);
+        Ok(())
+    }
+
+    /// The dynamic configs recorded for `broker_id` (`None`: cluster defaults).
+    pub fn dynamic_broker_configs(&self, broker_id: Option<i32>) -> TopicConfigs {
+        self.meta
+            .lock()
+            .expect("meta lock")
+            .state()
+            .broker_configs
+            .get(&broker_id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Hands out a never-used producer id, reserving a new block in the metadata log when the
@@ -335,6 +387,14 @@ impl Broker {
             .open_topic(&topic, true)
             .map_err(ApiError::from_log)
     }
+}
+
+/// Static settings with the metadata's dynamic broker configs laid over them.
+fn effective_settings(config: &BrokerConfig, state: &sluice_meta::ClusterState) -> Settings {
+    config.settings.with_dynamic(
+        state.broker_configs.get(&None),
+        state.broker_configs.get(&Some(config.node_id)),
+    )
 }
 
 /// Kafka's topic name rules: 1..=249 chars of `[a-zA-Z0-9._-]`, not `.` or `..`.

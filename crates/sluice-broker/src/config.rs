@@ -12,6 +12,8 @@ use std::path::PathBuf;
 
 use thiserror::Error;
 
+use crate::topic_config::ConfigSource;
+
 #[derive(Debug, Error, PartialEq)]
 pub enum ConfigError {
     #[error("unknown broker setting '{0}' (Sluice takes Kafka's broker config names; see `sluice serve --help`)")]
@@ -226,6 +228,31 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
 ];
 
+/// The documentation line of a broker setting.
+pub fn setting_doc(key: &str) -> Option<&'static str> {
+    SETTINGS
+        .iter()
+        .find(|(k, _, _)| *k == key)
+        .map(|(_, _, d)| *d)
+}
+
+/// Kafka's value type of a broker setting (DescribeConfigs `config_type`).
+pub fn setting_type(key: &str) -> crate::topic_config::ConfigType {
+    use crate::topic_config::ConfigType;
+    match kind(key) {
+        Some(Kind::Bool) => ConfigType::Boolean,
+        Some(Kind::Int(_, max)) if max <= i32::MAX as i64 => ConfigType::Int,
+        Some(Kind::Int(..)) => ConfigType::Long,
+        Some(Kind::Topic) => match crate::topic_config::topic_name_for_broker_key(key)
+            .and_then(crate::topic_config::def)
+        {
+            Some(d) => d.ty,
+            None => ConfigType::String,
+        },
+        None => ConfigType::String,
+    }
+}
+
 fn kind(key: &str) -> Option<Kind> {
     Some(match key {
         "auto.create.topics.enable" => Kind::Bool,
@@ -268,8 +295,48 @@ fn kind(key: &str) -> Option<Kind> {
 #[derive(Debug, Clone)]
 pub struct Settings {
     values: BTreeMap<String, String>,
-    /// Keys set by the config file or an override (STATIC_BROKER_CONFIG), not defaults.
-    explicit: std::collections::BTreeSet<String>,
+    /// Where each non-default value came from (static file/override or dynamic alter).
+    sources: BTreeMap<String, ConfigSource>,
+}
+
+/// Checks one setting's value; returns it normalized (trimmed).
+pub fn check_setting(key: &str, value: &str) -> Result<String, ConfigError> {
+    let kind = kind(key).ok_or_else(|| ConfigError::Unknown(key.to_string()))?;
+    let value = value.trim();
+    let invalid = |reason: String| ConfigError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason,
+    };
+    match kind {
+        Kind::Bool => {
+            if value != "true" && value != "false" {
+                return Err(invalid("expected true or false".into()));
+            }
+        }
+        Kind::Topic => {
+            let topic_name = crate::topic_config::topic_name_for_broker_key(key)
+                .expect("every Topic-kind broker key has a topic config");
+            if let Err(e) = crate::topic_config::validate(topic_name, value) {
+                return Err(invalid(e.message.unwrap_or_default()));
+            }
+        }
+        Kind::Int(min, max) => {
+            let n: i64 = value
+                .parse()
+                .map_err(|_| invalid("expected an integer".into()))?;
+            if n < min || n > max {
+                return Err(invalid(format!("must be between {min} and {max}")));
+            }
+        }
+    }
+    Ok(value.to_string())
+}
+
+/// Broker settings that can change at run time (IncrementalAlterConfigs on a BROKER resource):
+/// the log-level defaults of topic configs, as Kafka's dynamic log configs.
+pub fn is_dynamic(key: &str) -> bool {
+    crate::topic_config::topic_name_for_broker_key(key).is_some()
 }
 
 impl Settings {
@@ -279,39 +346,11 @@ impl Settings {
             .iter()
             .map(|(k, d, _)| (k.to_string(), d.to_string()))
             .collect();
-        let mut explicit = std::collections::BTreeSet::new();
+        let mut sources = BTreeMap::new();
         let mut set = |key: String, value: String| -> Result<(), ConfigError> {
-            let kind = kind(&key).ok_or_else(|| ConfigError::Unknown(key.clone()))?;
-            let invalid = |reason: String| ConfigError::Invalid {
-                key: key.clone(),
-                value: value.clone(),
-                reason,
-            };
-            match kind {
-                Kind::Bool => {
-                    if value != "true" && value != "false" {
-                        return Err(invalid("expected true or false".into()));
-                    }
-                }
-                Kind::Topic => {
-                    let topic_name = crate::topic_config::topic_name_for_broker_key(&key)
-                        .expect("every Topic-kind broker key has a topic config");
-                    if let Err(e) = crate::topic_config::validate(topic_name, value.trim()) {
-                        return Err(invalid(e.message.unwrap_or_default()));
-                    }
-                }
-                Kind::Int(min, max) => {
-                    let n: i64 = value
-                        .trim()
-                        .parse()
-                        .map_err(|_| invalid("expected an integer".into()))?;
-                    if n < min || n > max {
-                        return Err(invalid(format!("must be between {min} and {max}")));
-                    }
-                }
-            }
-            values.insert(key.clone(), value.trim().to_string());
-            explicit.insert(key);
+            let value = check_setting(&key, &value)?;
+            values.insert(key.clone(), value);
+            sources.insert(key, ConfigSource::StaticBroker);
             Ok(())
         };
         if let Some(text) = toml_text {
@@ -330,7 +369,37 @@ impl Settings {
                 .ok_or_else(|| ConfigError::BadOverride(o.clone()))?;
             set(k.trim().to_string(), v.to_string())?;
         }
-        Ok(Settings { values, explicit })
+        Ok(Settings { values, sources })
+    }
+
+    /// These settings with dynamic configs laid over them: the cluster-wide defaults, then this
+    /// broker's own (Kafka's precedence). Values were validated when they were altered.
+    pub fn with_dynamic(
+        &self,
+        cluster_default: Option<&BTreeMap<String, String>>,
+        own: Option<&BTreeMap<String, String>>,
+    ) -> Settings {
+        let mut out = self.clone();
+        for (layer, source) in [
+            (cluster_default, ConfigSource::DynamicDefaultBroker),
+            (own, ConfigSource::DynamicBroker),
+        ] {
+            for (k, v) in layer.into_iter().flatten() {
+                if out.values.contains_key(k) {
+                    out.values.insert(k.clone(), v.clone());
+                    out.sources.insert(k.clone(), source);
+                }
+            }
+        }
+        out
+    }
+
+    /// Where a setting's value comes from; `Default` when nobody set it.
+    pub fn source(&self, key: &str) -> ConfigSource {
+        self.sources
+            .get(key)
+            .copied()
+            .unwrap_or(ConfigSource::Default)
     }
 
     fn int(&self, key: &str) -> i64 {
@@ -346,9 +415,10 @@ impl Settings {
         self.values.get(key).map(String::as_str)
     }
 
-    /// Whether the operator set `key` (file or override) rather than leaving the default.
+    /// Whether the operator set `key` (file, override or dynamically) rather than leaving the
+    /// default.
     pub fn is_explicit(&self, key: &str) -> bool {
-        self.explicit.contains(key)
+        self.sources.contains_key(key)
     }
 
     /// Every setting with its value, for DescribeConfigs of the broker.

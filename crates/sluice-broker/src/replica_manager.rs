@@ -15,8 +15,8 @@ use crate::topic_config::TopicSettings;
 pub struct ReplicaManager {
     data_dir: PathBuf,
     durability: Durability,
-    /// Broker settings: the defaults behind every topic config.
-    settings: Settings,
+    /// Broker settings (static + dynamic): the defaults behind every topic config.
+    settings: RwLock<Settings>,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
 }
 
@@ -25,7 +25,7 @@ impl ReplicaManager {
         ReplicaManager {
             data_dir,
             durability,
-            settings,
+            settings: RwLock::new(settings),
             partitions: RwLock::default(),
         }
     }
@@ -44,7 +44,27 @@ impl ReplicaManager {
     }
 
     pub fn topic_settings(&self, topic: &TopicInfo) -> Arc<TopicSettings> {
-        Arc::new(TopicSettings::resolve(&topic.configs, &self.settings))
+        let broker = self.settings.read().expect("settings lock");
+        Arc::new(TopicSettings::resolve(&topic.configs, &broker))
+    }
+
+    /// Re-resolves the configs of `topic`'s partitions (its overrides changed).
+    pub fn apply_topic_configs(&self, topic: &TopicInfo) {
+        let settings = self.topic_settings(topic);
+        for index in 0..topic.partitions.len() as i32 {
+            if let Some(p) = self.get(&topic.name, index) {
+                p.log.set_config(Self::log_config(&settings));
+                p.set_settings(settings.clone());
+            }
+        }
+    }
+
+    /// New broker-level defaults (dynamic broker configs changed): every topic re-resolves.
+    pub fn set_broker_settings(&self, settings: Settings, topics: &[TopicInfo]) {
+        *self.settings.write().expect("settings lock") = settings;
+        for t in topics {
+            self.apply_topic_configs(t);
+        }
     }
 
     pub fn get(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {

@@ -26,6 +26,8 @@ pub enum ConfigType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigSource {
     DynamicTopic = 1,
+    DynamicBroker = 2,
+    DynamicDefaultBroker = 3,
     StaticBroker = 4,
     Default = 5,
 }
@@ -180,7 +182,7 @@ pub fn effective(
                 (scale, Ok(n)) if n >= 0 => n.saturating_mul(scale).to_string(),
                 (_, _) => v.to_string(),
             };
-            return (v, ConfigSource::StaticBroker);
+            return (v, broker.source(s.broker_key));
         }
     }
     (d.default.to_string(), ConfigSource::Default)

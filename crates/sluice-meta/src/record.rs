@@ -37,6 +37,17 @@ pub enum MetadataRecord {
     DeleteTopic {
         topic_id: Uuid,
     },
+    /// Replaces a topic's config overrides (what Alter/IncrementalAlterConfigs computed).
+    SetTopicConfigs {
+        topic_id: Uuid,
+        configs: TopicConfigs,
+    },
+    /// Replaces the dynamic broker configs of one broker, or the cluster-wide defaults when
+    /// `broker_id` is `None` (Kafka's resource name "").
+    SetBrokerConfigs {
+        broker_id: Option<BrokerId>,
+        configs: TopicConfigs,
+    },
     /// Reserves producer ids `[first_id, first_id + size)` for `broker_id`. Ids are handed out
     /// from such blocks and never reused, even after a restart (the next block starts after
     /// the last one recorded).

@@ -76,6 +76,8 @@ pub struct ClusterState {
     names_by_id: HashMap<Uuid, String>,
     /// First producer id not yet handed to any broker.
     pub next_producer_id: i64,
+    /// Dynamic broker configs: `None` holds the cluster-wide defaults.
+    pub broker_configs: BTreeMap<Option<BrokerId>, TopicConfigs>,
 }
 
 impl ClusterState {
@@ -137,6 +139,14 @@ impl ClusterState {
                     Err(MetaError::UnknownTopicId(*topic_id))
                 }
             }
+            MetadataRecord::SetTopicConfigs { topic_id, .. } => {
+                if self.names_by_id.contains_key(topic_id) {
+                    Ok(())
+                } else {
+                    Err(MetaError::UnknownTopicId(*topic_id))
+                }
+            }
+            MetadataRecord::SetBrokerConfigs { .. } => Ok(()),
             MetadataRecord::AllocateProducerIds { first_id, size, .. } => {
                 if *first_id != self.next_producer_id || *size <= 0 {
                     Err(MetaError::ProducerIdBlock {
@@ -205,6 +215,17 @@ impl ClusterState {
             }
             MetadataRecord::AllocateProducerIds { first_id, size, .. } => {
                 self.next_producer_id = first_id + size;
+            }
+            MetadataRecord::SetTopicConfigs { topic_id, configs } => {
+                let name = &self.names_by_id[topic_id];
+                self.topics.get_mut(name).expect("indexes agree").configs = configs.clone();
+            }
+            MetadataRecord::SetBrokerConfigs { broker_id, configs } => {
+                if configs.is_empty() {
+                    self.broker_configs.remove(broker_id);
+                } else {
+                    self.broker_configs.insert(*broker_id, configs.clone());
+                }
             }
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! response body (or `None` when Kafka sends no response: Produce with `acks=0`).
 
 pub mod api_versions;
+pub mod configs;
 pub mod fetch;
 pub mod groups;
 pub mod list_offsets;
@@ -87,6 +88,15 @@ pub async fn dispatch(
         RequestKind::DescribeProducers(r) => Some(ResponseKind::DescribeProducers(
             producers::describe_producers(broker, r),
         )),
+        RequestKind::DescribeConfigs(r) => Some(ResponseKind::DescribeConfigs(
+            configs::describe_configs(broker, r, version),
+        )),
+        RequestKind::IncrementalAlterConfigs(r) => Some(ResponseKind::IncrementalAlterConfigs(
+            configs::incremental_alter_configs(broker, r),
+        )),
+        RequestKind::AlterConfigs(r) => Some(ResponseKind::AlterConfigs(configs::alter_configs(
+            broker, r,
+        ))),
         other => {
             // The version table and this match disagree: a bug, not the client's fault.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for an advertised API");
