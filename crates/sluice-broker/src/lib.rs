@@ -7,6 +7,7 @@
 //! - [`server`]: accept loop and graceful shutdown; [`connection`]: one client connection.
 //! - [`handlers`]: one module per Kafka API family (produce, fetch, metadata, topics, ...).
 //! - [`replica_manager`], [`partition`]: the partitions hosted here, their logs and high watermarks.
+//! - [`maintenance`]: background retention and compaction of every hosted log.
 //! - [`purgatory`]: parked requests (long-polling fetches) woken by partition events.
 //! - [`fetch_session`]: KIP-227 incremental fetch sessions.
 //! - [`coordinator`]: consumer groups (the `sluice-group` machine driven by tokio) and committed
@@ -22,6 +23,7 @@ pub mod coordinator;
 pub mod error;
 pub mod fetch_session;
 pub mod handlers;
+pub mod maintenance;
 pub mod partition;
 pub mod producer_state;
 pub mod purgatory;

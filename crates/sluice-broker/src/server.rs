@@ -20,6 +20,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
     let mut connections = JoinSet::new();
     let timers = tokio::spawn(broker.groups.clone().run_timers(broker.clone()));
+    let maintenance = tokio::spawn(crate::maintenance::run(broker.clone()));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -46,6 +47,7 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
     drop(listener);
     broker.stopping.send_replace(true);
     let _ = timers.await;
+    let _ = maintenance.await;
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
         while connections.join_next().await.is_some() {}
     })

@@ -1,15 +1,20 @@
-//! The `recovery-point` file: an offset below which every segment is known to be fsynced,
-//! data and indexes. Unclean recovery starts scanning at the segment containing it.
+//! The per-partition checkpoint files, each holding one offset:
+//! - `recovery-point`: every segment before the one containing it is fsynced, data and
+//!   indexes. Unclean recovery starts scanning at the segment containing it.
+//! - `log-start-offset`: the log start set by DeleteRecords (it may lie inside a segment).
+//! - `cleaner-offset-checkpoint`: every segment whose base offset is below it has been
+//!   through a compaction pass (dirty-ratio bookkeeping and the tombstone rule).
 //!
 //! ```text
-//! recovery-point (ASCII, like Kafka's checkpoint files):
+//! <name> (ASCII, like Kafka's checkpoint files):
 //!   0\n            format version
 //!   <offset>\n     decimal i64
 //! ```
 //!
-//! Written atomically: `recovery-point.tmp` is written and fdatasynced, renamed over the old
-//! file, then the directory is fsynced. A crash leaves either the old or the new file (and maybe
-//! a stale `.tmp`, which open deletes). A missing or unparsable file means "scan everything".
+//! Written atomically: `<name>.tmp` is written and fdatasynced, renamed over the old file, then
+//! the directory is fsynced. A crash leaves either the old or the new file (and maybe a stale
+//! `.tmp`, which open deletes). A missing or unparsable file means "unknown": scan everything,
+//! log start at the first segment, nothing cleaned.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -18,11 +23,23 @@ use std::path::Path;
 use crate::io::Io;
 
 pub(crate) const FILE_NAME: &str = "recovery-point";
-pub(crate) const TMP_NAME: &str = "recovery-point.tmp";
+pub(crate) const LOG_START_NAME: &str = "log-start-offset";
+pub(crate) const CLEANER_NAME: &str = "cleaner-offset-checkpoint";
+/// Every checkpoint file; `<name>.tmp` of each is deleted on open.
+pub(crate) const ALL_NAMES: [&str; 3] = [FILE_NAME, LOG_START_NAME, CLEANER_NAME];
 
 /// The stored recovery point, or `None` if absent or unreadable.
 pub(crate) fn read(dir: &Path) -> Option<i64> {
-    let file = File::open(dir.join(FILE_NAME)).ok()?;
+    read_named(dir, FILE_NAME)
+}
+
+pub(crate) fn write(io: &dyn Io, dir: &Path, offset: i64) -> io::Result<()> {
+    write_named(io, dir, FILE_NAME, offset)
+}
+
+/// The offset stored in checkpoint file `name`, or `None` if absent or unreadable.
+pub(crate) fn read_named(dir: &Path, name: &str) -> Option<i64> {
+    let file = File::open(dir.join(name)).ok()?;
     let mut text = String::new();
     // Bounded: a sane file is a few dozen bytes.
     file.take(64).read_to_string(&mut text).ok()?;
@@ -34,13 +51,14 @@ pub(crate) fn read(dir: &Path) -> Option<i64> {
     (offset >= 0).then_some(offset)
 }
 
-pub(crate) fn write(io: &dyn Io, dir: &Path, offset: i64) -> io::Result<()> {
-    let tmp = dir.join(TMP_NAME);
+/// Atomically replaces checkpoint file `name` with `offset`.
+pub(crate) fn write_named(io: &dyn Io, dir: &Path, name: &str, offset: i64) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
     let file = io.open(&tmp)?;
     io.set_len(&file, 0)?;
     io.write_all_at(&file, format!("0\n{offset}\n").as_bytes(), 0)?;
     io.sync_data(&file)?;
-    io.rename(&tmp, &dir.join(FILE_NAME))?;
+    io.rename(&tmp, &dir.join(name))?;
     io.sync_dir(dir)
 }
 

@@ -3,6 +3,11 @@
 //! # Layout
 //! - [`log`]: [`Log`], the public API — append with offset assignment, group-commit flush,
 //!   reads by offset, lookups by timestamp, truncation; the locking lives here.
+//! - [`retention`]: [`RetentionPolicy`], `Log::enforce_retention` (time/size, whole closed
+//!   segments) and `Log::delete_records_before` (DeleteRecords, persisted log start).
+//! - [`cleaner`]: compaction — `Log::clean` (one pass, `.cleaned`/`.swap` commit protocol),
+//!   `Log::cleaning_status` (dirty ratio for the scheduler).
+//! - `records`: decoding the records inside a stored batch and rebuilding it from a subset.
 //! - [`config`]: [`LogConfig`] (segment size/age, index spacing).
 //! - [`error`]: [`LogError`], including the sticky `Offline` state.
 //! - [`io`]: the narrow seam every disk write and fsync goes through ([`Io`]), with
@@ -10,26 +15,34 @@
 //! - `segment`: one `<base>.log` with its indexes; roll decisions.
 //! - `index`, `time_index`: the sparse `.index` and `.timeindex` files.
 //! - `read`: the fetch path (whole batches by pread, outside the append lock).
-//! - `recovery`: opening a directory, index validation, torn-tail truncation after a crash.
-//! - `checkpoint`: the atomically replaced `recovery-point` file.
+//! - `recovery`: opening a directory, index validation, torn-tail truncation after a crash,
+//!   completing an interrupted cleaner swap.
+//! - `checkpoint`: the atomically replaced `recovery-point`, `log-start-offset` and
+//!   `cleaner-offset-checkpoint` files.
 //!
 //! Byte layouts, the locking of each path and a crash analysis are in `docs/STORAGE.md`.
 //!
 //! Batches are stored exactly as the producer sent them; only the base offset and partition
-//! leader epoch (outside the CRC) are rewritten on append. Offsets in the API are plain `i64`.
+//! leader epoch (outside the CRC) are rewritten on append. Compaction rewrites batches (same
+//! offsets, fewer records) and leaves gaps between them. Offsets in the API are plain `i64`.
 
 mod checkpoint;
+pub mod cleaner;
 pub mod config;
 pub mod error;
 mod index;
 pub mod io;
 pub mod log;
 mod read;
+mod records;
 mod recovery;
+pub mod retention;
 mod segment;
 mod time_index;
 
+pub use cleaner::{CleanOptions, CleanOutcome, CleaningStatus};
 pub use config::LogConfig;
 pub use error::LogError;
 pub use io::{FaultInjectingIo, Io, StdIo};
 pub use log::{AppendInfo, Log, ReadResult};
+pub use retention::{RetentionOutcome, RetentionPolicy};

@@ -2,6 +2,8 @@
 //! timestamp lookups, truncation.
 //!
 //! Locking (always taken in this order; none is held across another's I/O except as noted):
+//! - `maintenance` (mutex): one retention, DeleteRecords or cleaning pass at a time; held for a
+//!   whole cleaning pass, so nothing else removes segments under the cleaner.
 //! - `flush_lock` (mutex): serialises fsyncs and truncation; holds the checkpoint bookkeeping.
 //!   Appends never take it, so they continue while an fsync runs.
 //! - `files` (rwlock): readers hold it shared while they pread outside the append lock;
@@ -48,17 +50,25 @@ pub struct ReadResult {
 
 /// Everything behind the append lock.
 #[derive(Debug)]
-struct State {
+pub(crate) struct State {
     /// By base offset; contiguous; the last one is active. Never empty.
-    segments: BTreeMap<i64, Segment>,
+    pub segments: BTreeMap<i64, Segment>,
     /// Log-wide (max timestamp, base offset of the first batch carrying it).
-    max_timestamp: Option<(i64, i64)>,
+    pub max_timestamp: Option<(i64, i64)>,
     /// A segment file was created since the last directory fsync.
-    dir_dirty: bool,
+    pub dir_dirty: bool,
+    /// Segment size/age and index settings; replaced live by [`Log::set_config`].
+    pub config: LogConfig,
+    /// The log start set by DeleteRecords (persisted in `log-start-offset`); the effective log
+    /// start is the larger of this and the first segment's base offset.
+    pub explicit_log_start: i64,
+    /// Segments with a base offset below this have been through a cleaning pass (persisted in
+    /// `cleaner-offset-checkpoint`).
+    pub cleaned_offset: i64,
 }
 
 impl State {
-    fn active(&self) -> &Segment {
+    pub fn active(&self) -> &Segment {
         self.segments
             .values()
             .next_back()
@@ -72,11 +82,15 @@ impl State {
             .expect("a log always has a segment")
     }
 
-    fn log_start(&self) -> i64 {
+    pub fn first_segment_base(&self) -> i64 {
         self.segments.keys().next().copied().unwrap_or(0)
     }
 
-    fn log_end(&self) -> i64 {
+    pub fn log_start(&self) -> i64 {
+        self.first_segment_base().max(self.explicit_log_start)
+    }
+
+    pub fn log_end(&self) -> i64 {
         self.active().next_offset
     }
 
@@ -88,7 +102,7 @@ impl State {
             .map_or_else(|| self.log_start(), |(b, _)| *b)
     }
 
-    fn recompute_max_timestamp(&mut self) {
+    pub fn recompute_max_timestamp(&mut self) {
         self.max_timestamp = None;
         for seg in self.segments.values() {
             if let Some((ts, off)) = seg.max_timestamp {
@@ -108,6 +122,7 @@ impl State {
                 base_offset: s.base_offset,
                 file: s.log.clone(),
                 size: s.size,
+                gaps: s.compacted,
             })
             .collect()
     }
@@ -115,7 +130,7 @@ impl State {
 
 /// Behind the flush mutex.
 #[derive(Debug)]
-struct FlushState {
+pub(crate) struct FlushState {
     /// The offset stored in the `recovery-point` file (None: no file yet).
     checkpointed: Option<i64>,
 }
@@ -123,12 +138,13 @@ struct FlushState {
 /// One partition's log. `Send + Sync`; share it as `Arc<Log>`.
 #[derive(Debug)]
 pub struct Log {
-    dir: PathBuf,
-    config: LogConfig,
-    io: Arc<dyn Io>,
-    state: Mutex<State>,
-    flush_lock: Mutex<FlushState>,
-    files: RwLock<()>,
+    pub(crate) dir: PathBuf,
+    pub(crate) io: Arc<dyn Io>,
+    pub(crate) state: Mutex<State>,
+    pub(crate) flush_lock: Mutex<FlushState>,
+    pub(crate) files: RwLock<()>,
+    /// Serialises retention, DeleteRecords and cleaning (see the module docs).
+    pub(crate) maintenance: Mutex<()>,
     /// Everything below is fsynced (the recovery point).
     durable: AtomicI64,
     /// Sticky after a failed write or fsync.
@@ -154,19 +170,29 @@ impl Log {
             segments: segments.into_iter().map(|s| (s.base_offset, s)).collect(),
             max_timestamp: None,
             dir_dirty: false,
+            config,
+            explicit_log_start: 0,
+            cleaned_offset: 0,
         };
         state.recompute_max_timestamp();
         let log_end = state.log_end();
+        // Recovery may have cut below a stored log start or cleaner checkpoint: clamp.
+        state.explicit_log_start = checkpoint::read_named(dir, checkpoint::LOG_START_NAME)
+            .unwrap_or(0)
+            .min(log_end);
+        state.cleaned_offset = checkpoint::read_named(dir, checkpoint::CLEANER_NAME)
+            .unwrap_or(0)
+            .min(log_end);
         // open_segments leaves the checkpoint equal to the log end, or no file for a new log.
         let checkpointed = checkpoint::read(dir).filter(|&c| c == log_end);
         tracing::debug!(dir = %dir.display(), log_end, "log opened");
         Ok(Log {
             dir: dir.to_path_buf(),
-            config,
             io,
             state: Mutex::new(state),
             flush_lock: Mutex::new(FlushState { checkpointed }),
             files: RwLock::new(()),
+            maintenance: Mutex::new(()),
             durable: AtomicI64::new(log_end),
             offline: AtomicBool::new(false),
         })
@@ -180,7 +206,7 @@ impl Log {
         self.offline.load(Ordering::SeqCst)
     }
 
-    fn check_online(&self) -> Result<(), LogError> {
+    pub(crate) fn check_online(&self) -> Result<(), LogError> {
         if self.is_offline() {
             Err(LogError::Offline)
         } else {
@@ -189,7 +215,7 @@ impl Log {
     }
 
     /// Takes the log offline (sticky) because a write or fsync failed.
-    fn fail(&self, e: io::Error) -> LogError {
+    pub(crate) fn fail(&self, e: io::Error) -> LogError {
         if !self.offline.swap(true, Ordering::SeqCst) {
             tracing::error!(dir = %self.dir.display(), error = %e, "log I/O failure; log is offline");
         }
@@ -197,18 +223,32 @@ impl Log {
     }
 
     /// The append lock. A poisoned lock means a thread panicked mid-update: go offline.
-    fn lock_state(&self) -> Result<MutexGuard<'_, State>, LogError> {
+    pub(crate) fn lock_state(&self) -> Result<MutexGuard<'_, State>, LogError> {
         self.state.lock().map_err(|_| {
             self.offline.store(true, Ordering::SeqCst);
             LogError::Offline
         })
     }
 
-    fn lock_flush(&self) -> Result<MutexGuard<'_, FlushState>, LogError> {
+    pub(crate) fn lock_flush(&self) -> Result<MutexGuard<'_, FlushState>, LogError> {
         self.flush_lock.lock().map_err(|_| {
             self.offline.store(true, Ordering::SeqCst);
             LogError::Offline
         })
+    }
+
+    /// Replaces the segment size/age and index settings (a topic config change). Takes effect
+    /// at the next roll decision; existing segments are left as they are.
+    pub fn set_config(&self, config: LogConfig) {
+        if let Ok(mut st) = self.lock_state() {
+            st.config = config;
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> LogConfig {
+        self.lock_state()
+            .map_or_else(|_| LogConfig::default(), |s| s.config)
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -262,9 +302,10 @@ impl Log {
         let mut st = self.lock_state()?;
         self.check_online()?;
         let len = batches.len() as u64;
+        let config = st.config;
         if st
             .active()
-            .needs_roll(&self.config, len, st.log_end() + span - 1, now_ms)
+            .needs_roll(&config, len, st.log_end() + span - 1, now_ms)
         {
             self.roll(&mut st)?;
         }
@@ -295,7 +336,6 @@ impl Log {
             next += i64::from(delta) + 1;
         }
         let io = &*self.io;
-        let config = self.config;
         st.active_mut()
             .append(io, batches, &metas, &config, now_ms)
             .map_err(|e| self.fail(e))?;
@@ -439,10 +479,14 @@ impl Log {
         let Some((base_offset, size)) = self.batch_for_timestamp(ts)? else {
             return Ok(None);
         };
-        let read = self.read(base_offset, size, i64::MAX, true)?;
+        // The batch may start below a DeleteRecords log start: read it through the log start.
+        let from = base_offset.max(self.log_start_offset());
+        let read = self.read(from, size, i64::MAX, true)?;
         let batch = &read.data[..size.min(read.data.len())];
         match sluice_protocol::records::first_at_or_after(batch, ts) {
-            Ok(found) => Ok(found),
+            // DeleteRecords may have put the log start inside this batch: nothing below it is
+            // readable any more, so answer with the log start.
+            Ok(found) => Ok(found.map(|(offset, ts)| (offset.max(read.log_start_offset), ts))),
             Err(e) => Err(LogError::Corrupt(format!(
                 "batch at offset {base_offset} cannot be decoded for a timestamp lookup: {e}"
             ))),
@@ -511,7 +555,8 @@ impl Log {
             self.truncate_fully(&mut st, offset)
         } else {
             self.truncate_inside(&mut st, offset)
-        };
+        }
+        .and_then(|()| self.lower_checkpoints_after_truncation(&mut st));
         result.map_err(|e| match e {
             LogError::Io(e) => self.fail(e),
             other => {
@@ -523,6 +568,22 @@ impl Log {
         let log_end = st.log_end();
         self.durable.fetch_min(log_end, Ordering::SeqCst);
         tracing::info!(dir = %self.dir.display(), offset, log_end, "log truncated");
+        Ok(())
+    }
+
+    /// Keeps the DeleteRecords log start and the cleaner checkpoint at or below the new log
+    /// end, on disk too, so data appended after the truncation is never taken as cleaned.
+    fn lower_checkpoints_after_truncation(&self, st: &mut State) -> Result<(), LogError> {
+        let log_end = st.log_end();
+        if st.explicit_log_start > log_end {
+            st.explicit_log_start = log_end;
+            checkpoint::write_named(&*self.io, &self.dir, checkpoint::LOG_START_NAME, log_end)?;
+        }
+        // Not lower than the log end: a cut cleaned segment must keep accepting its gaps.
+        if st.cleaned_offset > log_end {
+            st.cleaned_offset = log_end;
+            checkpoint::write_named(&*self.io, &self.dir, checkpoint::CLEANER_NAME, log_end)?;
+        }
         Ok(())
     }
 
@@ -561,6 +622,7 @@ impl Log {
             base_offset: seg.base_offset,
             file: seg.log.clone(),
             size: seg.size,
+            gaps: seg.compacted,
         };
         let (from, from_base) = seg.scan_start_for(offset);
         let Some((position, header)) =
@@ -583,7 +645,8 @@ impl Log {
             .entries()
             .partition_point(|e| i64::from(e.rel_offset) < cut_rel);
         seg.time_index.truncate(io, keep)?;
-        if !recovery::tail_scan(io, seg, &self.config)? {
+        let config = st.config;
+        if !recovery::tail_scan(io, seg, &config)? {
             return Err(LogError::Corrupt(format!(
                 "segment {base} unreadable after truncation"
             )));

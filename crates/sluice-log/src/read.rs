@@ -17,12 +17,26 @@ pub(crate) struct SegmentView {
     pub base_offset: i64,
     pub file: Arc<File>,
     pub size: u64,
+    /// Batches may have gaps between them (a cleaned segment).
+    pub gaps: bool,
+}
+
+impl SegmentView {
+    /// Whether a batch starting at `base` may follow one that ended just before `expected`.
+    fn chains(&self, base: i64, expected: i64) -> bool {
+        if self.gaps {
+            base >= expected
+        } else {
+            base == expected
+        }
+    }
 }
 
 /// Position and header of the first batch in `view` that satisfies `found`, scanning headers
 /// from `start`, where a batch with base offset `expected_base` must begin (`None` if the
-/// segment ends first). Headers must chain (each base offset follows the previous batch), so a
-/// wrong index entry or damaged file gives `Corrupt`, never someone else's batch.
+/// segment ends first). Headers must chain (each base offset follows the previous batch, or
+/// comes after it in a cleaned segment), so a wrong index entry or damaged file gives
+/// `Corrupt`, never a batch out of order.
 pub(crate) fn find_batch(
     view: &SegmentView,
     mut start: u64,
@@ -33,7 +47,8 @@ pub(crate) fn find_batch(
         let Some(header) = read_header(&view.file, start, view.size)? else {
             return Err(corrupt(view, start));
         };
-        if header.batch_length < MIN_BATCH_LENGTH || header.base_offset != expected_base {
+        if header.batch_length < MIN_BATCH_LENGTH || !view.chains(header.base_offset, expected_base)
+        {
             return Err(corrupt(view, start));
         }
         if found(&header) {
@@ -103,7 +118,7 @@ pub(crate) fn read_batches(
                 let over_budget = accepted + bytes.len() > max_bytes && !(min_one && accepted == 0);
                 if header.last_offset() >= max_offset
                     || over_budget
-                    || header.base_offset != expected_base
+                    || !view.chains(header.base_offset, expected_base)
                 {
                     done = true;
                     break;

@@ -28,7 +28,10 @@ use crate::checkpoint;
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::io::{read_exact_at, Io};
-use crate::segment::{parse_file_name, BatchMeta, Segment, INDEX_EXT, LOG_EXT, TIME_INDEX_EXT};
+use crate::segment::{
+    parse_file_name, BatchMeta, Segment, CLEANED_SUFFIX, INDEX_EXT, LOG_EXT, SWAP_SUFFIX,
+    TIME_INDEX_EXT,
+};
 
 /// How a scan ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,16 +52,27 @@ pub(crate) fn read_header(file: &File, position: u64, end: u64) -> io::Result<Op
     Ok(BatchHeader::parse(&buf).ok())
 }
 
+/// What a scan checks beyond framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checks {
+    /// Read each batch whole and check its CRC (otherwise only headers are read).
+    pub crc: bool,
+    /// The segment was written by the cleaner: a batch may start after the previous one's
+    /// end. Elsewhere base offsets must chain exactly, which is the only check a damaged
+    /// baseOffset (outside the CRC) can fail.
+    pub gaps: bool,
+}
+
 /// Walks batches from `start` to `end` in a segment based at `segment_base`, expecting the
-/// first to start at offset `expected_base`. Calls `on_batch` for each valid one. With
-/// `verify_crc` each batch is read whole and its CRC checked; otherwise only headers are read.
+/// first to start at offset `expected_base` (or later, with `checks.gaps`). Calls `on_batch`
+/// for each valid one.
 pub(crate) fn scan(
     file: &File,
     start: u64,
     end: u64,
     segment_base: i64,
     mut expected_base: i64,
-    verify: bool,
+    checks: Checks,
     mut on_batch: impl FnMut(&BatchMeta),
 ) -> io::Result<ScanEnd> {
     let mut position = start;
@@ -78,7 +92,12 @@ pub(crate) fn scan(
         if header.magic != MAGIC_V2 {
             return invalid(format!("magic {}", header.magic));
         }
-        if header.base_offset != expected_base {
+        let chains = if checks.gaps {
+            header.base_offset >= expected_base
+        } else {
+            header.base_offset == expected_base
+        };
+        if !chains {
             return invalid(format!(
                 "base offset {} where {expected_base} was expected",
                 header.base_offset
@@ -90,7 +109,7 @@ pub(crate) fn scan(
         {
             return invalid(format!("last offset delta {}", header.last_offset_delta));
         }
-        if verify {
+        if checks.crc {
             buf.resize(size as usize, 0);
             read_exact_at(file, &mut buf, position)?;
             if let Err(e) = verify_crc(&buf) {
@@ -121,9 +140,19 @@ pub(crate) fn recover_segment(
     let end = seg.size;
     let log = seg.log.clone();
     let mut metas = Vec::new();
-    let outcome = scan(&log, 0, end, seg.base_offset, seg.base_offset, true, |m| {
-        metas.push(*m)
-    })?;
+    let checks = Checks {
+        crc: true,
+        gaps: seg.compacted,
+    };
+    let outcome = scan(
+        &log,
+        0,
+        end,
+        seg.base_offset,
+        seg.base_offset,
+        checks,
+        |m| metas.push(*m),
+    )?;
     for m in &metas {
         seg.track_batch(m, config.index_interval_bytes);
     }
@@ -210,7 +239,10 @@ pub(crate) fn tail_scan(
         seg.size,
         seg.base_offset,
         expected,
-        false,
+        Checks {
+            crc: false,
+            gaps: seg.compacted,
+        },
         |m| metas.push(*m),
     )?;
     for m in &metas {
@@ -243,6 +275,7 @@ pub(crate) fn open_segments(
             io.sync_dir(parent)?;
         }
     }
+    complete_swaps(io, dir)?;
     let bases = list_segments(io, dir)?;
     if bases.is_empty() {
         let seg = Segment::create(io, dir, 0)?;
@@ -250,9 +283,12 @@ pub(crate) fn open_segments(
         return Ok(vec![seg]);
     }
     let recovery_point = checkpoint::read(dir);
+    // Segments below the cleaner checkpoint may have been rewritten by the cleaner (which
+    // writes the checkpoint before committing a segment): they may have gaps.
+    let compacted_below = checkpoint::read_named(dir, checkpoint::CLEANER_NAME).unwrap_or(0);
     if clean_shutdown {
         if let Some(rp) = recovery_point {
-            let (segments, consistent) = load(io, dir, config, &bases, None)?;
+            let (segments, consistent) = load(io, dir, config, &bases, None, compacted_below)?;
             let leo = segments.last().map_or(0, |s| s.next_offset);
             if consistent && leo == rp {
                 return Ok(segments);
@@ -273,7 +309,7 @@ pub(crate) fn open_segments(
         None => 0,
     };
     tracing::info!(dir = %dir.display(), from_segment = bases[from], "recovering log");
-    let (segments, _) = load(io, dir, config, &bases, Some(from))?;
+    let (segments, _) = load(io, dir, config, &bases, Some(from), compacted_below)?;
     // Make what survived durable before the checkpoint says so.
     for seg in &segments[from.min(segments.len() - 1)..] {
         io.sync_data(&seg.log)?;
@@ -306,6 +342,7 @@ fn load(
     config: &LogConfig,
     bases: &[i64],
     recover_from: Option<usize>,
+    compacted_below: i64,
 ) -> Result<(Vec<Segment>, bool), LogError> {
     let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
     let mut consistent = true;
@@ -324,6 +361,7 @@ fn load(
             }
         }
         let mut seg = Segment::open_files(io, dir, base)?;
+        seg.compacted = base < compacted_below;
         recovering |= recover_from.is_some_and(|f| i >= f);
         if !recovering && !load_trusted(io, &mut seg, config)? {
             tracing::warn!(
@@ -336,6 +374,9 @@ fn load(
         let mut cut = false;
         if recovering {
             cut = recover_segment(io, &mut seg, config)?;
+        }
+        if seg.first_batch_ts.is_none() {
+            seg.first_batch_ts = read_header(&seg.log, 0, seg.size)?.map(|h| h.max_timestamp);
         }
         segments.push(seg);
         if cut {
@@ -369,7 +410,10 @@ fn list_segments(io: &dyn Io, dir: &Path) -> Result<Vec<i64>, LogError> {
         let entry = entry?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        if name == checkpoint::TMP_NAME {
+        let stale_tmp = name
+            .strip_suffix(".tmp")
+            .is_some_and(|n| checkpoint::ALL_NAMES.contains(&n));
+        if stale_tmp {
             io.remove_file(&entry.path())?;
             continue;
         }
@@ -386,4 +430,79 @@ fn list_segments(io: &dyn Io, dir: &Path) -> Result<Vec<i64>, LogError> {
         }
     }
     Ok(logs)
+}
+
+/// Finishes what a crashed cleaning pass left behind (the cleaner's commit protocol is in
+/// `cleaner` and `docs/STORAGE.md`):
+/// - `*.cleaned` files were never committed: deleted, the old segments stay.
+/// - `<b>.log.swap` is a committed cleaned segment replacing every old segment with a base in
+///   `[b, end)`, where `end` is one past its last batch (the cleaner always keeps the last batch
+///   of a group, emptied if need be, so `end` is the range it replaced). Old segments in that
+///   range are deleted, then it is renamed to `<b>.log`. Its indexes are deleted and rebuilt on
+///   load, since a crash may have left either the old or the new ones in place.
+/// - Index `.swap` files without a `.log.swap` belong to an uncommitted pass: deleted.
+fn complete_swaps(io: &dyn Io, dir: &Path) -> Result<(), LogError> {
+    let mut log_swaps = Vec::new();
+    let mut index_swaps = Vec::new();
+    let mut logs = Vec::new();
+    let mut changed = false;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name
+            .strip_suffix(CLEANED_SUFFIX)
+            .is_some_and(|n| n.ends_with('.'))
+        {
+            tracing::warn!(file = name, "deleting uncommitted cleaned segment file");
+            io.remove_file(&entry.path())?;
+            changed = true;
+        } else if let Some(stem) = name
+            .strip_suffix(SWAP_SUFFIX)
+            .and_then(|n| n.strip_suffix('.'))
+        {
+            match parse_file_name(stem) {
+                Some((base, LOG_EXT)) => log_swaps.push(base),
+                Some(_) => index_swaps.push(entry.path()),
+                None => {}
+            }
+        } else if let Some((base, LOG_EXT)) = parse_file_name(name) {
+            logs.push(base);
+        }
+    }
+    log_swaps.sort_unstable();
+    for path in index_swaps {
+        io.remove_file(&path)?;
+        changed = true;
+    }
+    for base in log_swaps {
+        let [log_swap, _, _] = Segment::suffixed_paths(dir, base, SWAP_SUFFIX);
+        let file = File::open(&log_swap)?;
+        let size = file.metadata()?.len();
+        let mut end = base;
+        let checks = Checks {
+            crc: false,
+            gaps: true,
+        };
+        scan(&file, 0, size, base, base, checks, |m| {
+            end = m.last_offset + 1
+        })?;
+        tracing::warn!(
+            segment = base,
+            end,
+            "completing an interrupted segment swap"
+        );
+        for &old in logs.iter().filter(|&&b| b > base && b < end) {
+            Segment::remove_files(io, dir, old)?;
+        }
+        let [log, index, time_index] = Segment::paths(dir, base);
+        io.remove_file(&index)?;
+        io.remove_file(&time_index)?;
+        io.rename(&log_swap, &log)?;
+        changed = true;
+    }
+    if changed {
+        io.sync_dir(dir)?;
+    }
+    Ok(())
 }

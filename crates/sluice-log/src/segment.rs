@@ -19,6 +19,13 @@ use crate::time_index::{TimeEntry, TimeIndex, TIME_ENTRY_LEN};
 pub(crate) const LOG_EXT: &str = "log";
 pub(crate) const INDEX_EXT: &str = "index";
 pub(crate) const TIME_INDEX_EXT: &str = "timeindex";
+/// The three extensions of a segment, in the order [`Segment::paths`] returns them.
+pub(crate) const SEGMENT_EXTS: [&str; 3] = [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT];
+/// Suffix of a segment file the cleaner is still writing (deleted on open).
+pub(crate) const CLEANED_SUFFIX: &str = "cleaned";
+/// Suffix of a cleaned segment file that is committed but not yet renamed into place
+/// (completed on open).
+pub(crate) const SWAP_SUFFIX: &str = "swap";
 
 /// `00000000000000000042.log` for base offset 42.
 pub(crate) fn file_name(base_offset: i64, ext: &str) -> String {
@@ -59,6 +66,12 @@ pub(crate) struct Segment {
     pub max_timestamp: Option<(i64, i64)>,
     /// Log bytes appended since the last offset-index entry.
     pub bytes_since_index: u64,
+    /// Written by the cleaner (or below the cleaner checkpoint): batches may have gaps between
+    /// them. Only such segments accept a base offset beyond the previous batch's end.
+    pub compacted: bool,
+    /// maxTimestamp of the first batch (Kafka's "first batch timestamp"): how old the oldest
+    /// data of a dirty segment is, for `max.compaction.lag.ms`.
+    pub first_batch_ts: Option<i64>,
     /// Time the segment's age is measured from, for `segment_ms`.
     pub roll_base_ms: Option<i64>,
     /// The .log file has writes no flush has synced yet.
@@ -69,24 +82,36 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    fn paths(dir: &Path, base_offset: i64) -> [PathBuf; 3] {
-        [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT].map(|ext| dir.join(file_name(base_offset, ext)))
+    pub fn paths(dir: &Path, base_offset: i64) -> [PathBuf; 3] {
+        SEGMENT_EXTS.map(|ext| dir.join(file_name(base_offset, ext)))
+    }
+
+    /// `<base>.log.<suffix>` etc.: the cleaner's side files for a segment.
+    pub fn suffixed_paths(dir: &Path, base_offset: i64, suffix: &str) -> [PathBuf; 3] {
+        SEGMENT_EXTS.map(|ext| dir.join(format!("{}.{suffix}", file_name(base_offset, ext))))
     }
 
     /// Opens (creating if missing) the three files with empty in-memory state; the caller
     /// loads or rebuilds the indexes and sets the offsets (see `recovery`).
     pub fn open_files(io: &dyn Io, dir: &Path, base_offset: i64) -> io::Result<Segment> {
-        let [log, index, time_index] = Self::paths(dir, base_offset);
-        let log = Arc::new(io.open(&log)?);
+        Self::open_paths(io, &Self::paths(dir, base_offset), base_offset)
+    }
+
+    /// [`Segment::open_files`] on explicitly named files (the cleaner's `.cleaned` files).
+    pub fn open_paths(io: &dyn Io, paths: &[PathBuf; 3], base_offset: i64) -> io::Result<Segment> {
+        let [log, index, time_index] = paths;
+        let log = Arc::new(io.open(log)?);
         let size = log.metadata()?.len();
         Ok(Segment {
             base_offset,
             log,
-            index: OffsetIndex::empty(Arc::new(io.open(&index)?)),
-            time_index: TimeIndex::empty(Arc::new(io.open(&time_index)?)),
+            index: OffsetIndex::empty(Arc::new(io.open(index)?)),
+            time_index: TimeIndex::empty(Arc::new(io.open(time_index)?)),
             size,
             next_offset: base_offset,
             max_timestamp: None,
+            compacted: false,
+            first_batch_ts: None,
             bytes_since_index: 0,
             roll_base_ms: None,
             log_dirty: false,
@@ -122,6 +147,7 @@ impl Segment {
         self.time_index.truncate(io, 0)?;
         self.next_offset = self.base_offset;
         self.max_timestamp = None;
+        self.first_batch_ts = None;
         self.bytes_since_index = 0;
         Ok(())
     }
@@ -130,6 +156,9 @@ impl Segment {
     /// Index entries are added for a batch that starts `index_interval_bytes` after the last
     /// indexed one; a time-index entry rides along when the max timestamp has grown.
     pub fn track_batch(&mut self, meta: &BatchMeta, index_interval_bytes: u32) {
+        if meta.position == 0 {
+            self.first_batch_ts = Some(meta.max_timestamp);
+        }
         let mut indexed = false;
         let last_position = self.index.last().map_or(0, |e| u64::from(e.position));
         if meta.position > last_position

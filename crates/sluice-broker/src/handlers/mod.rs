@@ -3,6 +3,7 @@
 
 pub mod api_versions;
 pub mod configs;
+pub mod delete_records;
 pub mod fetch;
 pub mod groups;
 pub mod list_offsets;
@@ -97,6 +98,9 @@ pub async fn dispatch(
         RequestKind::AlterConfigs(r) => Some(ResponseKind::AlterConfigs(configs::alter_configs(
             broker, r,
         ))),
+        RequestKind::DeleteRecords(r) => Some(ResponseKind::DeleteRecords(
+            delete_records::handle(broker, r).await,
+        )),
         other => {
             // The version table and this match disagree: a bug, not the client's fault.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for an advertised API");

@@ -1,0 +1,119 @@
+//! Background log maintenance: retention (every `log.retention.check.interval.ms`) and
+//! compaction (every `log.cleaner.backoff.ms`) over every hosted partition, each according to
+//! its topic's effective configs.
+//!
+//! The log does the work (`enforce_retention`, `clean`); this task only schedules it, on the
+//! blocking pool, one partition at a time, so produce and fetch keep their cores. Compaction only
+//! runs when the log says a pass is due (dirty ratio or max lag), so idle logs cost nothing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_log::{CleanOptions, RetentionPolicy};
+
+use crate::broker::Broker;
+use crate::handlers::now_ms;
+use crate::partition::Partition;
+
+/// One retention pass over a partition (blocking).
+fn retain(p: &Partition, now: i64) {
+    let s = p.settings();
+    if !s.delete {
+        return;
+    }
+    let policy = RetentionPolicy {
+        retention_ms: s.retention_ms,
+        retention_bytes: s.retention_bytes,
+    };
+    match p.log.enforce_retention(&policy, now) {
+        Ok(o) if o.segments_deleted > 0 => tracing::info!(
+            topic = %p.topic, partition = p.index, segments = o.segments_deleted,
+            bytes = o.bytes_deleted, log_start_offset = o.log_start_offset,
+            "retention deleted segments"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
+        }
+    }
+}
+
+/// One compaction pass over a partition if one is due (blocking).
+fn compact(p: &Partition, now: i64) {
+    let s = p.settings();
+    if !s.compact {
+        return;
+    }
+    let opts = CleanOptions {
+        now_ms: now,
+        delete_retention_ms: s.delete_retention_ms,
+        min_compaction_lag_ms: s.min_compaction_lag_ms,
+        max_compaction_lag_ms: s.max_compaction_lag_ms,
+        min_cleanable_dirty_ratio: s.min_cleanable_dirty_ratio,
+        force: false,
+    };
+    if !p.log.cleaning_status().should_clean(&opts) {
+        return;
+    }
+    match p.log.clean(&opts) {
+        Ok(o) if o.cleaned => tracing::info!(
+            topic = %p.topic, partition = p.index, records_removed = o.records_removed,
+            tombstones_removed = o.tombstones_removed, bytes_before = o.bytes_before,
+            bytes_after = o.bytes_after, "compacted"
+        ),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::error!(topic = %p.topic, partition = p.index, error = %e, "compaction failed")
+        }
+    }
+}
+
+pub async fn run(broker: Arc<Broker>) {
+    let mut stopping = broker.stopping.subscribe();
+    let settings = broker.settings();
+    let interval = |key: &str, fallback: u64| {
+        Duration::from_millis(
+            settings
+                .get(key)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(fallback),
+        )
+    };
+    let retention_every = interval("log.retention.check.interval.ms", 300_000);
+    let cleaner_every = interval("log.cleaner.backoff.ms", 15_000);
+    let start = tokio::time::Instant::now();
+    let mut next_retention = start + retention_every;
+    let mut next_clean = start + cleaner_every;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next_retention.min(next_clean)) => {}
+            _ = stopping.wait_for(|s| *s) => return,
+        }
+        let now = tokio::time::Instant::now();
+        let do_retention = now >= next_retention;
+        let do_clean = now >= next_clean;
+        if do_retention {
+            next_retention = now + retention_every;
+        }
+        if do_clean {
+            next_clean = now + cleaner_every;
+        }
+        for p in broker.replicas.all() {
+            if *stopping.borrow() {
+                return;
+            }
+            let work = tokio::task::spawn_blocking(move || {
+                let now = now_ms();
+                if do_retention {
+                    retain(&p, now);
+                }
+                if do_clean {
+                    compact(&p, now);
+                }
+            });
+            if let Err(e) = work.await {
+                tracing::error!(error = %e, "log maintenance task failed");
+            }
+        }
+    }
+}
