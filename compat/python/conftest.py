@@ -42,7 +42,8 @@ def wait_until(cond, timeout, what, interval=0.05):
 
 
 class Broker:
-    def __init__(self, data_dir, log_path, overrides=None, durability=None, node_id=1):
+    def __init__(self, data_dir, log_path, overrides=None, durability=None, node_id=1,
+                 advertised=None):
         if not os.access(SLUICE_BIN, os.X_OK):
             pytest.fail(f"sluice binary not found or not executable: {SLUICE_BIN} (set SLUICE_BIN)")
         self.data_dir = Path(data_dir)
@@ -51,6 +52,8 @@ class Broker:
         self.overrides = dict(overrides or {})
         self.durability = durability
         self.node_id = node_id
+        # `host:port` the broker advertises instead of its listener (e.g. a proxy in front).
+        self.advertised = advertised
         self.port = free_port()
         self.host = "127.0.0.1"
         self.proc = None
@@ -68,6 +71,8 @@ class Broker:
             "--data-dir", str(self.data_dir),
             "--node-id", str(self.node_id),
         ]
+        if self.advertised:
+            argv += ["--advertised-listener", self.advertised]
         if self.durability:
             argv += ["--durability", self.durability]
         for key, value in self.overrides.items():
@@ -174,17 +179,18 @@ def pytest_configure(config):
 
 @pytest.fixture
 def broker(request, tmp_path):
-    """Factory: `broker(overrides=None, durability=None)` -> started Broker."""
+    """Factory: `broker(overrides=None, durability=None, advertised=None)` -> started Broker."""
     started = []
     request.node._sluice_brokers = started
 
-    def make(overrides=None, durability=None):
+    def make(overrides=None, durability=None, advertised=None):
         n = len(started)
         b = Broker(
             data_dir=tmp_path / f"data{n}",
             log_path=tmp_path / f"broker{n}.log",
             overrides=overrides,
             durability=durability,
+            advertised=advertised,
         )
         started.append(b)
         return b.start()

@@ -171,6 +171,33 @@ fn describe_broker(
         .collect()
 }
 
+/// BROKER "": only the cluster-wide dynamic defaults, as Kafka reports them.
+fn describe_cluster_defaults(
+    broker: &Broker,
+    keys: Option<&Vec<kafka_protocol::protocol::StrBytes>>,
+    req: &DescribeConfigsRequest,
+    version: i16,
+) -> Vec<DescribeConfigsResourceResult> {
+    broker
+        .dynamic_broker_configs(None)
+        .iter()
+        .filter(|(k, _)| keys.is_none_or(|keys| keys.iter().any(|x| x.as_str() == k.as_str())))
+        .map(|(key, value)| {
+            let source = ConfigSource::DynamicDefaultBroker;
+            Described {
+                name: key,
+                value,
+                source,
+                read_only: false,
+                ty: config::setting_type(key),
+                doc: config::setting_doc(key).unwrap_or_default(),
+                synonyms: vec![synonym(key, value, source)],
+            }
+            .encode(req, version)
+        })
+        .collect()
+}
+
 pub fn describe_configs(
     broker: &Arc<Broker>,
     req: DescribeConfigsRequest,
@@ -185,8 +212,10 @@ pub fn describe_configs(
             let keys = r.configuration_keys.as_ref();
             let outcome = match r.resource_type {
                 TOPIC => describe_topic(broker, &settings, name, keys, &req, version),
-                BROKER => broker_target(broker, name)
-                    .map(|_| describe_broker(&settings, keys, &req, version)),
+                BROKER => broker_target(broker, name).map(|target| match target {
+                    Some(_) => describe_broker(&settings, keys, &req, version),
+                    None => describe_cluster_defaults(broker, keys, &req, version),
+                }),
                 other => Err(ApiError::new(
                     ResponseError::InvalidRequest,
                     format!("Unsupported resource type {other}"),

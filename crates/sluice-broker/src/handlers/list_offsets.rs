@@ -48,7 +48,7 @@ fn lookup(p: &Partition, timestamp: i64) -> Result<(i64, i64), ApiError> {
     })
 }
 
-pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let topics = req
         .topics
         .iter()
@@ -65,10 +65,15 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest) -> ListOffsetsRespo
                         .ok_or_else(|| ApiError::from(ResponseError::UnknownTopicOrPartition))
                         .and_then(|p| lookup(&p, q.timestamp));
                     match outcome {
-                        Ok((timestamp, offset)) => resp
-                            .with_timestamp(timestamp)
-                            .with_offset(offset)
-                            .with_leader_epoch(0),
+                        Ok((timestamp, offset)) => {
+                            let resp = resp.with_timestamp(timestamp).with_offset(offset);
+                            // The leader epoch field exists from v4 on.
+                            if version >= 4 {
+                                resp.with_leader_epoch(0)
+                            } else {
+                                resp
+                            }
+                        }
                         Err(e) => resp.with_error_code(e.code.code()),
                     }
                 })

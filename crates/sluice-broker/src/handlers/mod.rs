@@ -47,9 +47,9 @@ pub async fn dispatch(
         RequestKind::CreatePartitions(r) => Some(ResponseKind::CreatePartitions(
             topics::create_partitions(broker, r),
         )),
-        RequestKind::ListOffsets(r) => {
-            Some(ResponseKind::ListOffsets(list_offsets::handle(broker, r)))
-        }
+        RequestKind::ListOffsets(r) => Some(ResponseKind::ListOffsets(list_offsets::handle(
+            broker, r, version,
+        ))),
         RequestKind::Produce(r) => produce::handle(broker, r).await.map(ResponseKind::Produce),
         RequestKind::Fetch(r) => Some(ResponseKind::Fetch(fetch::handle(broker, r, version).await)),
         RequestKind::FindCoordinator(r) => Some(ResponseKind::FindCoordinator(

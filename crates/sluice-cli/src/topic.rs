@@ -1,0 +1,313 @@
+//! `sluice topic create|list|describe|delete|alter-config`.
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use rdkafka::admin::{NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::consumer::Consumer;
+use serde::Serialize;
+
+use crate::client::{self, ConnArgs};
+use crate::table::{join, Table};
+
+#[derive(Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create(CreateArgs),
+    /// List topics.
+    List(ListArgs),
+    /// Show a topic's partitions (leader, replicas, ISR, offsets) and configs.
+    Describe(NameArgs),
+    /// Delete a topic and its data.
+    Delete(NameArgs),
+    /// Set (or with --delete, reset) topic configs (IncrementalAlterConfigs).
+    AlterConfig(AlterArgs),
+}
+
+#[derive(Args)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    name: String,
+    /// Number of partitions (default: the broker's num.partitions).
+    #[arg(short, long, allow_negative_numbers = true, default_value_t = -1)]
+    partitions: i32,
+    /// Replication factor (default: the broker's default.replication.factor).
+    #[arg(short = 'r', long, allow_negative_numbers = true, default_value_t = -1)]
+    replicas: i32,
+    /// A topic config, `key=value` (e.g. `retention.ms=86400000`); repeatable.
+    #[arg(short = 'c', long = "config", value_name = "KEY=VALUE", value_parser = client::key_value)]
+    configs: Vec<(String, String)>,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Also list internal topics such as `__consumer_offsets`.
+    #[arg(long)]
+    internal: bool,
+}
+
+#[derive(Args)]
+pub struct NameArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    name: String,
+}
+
+#[derive(Args)]
+pub struct AlterArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    name: String,
+    /// A config to set, `key=value`; repeatable.
+    #[arg(short = 'c', long = "config", value_name = "KEY=VALUE", value_parser = client::key_value)]
+    configs: Vec<(String, String)>,
+    /// A config to reset to its default; repeatable.
+    #[arg(long = "delete", value_name = "KEY")]
+    deletes: Vec<String>,
+}
+
+pub fn run(cmd: TopicCommand) -> anyhow::Result<()> {
+    match cmd {
+        TopicCommand::Create(a) => create(a),
+        TopicCommand::List(a) => list(a),
+        TopicCommand::Describe(a) => describe(a),
+        TopicCommand::Delete(a) => delete(a),
+        TopicCommand::AlterConfig(a) => alter_config(a),
+    }
+}
+
+/// Fails fast (with the address in the message) if no broker answers.
+fn check_reachable(brokers: &str) -> anyhow::Result<()> {
+    let c = client::lone_consumer(brokers)?;
+    client::metadata(&c, brokers, None).map(|_| ())
+}
+
+fn create(a: CreateArgs) -> anyhow::Result<()> {
+    check_reachable(&a.conn.brokers)?;
+    let admin = client::admin(&a.conn.brokers)?;
+    let mut nt = NewTopic::new(&a.name, a.partitions, TopicReplication::Fixed(a.replicas));
+    for (k, v) in &a.configs {
+        nt = nt.set(k, v);
+    }
+    let res = client::block_on(admin.create_topics(&[nt], &client::admin_opts()))
+        .context("CreateTopics")?;
+    for r in res {
+        if let Err((name, code)) = r {
+            bail!("cannot create topic {name:?}: {code}");
+        }
+    }
+    if a.conn.json {
+        client::print_json(&serde_json::json!({ "created": a.name }))?;
+    } else {
+        println!("created topic {}", a.name);
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct TopicSummary {
+    name: String,
+    partitions: usize,
+    replication_factor: usize,
+}
+
+fn list(a: ListArgs) -> anyhow::Result<()> {
+    let c = client::lone_consumer(&a.conn.brokers)?;
+    let md = client::metadata(&c, &a.conn.brokers, None)?;
+    let mut topics: Vec<TopicSummary> = md
+        .topics()
+        .iter()
+        .filter(|t| a.internal || !t.name().starts_with("__"))
+        .map(|t| TopicSummary {
+            name: t.name().to_string(),
+            partitions: t.partitions().len(),
+            replication_factor: t
+                .partitions()
+                .first()
+                .map(|p| p.replicas().len())
+                .unwrap_or(0),
+        })
+        .collect();
+    topics.sort_by(|x, y| x.name.cmp(&y.name));
+    if a.conn.json {
+        return client::print_json(&serde_json::json!({ "topics": topics }));
+    }
+    let mut t = Table::new(&["TOPIC", "PARTITIONS", "REPLICATION"]);
+    for s in &topics {
+        t.row(vec![
+            s.name.clone(),
+            s.partitions.to_string(),
+            s.replication_factor.to_string(),
+        ]);
+    }
+    t.print();
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct PartitionInfo {
+    partition: i32,
+    leader: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    low: i64,
+    high: i64,
+}
+
+#[derive(Serialize)]
+struct ConfigInfo {
+    name: String,
+    value: Option<String>,
+    source: String,
+    is_default: bool,
+    read_only: bool,
+}
+
+#[derive(Serialize)]
+struct TopicDescription {
+    topic: String,
+    partitions: Vec<PartitionInfo>,
+    /// `None` when the broker could not describe configs; `configs_error` says why.
+    configs: Option<Vec<ConfigInfo>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    configs_error: Option<String>,
+}
+
+fn describe(a: NameArgs) -> anyhow::Result<()> {
+    let brokers = &a.conn.brokers;
+    let c = client::lone_consumer(brokers)?;
+    let md = client::topic_metadata(&c, brokers, &a.name)?;
+    let topic = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == a.name)
+        .context("topic missing from metadata")?;
+    let mut partitions = Vec::new();
+    for p in topic.partitions() {
+        let (low, high) = c
+            .fetch_watermarks(&a.name, p.id(), client::TIMEOUT)
+            .with_context(|| format!("offsets of {}-{}", a.name, p.id()))?;
+        partitions.push(PartitionInfo {
+            partition: p.id(),
+            leader: p.leader(),
+            replicas: p.replicas().to_vec(),
+            isr: p.isr().to_vec(),
+            low,
+            high,
+        });
+    }
+    partitions.sort_by_key(|p| p.partition);
+
+    let (configs, configs_error) = match describe_configs(brokers, &a.name) {
+        Ok(c) => (Some(c), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
+    };
+    let d = TopicDescription {
+        topic: a.name.clone(),
+        partitions,
+        configs,
+        configs_error,
+    };
+    if a.conn.json {
+        return client::print_json(&d);
+    }
+    println!("Topic: {}  Partitions: {}", d.topic, d.partitions.len());
+    let mut t = Table::new(&["PARTITION", "LEADER", "REPLICAS", "ISR", "LOW", "HIGH"]);
+    for p in &d.partitions {
+        t.row(vec![
+            p.partition.to_string(),
+            p.leader.to_string(),
+            join(&p.replicas),
+            join(&p.isr),
+            p.low.to_string(),
+            p.high.to_string(),
+        ]);
+    }
+    t.print();
+    println!();
+    match (&d.configs, &d.configs_error) {
+        (Some(configs), _) => {
+            let mut t = Table::new(&["CONFIG", "VALUE", "SOURCE"]);
+            for c in configs {
+                t.row(vec![
+                    c.name.clone(),
+                    c.value.clone().unwrap_or_else(|| "-".into()),
+                    c.source.clone(),
+                ]);
+            }
+            t.print();
+        }
+        (None, Some(e)) => println!("Configs: not available ({e})"),
+        (None, None) => {}
+    }
+    Ok(())
+}
+
+/// DescribeConfigs for one topic. An error here is reported as a note, not a failure: older
+/// brokers (and sluice before configs landed) answer UNSUPPORTED_VERSION.
+fn describe_configs(brokers: &str, topic: &str) -> anyhow::Result<Vec<ConfigInfo>> {
+    let admin = client::admin(brokers)?;
+    let spec = ResourceSpecifier::Topic(topic);
+    let res = client::block_on(admin.describe_configs([&spec], &client::admin_opts()))
+        .context("DescribeConfigs")?;
+    let Some(first) = res.into_iter().next() else {
+        bail!("DescribeConfigs returned no result");
+    };
+    let resource = first.map_err(|code| anyhow::anyhow!("DescribeConfigs: {code}"))?;
+    let mut out: Vec<ConfigInfo> = resource
+        .entries
+        .into_iter()
+        .map(|e| ConfigInfo {
+            source: format!("{:?}", e.source),
+            name: e.name,
+            value: if e.is_sensitive { None } else { e.value },
+            is_default: e.is_default,
+            read_only: e.is_read_only,
+        })
+        .collect();
+    out.sort_by(|x, y| x.name.cmp(&y.name));
+    Ok(out)
+}
+
+fn delete(a: NameArgs) -> anyhow::Result<()> {
+    let brokers = &a.conn.brokers;
+    let c = client::lone_consumer(brokers)?;
+    client::topic_metadata(&c, brokers, &a.name)?;
+    let admin = client::admin(brokers)?;
+    let res = client::block_on(admin.delete_topics(&[a.name.as_str()], &client::admin_opts()))
+        .context("DeleteTopics")?;
+    for r in res {
+        if let Err((name, code)) = r {
+            bail!("cannot delete topic {name:?}: {code}");
+        }
+    }
+    if a.conn.json {
+        client::print_json(&serde_json::json!({ "deleted": a.name }))?;
+    } else {
+        println!("deleted topic {}", a.name);
+    }
+    Ok(())
+}
+
+fn alter_config(a: AlterArgs) -> anyhow::Result<()> {
+    if a.configs.is_empty() && a.deletes.is_empty() {
+        bail!("nothing to change: give -c key=value and/or --delete key");
+    }
+    let brokers = &a.conn.brokers;
+    let c = client::lone_consumer(brokers)?;
+    client::topic_metadata(&c, brokers, &a.name)?;
+    let admin = client::admin(brokers)?;
+    crate::configs::incremental_alter_topic(&admin, &a.name, &a.configs, &a.deletes)?;
+    if a.conn.json {
+        client::print_json(&serde_json::json!({
+            "topic": a.name,
+            "set": a.configs.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<std::collections::BTreeMap<_, _>>(),
+            "deleted": a.deletes,
+        }))?;
+    } else {
+        println!("updated configs of topic {}", a.name);
+    }
+    Ok(())
+}
