@@ -1,7 +1,12 @@
-//! One client connection: read a frame, decode, dispatch, write the response, repeat.
+//! One client connection: a reader that decodes and starts requests in order, and a writer that
+//! sends their answers in the same order.
 //!
-//! Requests on a connection are handled one at a time, so responses go out in request order and
-//! a pipelined produce stream is appended in the order it was sent (Kafka's own guarantee).
+//! Requests are *started* one at a time, in order: a produce is validated and appended before
+//! the next request is read, so a pipelined produce stream lands in the log in the order it was
+//! sent. Only the wait for durability is deferred ([`handlers::Reply::Later`]): the reader goes
+//! on with the next request while the writer waits for the oldest answer, so several produce
+//! requests of one connection share an fsync instead of paying one each. Answers are written in
+//! request order (Kafka's guarantee); at most [`MAX_IN_FLIGHT`] wait, which bounds memory.
 //! Connections run in parallel with each other.
 //!
 //! Bad input never takes the broker down: an oversized or negative frame size, an unknown API
@@ -17,22 +22,60 @@ use kafka_protocol::ResponseError;
 use sluice_protocol::frame::check_request_size;
 use sluice_protocol::request::{decode_request, RequestError};
 use sluice_protocol::response::encode_response;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::broker::Broker;
-use crate::handlers::{self, api_versions};
+use crate::handlers::{self, api_versions, Reply};
+
+/// Requests of one connection that may be started but not yet answered.
+pub const MAX_IN_FLIGHT: usize = 64;
+
+/// An answer to write, in its turn.
+struct Outgoing {
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    reply: Reply,
+}
 
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     broker: Arc<Broker>,
-    mut stopping: watch::Receiver<bool>,
+    stopping: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (mut reader, writer) = stream.into_split();
-    let mut writer = BufWriter::new(writer);
+    let (reader, writer) = stream.into_split();
+    let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT);
+    let writer = tokio::spawn(write_answers(writer, rx, peer));
+    read_requests(reader, peer, &broker, stopping, tx).await;
+    // The reader is done (peer closed, bad input or shutdown); answers already started are
+    // still written.
+    let _ = writer.await;
+}
+
+/// Reads exactly `len` bytes without zero-filling a buffer first.
+async fn read_body(reader: &mut (impl AsyncRead + Unpin), len: usize) -> std::io::Result<BytesMut> {
+    let mut body = BytesMut::with_capacity(len);
+    while body.len() < len {
+        let want = (len - body.len()) as u64;
+        if (&mut *reader).take(want).read_buf(&mut body).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+    }
+    Ok(body)
+}
+
+async fn read_requests(
+    mut reader: OwnedReadHalf,
+    peer: SocketAddr,
+    broker: &Arc<Broker>,
+    mut stopping: watch::Receiver<bool>,
+    tx: mpsc::Sender<Outgoing>,
+) {
     let limit = broker.config.socket_request_max_bytes;
     loop {
         let mut size = [0u8; 4];
@@ -51,60 +94,78 @@ pub async fn serve(
                 return;
             }
         };
-        let mut body = BytesMut::zeroed(len);
-        if let Err(e) = reader.read_exact(&mut body).await {
-            tracing::warn!(%peer, error = %e, "closing connection: frame cut short");
-            return;
-        }
-        let request = match decode_request(body.freeze()) {
-            Ok(r) => r,
-            Err(RequestError::UnsupportedApiVersions { header }) => {
-                // KIP-511: a v0 body with our range, so the client retries at a version we know.
-                let resp = ResponseKind::ApiVersions(api_versions::handle(Some(
-                    ResponseError::UnsupportedVersion,
-                )));
-                match encode_response(ApiKey::ApiVersions, 0, header.correlation_id, &resp) {
-                    Ok(frame) => {
-                        if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::error!(%peer, error = %e, "encoding ApiVersions fallback failed");
-                        return;
-                    }
-                }
-                continue;
+        let body = match read_body(&mut reader, len).await {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection: frame cut short");
+                return;
             }
+        };
+        let out = match decode_request(body.freeze()) {
+            Ok(request) => {
+                let (api_key, version, correlation_id) = (
+                    request.api_key,
+                    request.version,
+                    request.header.correlation_id,
+                );
+                tracing::trace!(%peer, ?api_key, version, correlation_id,
+                    client_id = ?request.header.client_id, "request");
+                Outgoing {
+                    api_key,
+                    version,
+                    correlation_id,
+                    reply: handlers::begin(broker, request, peer).await,
+                }
+            }
+            // KIP-511: a v0 body with our range, so the client retries at a version we know.
+            Err(RequestError::UnsupportedApiVersions { header }) => Outgoing {
+                api_key: ApiKey::ApiVersions,
+                version: 0,
+                correlation_id: header.correlation_id,
+                reply: Reply::Now(Some(Box::new(ResponseKind::ApiVersions(
+                    api_versions::handle(Some(ResponseError::UnsupportedVersion)),
+                )))),
+            },
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing connection: bad request");
                 return;
             }
         };
-        let (api_key, version, correlation_id) = (
-            request.api_key,
-            request.version,
-            request.header.correlation_id,
-        );
-        let client_id = request
-            .header
-            .client_id
-            .as_ref()
-            .map(|c| c.as_str().to_string());
-        tracing::trace!(%peer, ?api_key, version, correlation_id, client_id, "request");
-        let Some(response) = handlers::dispatch(&broker, request, peer).await else {
-            continue; // acks=0 produce: Kafka sends nothing back
+        if tx.send(out).await.is_err() {
+            return; // the writer gave up (peer gone or encoding failure)
+        }
+    }
+}
+
+async fn write_answers(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>, peer: SocketAddr) {
+    let mut writer = BufWriter::with_capacity(64 * 1024, writer);
+    while let Some(out) = rx.recv().await {
+        let response = match out.reply {
+            Reply::Now(r) => r.map(|b| *b),
+            Reply::Later(pending) => pending.await,
         };
-        let frame = match encode_response(api_key, version, correlation_id, &response) {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::error!(%peer, error = %e, "closing connection: response encoding failed");
+        // acks=0 produce: Kafka sends nothing back.
+        if let Some(response) = response {
+            let frame = match encode_response(
+                out.api_key,
+                out.version,
+                out.correlation_id,
+                &response,
+            ) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(%peer, error = %e, "closing connection: response encoding failed");
+                    return;
+                }
+            };
+            if writer.write_all(&frame).await.is_err() {
                 return;
             }
-        };
-        if writer.write_all(&frame).await.is_err() || writer.flush().await.is_err() {
+        }
+        // Flush when nothing else is ready, so a burst of answers goes out in few writes.
+        if rx.is_empty() && writer.flush().await.is_err() {
             return;
         }
     }
+    let _ = writer.flush().await;
 }

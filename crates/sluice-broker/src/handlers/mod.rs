@@ -21,6 +21,35 @@ use sluice_protocol::request::Request;
 
 use crate::broker::Broker;
 
+/// A handler's answer as the connection sees it.
+pub enum Reply {
+    /// Ready (or `None`: nothing to send). Boxed: responses are large, and a connection keeps
+    /// up to `MAX_IN_FLIGHT` replies queued.
+    Now(Option<Box<ResponseKind>>),
+    /// Still waiting (a produce's durability); the connection keeps reading meanwhile and
+    /// writes this answer in its turn.
+    Later(std::pin::Pin<Box<dyn std::future::Future<Output = Option<ResponseKind>> + Send>>),
+}
+
+/// Starts a request for a connection: produces are appended now and answered later, so the
+/// connection can read its next request while their fsync is pending (appends stay in request
+/// order, answers are written in request order). Everything else runs to completion here.
+pub async fn begin(broker: &Arc<Broker>, request: Request, peer: SocketAddr) -> Reply {
+    match request.body {
+        RequestKind::Produce(r) => {
+            let pending = produce::start(broker, r);
+            Reply::Later(Box::pin(async move {
+                pending.finish().await.map(ResponseKind::Produce)
+            }))
+        }
+        body => Reply::Now(
+            dispatch(broker, Request { body, ..request }, peer)
+                .await
+                .map(Box::new),
+        ),
+    }
+}
+
 /// Routes a decoded request to its handler. Only APIs in the version table reach this point.
 pub async fn dispatch(
     broker: &Arc<Broker>,

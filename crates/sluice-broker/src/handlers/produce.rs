@@ -174,6 +174,26 @@ fn append_one(
 }
 
 pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest) -> Option<ProduceResponse> {
+    start(broker, req).finish().await
+}
+
+/// A background wait for one partition's appended data to become durable.
+type DurabilityTask = tokio::task::JoinHandle<Result<(), sluice_log::LogError>>;
+
+/// A produce whose batches are appended and whose durability is being waited for.
+pub struct PendingProduce {
+    /// `None` for acks=0: nothing is answered.
+    response: Option<ProduceResponse>,
+    /// (topic slot, partition slot, durability task) per appended partition.
+    waits: Vec<(usize, usize, DurabilityTask)>,
+    deadline: tokio::time::Instant,
+}
+
+/// The in-order part of a produce: validates and appends every partition's batches now, and
+/// starts their durability in background tasks. The connection calls this before reading its
+/// next request, so a pipelined stream is appended in order while earlier requests still wait
+/// for their fsync; [`PendingProduce::finish`] then waits.
+pub fn start(broker: &Arc<Broker>, req: ProduceRequest) -> PendingProduce {
     let acks = req.acks;
     let now = now_ms();
     let mut responses = Vec::with_capacity(req.topic_data.len());
@@ -223,29 +243,37 @@ pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest) -> Option<Produce
             (ti, pi, task)
         })
         .collect();
-    if acks == 0 {
-        return None;
-    }
     // A non-positive timeout is no promise a client can rely on; use Kafka's request default.
     let timeout_ms = if req.timeout_ms > 0 {
         req.timeout_ms as u64
     } else {
         30_000
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(timeout_ms);
-    for (ti, pi, task) in waits {
-        let code = match tokio::time::timeout_at(deadline, task).await {
-            Ok(Ok(Ok(()))) => continue,
-            Ok(Ok(Err(e))) => ApiError::from_log(e).code,
-            Ok(Err(join)) => {
-                tracing::error!(error = %join, "durability task failed");
-                ResponseError::KafkaStorageError
-            }
-            Err(_) => ResponseError::RequestTimedOut,
-        };
-        let p = &mut responses[ti].partition_responses[pi];
-        p.error_code = code.code();
-        p.base_offset = -1;
+    PendingProduce {
+        response: (acks != 0).then(|| ProduceResponse::default().with_responses(responses)),
+        waits,
+        deadline: tokio::time::Instant::now() + Duration::from_millis(timeout_ms),
     }
-    Some(ProduceResponse::default().with_responses(responses))
+}
+
+impl PendingProduce {
+    /// Waits (bounded by the request's timeout) until the appended data is durable.
+    pub async fn finish(self) -> Option<ProduceResponse> {
+        let mut response = self.response?;
+        for (ti, pi, task) in self.waits {
+            let code = match tokio::time::timeout_at(self.deadline, task).await {
+                Ok(Ok(Ok(()))) => continue,
+                Ok(Ok(Err(e))) => ApiError::from_log(e).code,
+                Ok(Err(join)) => {
+                    tracing::error!(error = %join, "durability task failed");
+                    ResponseError::KafkaStorageError
+                }
+                Err(_) => ResponseError::RequestTimedOut,
+            };
+            let p = &mut response.responses[ti].partition_responses[pi];
+            p.error_code = code.code();
+            p.base_offset = -1;
+        }
+        Some(response)
+    }
 }
