@@ -789,3 +789,48 @@ def test_commit_metadata_round_trip(broker):
         assert (om.offset, om.metadata) == (5, ck_sent("hello"))
     finally:
         ka.close()
+
+
+def test_empty_group_offsets_expire_after_retention(broker):
+    """offsets.retention.minutes: once a group is empty and its newest commit is older than the
+    retention, its offsets are deleted (and the group with them)."""
+    b = broker(overrides={"offsets.retention.minutes": "1",
+                          "offsets.retention.check.interval.ms": "500"})
+    create_topic(b, "expiring", 1)
+    a = admin(b)
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "short-lived",
+                  "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition("expiring", 0, 3)], asynchronous=False)
+    c.close()
+    committed_at = time.monotonic()
+    assert committed_offsets(a, "short-lived") == {("expiring", 0): (3, "")}
+    # Gone within a few check intervals after the minute, and not before it.
+    wait_until(lambda: committed_offsets(a, "short-lived") == {}, 90,
+               "the empty group's offsets to expire")
+    assert time.monotonic() - committed_at >= 55
+    assert "short-lived" not in group_ids(a)
+
+
+def test_internal_topic_is_marked_and_protected(broker):
+    """__consumer_offsets shows as internal in Metadata and clients cannot delete it."""
+    b = broker()
+    create_topic(b, "for-groups", 1)
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": "makes-offsets-topic",
+                  "enable.auto.commit": False})
+    c.commit(offsets=[TopicPartition("for-groups", 0, 1)], asynchronous=False)
+    c.close()
+    ka = kadmin(b)
+    try:
+        described = {t.get("topic", t.get("name")): t for t in ka.describe_topics(["__consumer_offsets", "for-groups"])}
+        assert described["__consumer_offsets"]["is_internal"] is True
+        assert len(described["__consumer_offsets"]["partitions"]) == 50
+        assert described["for-groups"]["is_internal"] is False
+    finally:
+        ka.close()
+    a = admin(b)
+    fut = a.delete_topics(["__consumer_offsets"])["__consumer_offsets"]
+    with pytest.raises(KafkaException):
+        fut.result(15)
+    assert "__consumer_offsets" in a.list_topics(timeout=10).topics
+    # Committed offsets are still there.
+    assert committed_offsets(a, "makes-offsets-topic") == {("for-groups", 0): (1, "")}
