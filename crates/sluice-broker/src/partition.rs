@@ -109,12 +109,13 @@ impl Partition {
         }
     }
 
-    /// Appends validated batches (offsets are assigned in `batches`, in place). Runs inline: a
-    /// write into the page cache, in request order. Idempotent batches (`producer` given) are
-    /// checked against the producer state first; a duplicate is not written again.
+    /// Appends validated batches straight from the caller's bytes (the log patches the
+    /// assigned offset into what it writes). Runs inline: a write into the page cache, in request
+    /// order. Idempotent batches (`producer` given) are checked against the producer state
+    /// first; a duplicate is not written again.
     pub fn append(
         &self,
-        batches: &mut [u8],
+        batches: &[u8],
         now_ms: i64,
         producer: Option<IncomingBatch>,
     ) -> Result<AppendOutcome, AppendError> {
@@ -130,7 +131,7 @@ impl Partition {
         }
         let info = self
             .log
-            .append(batches, 0, now_ms)
+            .append_from(batches, 0, now_ms)
             .map_err(AppendError::Log)?;
         if let Some(b) = &producer {
             producers.record(b, info.base_offset, info.last_offset, now_ms);

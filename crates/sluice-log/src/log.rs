@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 use sluice_protocol::batch::{
-    set_base_offset, set_partition_leader_epoch, BatchError, Batches, MAGIC_V2,
+    set_base_offset, set_partition_leader_epoch, BatchError, BatchHeader, Batches,
+    BATCH_HEADER_LEN, MAGIC_V2,
 };
 
 use crate::checkpoint;
@@ -46,6 +47,18 @@ pub struct ReadResult {
     pub data: Bytes,
     pub log_start_offset: i64,
     pub log_end_offset: i64,
+}
+
+/// The leading bytes of a batch the log rewrites: base offset (0..8), batch length (8..12,
+/// unchanged) and partition leader epoch (12..16).
+const PATCHED_PREFIX: usize = 16;
+
+fn set_base_offset_prefix(prefix: &mut [u8; PATCHED_PREFIX], base_offset: i64) {
+    prefix[0..8].copy_from_slice(&base_offset.to_be_bytes());
+}
+
+fn set_leader_epoch_prefix(prefix: &mut [u8; PATCHED_PREFIX], epoch: i32) {
+    prefix[12..16].copy_from_slice(&epoch.to_be_bytes());
 }
 
 /// Everything behind the append lock.
@@ -266,11 +279,40 @@ impl Log {
     }
 
     /// Appends already-validated batches (see `validate_produce_batches`), assigning offsets
-    /// from the log end: base offset and partition leader epoch are rewritten in `batches` (both
-    /// outside the CRC). Rolls first if the active segment is too big or too old. No fsync.
+    /// from the log end, and rewrites base offset and partition leader epoch in `batches` too
+    /// (both outside the CRC) so the caller sees what was stored. See [`Log::append_from`].
     pub fn append(
         &self,
         batches: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let info = self.append_from(batches, leader_epoch, now_ms)?;
+        let mut next = info.base_offset;
+        let mut position = 0;
+        while position + BATCH_HEADER_LEN <= batches.len() {
+            let Ok(h) = BatchHeader::parse(&batches[position..]) else {
+                break;
+            };
+            let end = position + h.total_size();
+            set_base_offset(&mut batches[position..end], next);
+            set_partition_leader_epoch(&mut batches[position..end], leader_epoch);
+            next += i64::from(h.last_offset_delta) + 1;
+            position = end;
+        }
+        Ok(info)
+    }
+
+    /// Appends already-validated batches without copying or changing them: each batch is
+    /// written as its first 16 bytes with the assigned base offset and the partition leader
+    /// epoch patched in (both outside the CRC), then the rest of the caller's bytes. Rolls first
+    /// if the active segment is too big or too old. No fsync.
+    ///
+    /// A crash between the two writes of a batch leaves a batch whose CRC does not match (or a
+    /// short one): recovery cuts it like any torn tail, and it was never acknowledged.
+    pub fn append_from(
+        &self,
+        batches: &[u8],
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
@@ -322,10 +364,13 @@ impl Log {
         let start_position = st.active().size;
         let mut next = st.log_end();
         let mut metas = Vec::with_capacity(parsed.len());
+        let mut prefixes = Vec::with_capacity(parsed.len());
         for &(position, size, delta, max_timestamp) in &parsed {
-            let batch = &mut batches[position..position + size];
-            set_base_offset(batch, next);
-            set_partition_leader_epoch(batch, leader_epoch);
+            let mut prefix = [0u8; PATCHED_PREFIX];
+            prefix.copy_from_slice(&batches[position..position + PATCHED_PREFIX]);
+            set_base_offset_prefix(&mut prefix, next);
+            set_leader_epoch_prefix(&mut prefix, leader_epoch);
+            prefixes.push(prefix);
             metas.push(BatchMeta {
                 position: start_position + position as u64,
                 size: size as u64,
@@ -335,9 +380,19 @@ impl Log {
             });
             next += i64::from(delta) + 1;
         }
+        let parts: Vec<&[u8]> = parsed
+            .iter()
+            .zip(&prefixes)
+            .flat_map(|(&(position, size, _, _), prefix)| {
+                [
+                    &prefix[..],
+                    &batches[position + PATCHED_PREFIX..position + size],
+                ]
+            })
+            .collect();
         let io = &*self.io;
         st.active_mut()
-            .append(io, batches, &metas, &config, now_ms)
+            .append(io, &parts, &metas, &config, now_ms)
             .map_err(|e| self.fail(e))?;
         let mut max_timestamp = i64::MIN;
         for m in &metas {

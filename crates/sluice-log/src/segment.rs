@@ -212,17 +212,23 @@ impl Segment {
     pub fn append(
         &mut self,
         io: &dyn Io,
-        bytes: &[u8],
+        parts: &[&[u8]],
         metas: &[BatchMeta],
         config: &LogConfig,
         now_ms: i64,
     ) -> io::Result<()> {
-        io.write_all_at(&self.log, bytes, self.size)?;
+        // The parts are written back to back; `size` moves only once all are written, so a
+        // failure leaves them past the end, where the next append (or recovery) overwrites them.
+        let mut position = self.size;
+        for part in parts {
+            io.write_all_at(&self.log, part, position)?;
+            position += part.len() as u64;
+        }
         self.log_dirty = true;
         if self.roll_base_ms.is_none() {
             self.roll_base_ms = Some(now_ms);
         }
-        self.size += bytes.len() as u64;
+        self.size = position;
         for meta in metas {
             self.track_batch(meta, config.index_interval_bytes);
         }

@@ -893,3 +893,32 @@ fn timestamp_lookup_finds_the_record_inside_a_batch() {
     assert_eq!(log.offset_for_timestamp(5500).unwrap(), Some((5, 6000)));
     assert_eq!(log.offset_for_timestamp(6001).unwrap(), None);
 }
+
+/// `append_from` stores the batch with its offset assigned but leaves the caller's bytes alone
+/// (the produce path writes straight from the request buffer, without a copy).
+#[test]
+fn append_from_does_not_touch_the_callers_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_config(), false).unwrap();
+    append(&log, 3, 100); // offsets 0-2
+    let v: &[u8] = b"value";
+    let batch = build_batch(0, &[(None, Some(v), 7), (None, Some(v), 8)]);
+    let before = batch.clone();
+    let info = log.append_from(&batch, 5, 0).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (3, 4));
+    assert_eq!(batch, before, "input unchanged");
+    let read = log.read(3, 1 << 20, i64::MAX, true).unwrap();
+    let (h, stored) = Batches::new(&read.data).next().unwrap().unwrap();
+    assert_eq!(h.base_offset, 3);
+    assert_eq!(h.partition_leader_epoch, 5);
+    verify_crc(stored).unwrap();
+    assert_eq!(
+        &stored[16..],
+        &before[16..],
+        "everything after the patched prefix is as sent"
+    );
+    drop(log);
+    // And it survives recovery (the two writes are one valid batch on disk).
+    let log = Log::open(dir.path(), small_config(), false).unwrap();
+    assert_eq!(log.log_end_offset(), 5);
+}

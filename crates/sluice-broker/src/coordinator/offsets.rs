@@ -252,7 +252,7 @@ impl OffsetStore {
             return Ok(());
         }
         let partition = self.partition(group).clone();
-        let mut batch = encode_batch(
+        let batch = encode_batch(
             records
                 .iter()
                 .map(|((t, p), v)| (encode_key(group, t, *p), v.as_ref().map(encode_value)))
@@ -262,7 +262,7 @@ impl OffsetStore {
         let end = {
             let mut cache = self.cache.lock().expect("offset cache lock");
             let info = match partition
-                .append(&mut batch, now_ms, None)
+                .append(&batch, now_ms, None)
                 .map_err(ApiError::from_append)?
             {
                 crate::partition::AppendOutcome::Appended(info) => info,

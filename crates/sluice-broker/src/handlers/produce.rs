@@ -132,21 +132,23 @@ fn append_one(
         first_seq: summary.first_sequence,
         last_seq: summary.last_sequence,
     });
-    // The one copy on this path: offsets are assigned in place before the write.
-    let mut buf = records.to_vec();
-    let log_append_time = if settings.log_append_time {
-        // LogAppendTime: the broker's clock is the batch's time. The timestamp type bit and max
-        // timestamp are inside the CRC, so the CRC is recomputed (Kafka does the same).
+    // The batch is written from the request buffer itself (the log patches the assigned offset
+    // into the header it writes). Only LogAppendTime topics need a copy: the timestamp type bit
+    // and max timestamp are inside the CRC, so the CRC is recomputed (Kafka does the same).
+    let stamped;
+    let (batch_bytes, log_append_time) = if settings.log_append_time {
+        let mut buf = records.to_vec();
         let attributes = i16::from_be_bytes([buf[21], buf[22]]) | 0x08;
         buf[21..23].copy_from_slice(&attributes.to_be_bytes());
         buf[35..43].copy_from_slice(&now.to_be_bytes());
         batch::update_crc(&mut buf).map_err(batch_error)?;
-        now
+        stamped = buf;
+        (&stamped[..], now)
     } else {
-        -1
+        (&records[..], -1)
     };
     let outcome = partition
-        .append(&mut buf, now, producer)
+        .append(batch_bytes, now, producer)
         .map_err(ApiError::from_append)?;
     Ok(match outcome {
         AppendOutcome::Appended(info) => Appended {
