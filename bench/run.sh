@@ -77,7 +77,8 @@ bench() { # label args...
 }
 
 echo "== machine and physical bounds" >&2
-python3 - "$WORK" "$RES/machine.json" <<'PY'
+PROBE_MIB=$(python3 -c "print(max(64, int(1953 * $SCALE)))")
+python3 - "$WORK" "$RES/machine.json" "$PROBE_MIB" <<'PY'
 import json, os, platform, socket, subprocess, sys, threading, time
 work, out = sys.argv[1], sys.argv[2]
 
@@ -100,11 +101,13 @@ m["disk_rotational"] = sh(f"lsblk -ndo ROTA {dev} 2>/dev/null")
 m["disk_model"] = sh(f"lsblk -ndo MODEL $(lsblk -ndo PKNAME {dev} 2>/dev/null || echo {dev}) 2>/dev/null")
 m["free_gb"] = round(os.statvfs(work).f_bavail * os.statvfs(work).f_frsize / 1e9, 1)
 
-# Disk: write(1 MiB) + fdatasync, 256 MiB, on the bench filesystem.
+# Disk: write(1 MiB) + fdatasync on the bench filesystem, as much data as the fsync produce
+# run writes (2,000,000 x 1 KiB at SCALE=1): on a virtual disk the host's cache absorbs a small
+# probe far faster than it absorbs gigabytes, so only the same volume compares like with like.
 path = os.path.join(work, "fdatasync.probe")
 chunk = os.urandom(1 << 20)
 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-n = 256
+n = int(sys.argv[3])
 t0 = time.perf_counter()
 for _ in range(n):
     os.write(fd, chunk)
