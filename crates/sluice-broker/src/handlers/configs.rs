@@ -395,6 +395,16 @@ fn alter_resource(
     }
 }
 
+/// The error code and message of an alter outcome (0 and none on success).
+fn error_fields(
+    outcome: Result<(), ApiError>,
+) -> (i16, Option<kafka_protocol::protocol::StrBytes>) {
+    match outcome {
+        Ok(()) => (0, None),
+        Err(e) => (e.code.code(), e.message.as_deref().map(str_bytes)),
+    }
+}
+
 pub fn incremental_alter_configs(
     broker: &Arc<Broker>,
     req: IncrementalAlterConfigsRequest,
@@ -439,15 +449,12 @@ pub fn incremental_alter_configs(
                     req.validate_only,
                 )
             });
-            let resp = AlterConfigsResourceResponse::default()
+            let (code, message) = error_fields(outcome);
+            AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name.clone());
-            match outcome {
-                Ok(()) => resp,
-                Err(e) => resp
-                    .with_error_code(e.code.code())
-                    .with_error_message(e.message.as_deref().map(str_bytes)),
-            }
+                .with_resource_name(r.resource_name.clone())
+                .with_error_code(code)
+                .with_error_message(message)
         })
         .collect();
     IncrementalAlterConfigsResponse::default().with_responses(responses)
@@ -480,15 +487,12 @@ pub fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterCon
                     req.validate_only,
                 )
             });
-            let resp = LegacyResourceResponse::default()
+            let (code, message) = error_fields(outcome);
+            LegacyResourceResponse::default()
                 .with_resource_type(r.resource_type)
-                .with_resource_name(r.resource_name.clone());
-            match outcome {
-                Ok(()) => resp,
-                Err(e) => resp
-                    .with_error_code(e.code.code())
-                    .with_error_message(e.message.as_deref().map(str_bytes)),
-            }
+                .with_resource_name(r.resource_name.clone())
+                .with_error_code(code)
+                .with_error_message(message)
         })
         .collect();
     AlterConfigsResponse::default().with_responses(responses)
