@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use sluice_log::{Log, LogConfig, LogError};
-use sluice_meta::TopicInfo;
+use sluice_meta::{TopicInfo, Uuid};
 
 use crate::config::{Durability, Settings};
 use crate::partition::Partition;
@@ -18,6 +18,9 @@ pub struct ReplicaManager {
     /// Broker settings (static + dynamic): the defaults behind every topic config.
     settings: RwLock<Settings>,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+    /// Topic names by id, for requests that name topics by id (Fetch v13+) without going
+    /// through the metadata lock.
+    names_by_id: RwLock<HashMap<Uuid, String>>,
 }
 
 impl ReplicaManager {
@@ -27,6 +30,7 @@ impl ReplicaManager {
             durability,
             settings: RwLock::new(settings),
             partitions: RwLock::default(),
+            names_by_id: RwLock::default(),
         }
     }
 
@@ -75,8 +79,21 @@ impl ReplicaManager {
             .cloned()
     }
 
+    /// The name of the hosted topic with id `id`.
+    pub fn topic_name(&self, id: &Uuid) -> Option<String> {
+        self.names_by_id
+            .read()
+            .expect("topic id index lock")
+            .get(id)
+            .cloned()
+    }
+
     /// Opens (creating or recovering) every partition of `topic` that is not open yet.
     pub fn open_topic(&self, topic: &TopicInfo, clean_shutdown: bool) -> Result<(), LogError> {
+        self.names_by_id
+            .write()
+            .expect("topic id index lock")
+            .insert(topic.topic_id, topic.name.clone());
         for index in 0..topic.partitions.len() as i32 {
             if self.get(&topic.name, index).is_some() {
                 continue;
@@ -108,6 +125,10 @@ impl ReplicaManager {
 
     /// Closes and removes every partition of `topic`, deleting its data from disk.
     pub fn delete_topic(&self, topic: &str) {
+        self.names_by_id
+            .write()
+            .expect("topic id index lock")
+            .retain(|_, name| name != topic);
         let removed: Vec<Arc<Partition>> = {
             let mut map = self.partitions.write().expect("partition map lock");
             let keys: Vec<_> = map.keys().filter(|(t, _)| t == topic).cloned().collect();

@@ -62,15 +62,15 @@ fn session_partition(
 }
 
 /// Resolves a topic named by id (v13+) or by name to (name, id); unknown ids keep an empty name.
+/// Uses the replica manager's own maps: the fetch path never takes the metadata lock.
 fn resolve(broker: &Broker, by_id: bool, name: &str, id: Uuid) -> (String, Uuid) {
-    let meta = broker.meta.lock().expect("meta lock");
     if by_id {
-        match meta.state().topic_by_id(&id) {
-            Some(t) => (t.name.clone(), id),
-            None => (String::new(), id),
-        }
+        (broker.replicas.topic_name(&id).unwrap_or_default(), id)
     } else {
-        let id = meta.state().topic(name).map_or(Uuid::nil(), |t| t.topic_id);
+        let id = broker
+            .replicas
+            .get(name, 0)
+            .map_or(Uuid::nil(), |p| p.topic_id);
         (name.to_string(), id)
     }
 }

@@ -13,7 +13,7 @@ use kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::ResponseError;
-use sluice_protocol::batch::{self, BatchError, Batches};
+use sluice_protocol::batch::{self, BatchError};
 
 use super::{now_ms, str_bytes};
 use crate::broker::Broker;
@@ -92,25 +92,23 @@ fn append_one(
         .as_ref()
         .filter(|r| !r.is_empty())
         .ok_or_else(|| ApiError::new(ResponseError::InvalidRecord, "produce carried no records"))?;
-    let max = settings.max_message_bytes;
-    for b in Batches::new(records) {
-        let (header, _) = b.map_err(batch_error)?;
-        if header.total_size() > max {
-            return Err(ApiError::new(
-                ResponseError::MessageTooLarge,
-                format!(
-                    "record batch of {} bytes exceeds the topic's max.message.bytes {max}",
-                    header.total_size()
-                ),
-            ));
-        }
-    }
     let summary = batch::validate_produce_batches(records).map_err(batch_error)?;
     // Produce v3+ carries exactly one batch per partition (Kafka refuses more).
     if summary.batch_count != 1 {
         return Err(ApiError::new(
             ResponseError::InvalidRecord,
             "Produce requests with version 3 and above must contain exactly one record batch per partition",
+        ));
+    }
+    // Validation checked that the one batch fills the records exactly: its size is theirs.
+    let max = settings.max_message_bytes;
+    if records.len() > max {
+        return Err(ApiError::new(
+            ResponseError::MessageTooLarge,
+            format!(
+                "record batch of {} bytes exceeds the topic's max.message.bytes {max}",
+                records.len()
+            ),
         ));
     }
     if summary.has_control {
