@@ -6,6 +6,8 @@
 //! - [`response`]: response framing (size prefix, the right header version per API).
 //! - [`versions`]: the one table of API versions Sluice implements; ApiVersions is built from it.
 //! - [`batch`]: zero-copy views of RecordBatch v2 (header fields, CRC32C, offset rewrite).
+//! - [`validate`]: the log validator: walks every record of a batch in place (streaming through
+//!   the decompressor, bounded) and checks it against the header before anything is stored.
 //! - [`records`]: decoding the records inside a batch, for the rare paths that need them.
 //!
 //! The message structs themselves come from the `kafka-protocol` crate (generated from Kafka's
@@ -16,6 +18,7 @@ pub mod frame;
 pub mod records;
 pub mod request;
 pub mod response;
+pub mod validate;
 pub mod versions;
 
 pub use kafka_protocol as kafka;

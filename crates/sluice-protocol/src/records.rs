@@ -9,6 +9,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use thiserror::Error;
 
 use crate::batch::{BatchError, BatchHeader};
+use crate::validate::MAX_UNCOMPRESSED_BATCH_BYTES;
 
 #[derive(Debug, Error)]
 pub enum RecordsError {
@@ -20,7 +21,8 @@ pub enum RecordsError {
 
 /// The first record of `batch` (one whole v2 batch) whose timestamp is >= `target`, as
 /// `(offset, timestamp)`. For LogAppendTime batches every record carries the batch's max
-/// timestamp.
+/// timestamp. Walks the records in place (streaming through the decompressor) without
+/// materialising them.
 pub fn first_at_or_after(batch: &[u8], target: i64) -> Result<Option<(i64, i64)>, RecordsError> {
     let header = BatchHeader::parse(batch)?;
     if header.max_timestamp < target {
@@ -29,14 +31,14 @@ pub fn first_at_or_after(batch: &[u8], target: i64) -> Result<Option<(i64, i64)>
     if header.timestamp_type_is_log_append() {
         return Ok(Some((header.base_offset, header.max_timestamp)));
     }
-    let mut buf = Bytes::copy_from_slice(batch);
-    let set =
-        RecordBatchDecoder::decode(&mut buf).map_err(|e| RecordsError::Decode(format!("{e:#}")))?;
-    Ok(set
-        .records
-        .iter()
-        .find(|r| r.timestamp >= target)
-        .map(|r| (r.offset, r.timestamp)))
+    let mut found = None;
+    crate::validate::walk_records(batch, MAX_UNCOMPRESSED_BATCH_BYTES, |r| {
+        if found.is_none() && r.timestamp >= target {
+            found = Some((header.base_offset + i64::from(r.index), r.timestamp));
+        }
+    })
+    .map_err(|e| RecordsError::Decode(e.to_string()))?;
+    Ok(found)
 }
 
 /// Every record of `batch` (one whole v2 batch), decompressed. For produce-time checks that

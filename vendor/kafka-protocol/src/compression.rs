@@ -26,6 +26,25 @@ pub use snappy::Snappy;
 #[cfg(feature = "zstd")]
 pub use zstd::Zstd;
 
+/// Sluice: the most bytes any decompressor here will produce from one batch. Compressed input
+/// is untrusted (the wire, or a disk written by something else); a small batch can claim or
+/// inflate to gigabytes (a decompression bomb). Sluice's produce validator refuses batches that
+/// inflate past its own, lower limit, so stored batches always fit under this one.
+pub const MAX_DECOMPRESSED_BYTES: usize = 256 << 20;
+
+/// Sluice: reads `reader` to the end, failing once it would produce more than
+/// [`MAX_DECOMPRESSED_BYTES`].
+#[allow(dead_code)]
+pub(crate) fn read_bounded(reader: impl std::io::Read, out: &mut Vec<u8>) -> Result<()> {
+    use std::io::Read;
+    let limit = MAX_DECOMPRESSED_BYTES as u64;
+    let n = reader.take(limit + 1).read_to_end(out)?;
+    if n as u64 > limit {
+        anyhow::bail!("decompressed batch exceeds {MAX_DECOMPRESSED_BYTES} bytes");
+    }
+    Ok(())
+}
+
 /// A trait for record compression algorithms.
 pub trait Compressor<B: ByteBufMut> {
     /// Target buffer type for compression.

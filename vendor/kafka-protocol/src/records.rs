@@ -514,7 +514,11 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
     ) -> Result<()> {
-        records.reserve(batch_decode_info.record_count as usize);
+        // Sluice: the count is a claim from the wire or the disk; every record takes at least
+        // seven bytes, so never reserve more than the bytes left can hold.
+        records.reserve(
+            (batch_decode_info.record_count.max(0) as usize).min(bytes::Buf::remaining(buf) / 7),
+        );
         for _ in 0..batch_decode_info.record_count {
             records.push(Record::decode_new(buf, batch_decode_info, version)?);
         }

@@ -1,19 +1,24 @@
 //! Produce: validate each partition's batches, append them in request order, then answer once
 //! they are as durable as `--durability` promises (`acks=1`/`all`), or not at all (`acks=0`).
 //!
-//! Batches are stored as sent. The broker reads only the batch headers (sizes, magic, CRC32C,
-//! record count) and rewrites only the base offset and partition leader epoch, which lie outside
-//! the CRC. No record is decompressed on this path.
+//! Batches are stored as sent, after the log validator has walked every record and found it to
+//! match the batch header (`sluice_protocol::validate`; compressed batches stream through their
+//! decompressor with a bound). The broker rewrites only the base offset and partition leader
+//! epoch, which lie outside the CRC; a batch whose header `maxTimestamp` lies, and every batch of
+//! a LogAppendTime topic, is copied once to fix the timestamp and CRC.
+//!
+//! Internal topics (`__consumer_offsets`) belong to the broker: clients cannot produce to them.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest};
 use kafka_protocol::messages::produce_response::{
-    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
 use kafka_protocol::ResponseError;
 use sluice_protocol::batch::{self, BatchError};
+use sluice_protocol::validate::{self, RecordsError, WalkSummary};
 
 use super::{now_ms, str_bytes};
 use crate::broker::Broker;
@@ -41,38 +46,113 @@ struct Appended {
     log_append_time: i64,
 }
 
-/// Kafka's per-record checks that need the records themselves (so decompression): keys on
-/// compacted topics and timestamp bounds. Only run when the topic asks for them.
-fn check_records(batch: &[u8], settings: &TopicSettings, now: i64) -> Result<(), ApiError> {
+/// A partition's records refused: the error, and (KIP-467) the records at fault by their index
+/// in the batch, so a client can tell them from the records refused only for sharing their batch.
+#[derive(Debug)]
+struct Refused {
+    error: ApiError,
+    record_errors: Vec<(i32, String)>,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Refused {
+        Refused {
+            error,
+            record_errors: Vec::new(),
+        }
+    }
+}
+
+impl From<ResponseError> for Refused {
+    fn from(code: ResponseError) -> Refused {
+        ApiError::from(code).into()
+    }
+}
+
+/// Most record errors a response lists (Kafka lists them all; a hostile batch of a million
+/// keyless records should not make a response of a million strings).
+const MAX_RECORD_ERRORS: usize = 1000;
+
+/// The log validator's walk over one batch, with Kafka's per-record rules: keys on compacted
+/// topics and timestamp bounds. Every batch is walked (a batch whose records do not match its
+/// header never reaches the log); compressed batches stream through their decompressor,
+/// bounded by `validate::MAX_UNCOMPRESSED_BATCH_BYTES`.
+fn validate_records(
+    batch: &[u8],
+    settings: &TopicSettings,
+    topic: &str,
+    partition: i32,
+    now: i64,
+) -> Result<WalkSummary, Refused> {
     let check_time = !settings.log_append_time
         && (settings.timestamp_before_max_ms != i64::MAX
             || settings.timestamp_after_max_ms != i64::MAX);
-    if !settings.compact && !check_time {
-        return Ok(());
-    }
-    let records = sluice_protocol::records::decode(batch)
-        .map_err(|e| ApiError::new(ResponseError::CorruptMessage, e.to_string()))?;
-    for r in &records {
-        if settings.compact && r.key.is_none() {
-            return Err(ApiError::new(
-                ResponseError::InvalidRecord,
-                "Compacted topic cannot accept message without key",
-            ));
+    let earliest = now.saturating_sub(settings.timestamp_before_max_ms);
+    let latest = now.saturating_add(settings.timestamp_after_max_ms);
+    let mut record_errors = Vec::new();
+    let mut rejected = 0usize;
+    let mut bad_timestamp = false;
+    let walked = validate::walk_records(batch, validate::MAX_UNCOMPRESSED_BATCH_BYTES, |r| {
+        let problem = if settings.compact && !r.has_key() {
+            Some(format!(
+                "Compacted topic cannot accept message without key in topic partition {topic}-{partition}."
+            ))
+        } else if check_time && (r.timestamp < earliest || r.timestamp > latest) {
+            bad_timestamp = true;
+            Some(format!(
+                "Timestamp {} of message with offset {} is out of range. The timestamp should be within [{earliest}, {latest}]",
+                r.timestamp, r.index
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            rejected += 1;
+            if record_errors.len() < MAX_RECORD_ERRORS {
+                record_errors.push((r.index, message));
+            }
         }
-        if check_time
-            && (r.timestamp < now.saturating_sub(settings.timestamp_before_max_ms)
-                || r.timestamp > now.saturating_add(settings.timestamp_after_max_ms))
-        {
-            return Err(ApiError::new(
-                ResponseError::InvalidTimestamp,
-                format!(
-                    "Timestamp {} of a record is out of range: it must be within [{} ms before, {} ms after] the broker time {now}",
-                    r.timestamp, settings.timestamp_before_max_ms, settings.timestamp_after_max_ms
-                ),
-            ));
+    });
+    let summary = walked.map_err(|e| {
+        let message = format!("Invalid records in topic partition {topic}-{partition}: {e}");
+        let code = match e {
+            RecordsError::Batch(b) => return Refused::from(batch_error(b)),
+            _ => ResponseError::InvalidRecord,
+        };
+        Refused {
+            record_errors: e
+                .record_index()
+                .map(|i| (i, message.clone()))
+                .into_iter()
+                .collect(),
+            error: ApiError::new(code, message),
         }
+    })?;
+    if rejected == 0 {
+        return Ok(summary);
     }
-    Ok(())
+    // Kafka's summary messages (LogValidator.processRecordErrors).
+    let error = if bad_timestamp {
+        ApiError::new(
+            ResponseError::InvalidTimestamp,
+            format!(
+                "One or more records have been rejected due to invalid timestamp: {}",
+                record_errors[0].1
+            ),
+        )
+    } else {
+        let first: Vec<&str> = record_errors.iter().take(3).map(|e| e.1.as_str()).collect();
+        ApiError::new(
+            ResponseError::InvalidRecord,
+            format!(
+                "One or more records have been rejected due to {rejected} record errors in total, and only showing the first three errors at most: {first:?}"
+            ),
+        )
+    };
+    Err(Refused {
+        error,
+        record_errors,
+    })
 }
 
 /// Validates and appends one partition's records.
@@ -81,7 +161,16 @@ fn append_one(
     topic: &str,
     data: &PartitionProduceData,
     now: i64,
-) -> Result<Appended, ApiError> {
+) -> Result<Appended, Refused> {
+    // Kafka refuses these in ReplicaManager before looking at the records: the broker writes
+    // them itself, and a client's record there could poison the coordinator that reads them.
+    if sluice_meta::state::is_internal_topic(topic) {
+        return Err(ApiError::new(
+            ResponseError::InvalidTopicException,
+            format!("Cannot append to internal topic {topic}"),
+        )
+        .into());
+    }
     let partition = broker
         .replicas
         .get(topic, data.index)
@@ -98,7 +187,8 @@ fn append_one(
         return Err(ApiError::new(
             ResponseError::InvalidRecord,
             "Produce requests with version 3 and above must contain exactly one record batch per partition",
-        ));
+        )
+        .into());
     }
     // Validation checked that the one batch fills the records exactly: its size is theirs.
     let max = settings.max_message_bytes;
@@ -109,21 +199,24 @@ fn append_one(
                 "record batch of {} bytes exceeds the topic's max.message.bytes {max}",
                 records.len()
             ),
-        ));
+        )
+        .into());
     }
     if summary.has_control {
         return Err(ApiError::new(
             ResponseError::InvalidRecord,
             "producers may not send control batches",
-        ));
+        )
+        .into());
     }
     if summary.has_transactional {
         return Err(ApiError::new(
             ResponseError::InvalidTxnState,
             "transactions are not supported yet",
-        ));
+        )
+        .into());
     }
-    check_records(records, &settings, now)?;
+    let walked = validate_records(records, &settings, topic, data.index, now)?;
     let producer = (summary.producer_id >= 0).then_some(IncomingBatch {
         producer_id: summary.producer_id,
         epoch: summary.producer_epoch,
@@ -131,20 +224,42 @@ fn append_one(
         last_seq: summary.last_sequence,
     });
     // The batch is written from the request buffer itself (the log patches the assigned offset
-    // into the header it writes). Only LogAppendTime topics need a copy: the timestamp type bit
-    // and max timestamp are inside the CRC, so the CRC is recomputed (Kafka does the same).
-    let stamped;
-    let (batch_bytes, log_append_time) = if settings.log_append_time {
-        let mut buf = records.to_vec();
-        let attributes = i16::from_be_bytes([buf[21], buf[22]]) | 0x08;
-        buf[21..23].copy_from_slice(&attributes.to_be_bytes());
-        buf[35..43].copy_from_slice(&now.to_be_bytes());
-        batch::update_crc(&mut buf).map_err(batch_error)?;
-        stamped = buf;
-        (&stamped[..], now)
+    // into the header it writes). Two cases need a copy, because the fields they change are
+    // inside the CRC, which is recomputed (Kafka's `setMaxTimestamp` does the same): a
+    // LogAppendTime topic stamps the broker's time, and a CreateTime batch whose header
+    // `maxTimestamp` is not the largest record timestamp gets the true one, so the time index and
+    // ListOffsets by time can trust it.
+    let header_max = summary.max_timestamp;
+    let stamp = if settings.log_append_time {
+        Some((true, now))
+    } else if walked.max_timestamp != header_max {
+        tracing::debug!(
+            topic,
+            partition = data.index,
+            header_max,
+            records_max = walked.max_timestamp,
+            "correcting a batch's max timestamp"
+        );
+        Some((false, walked.max_timestamp))
     } else {
-        (&records[..], -1)
+        None
     };
+    let stamped;
+    let batch_bytes = match stamp {
+        Some((log_append, max_timestamp)) => {
+            let mut buf = records.to_vec();
+            if log_append {
+                let attributes = i16::from_be_bytes([buf[21], buf[22]]) | 0x08;
+                buf[21..23].copy_from_slice(&attributes.to_be_bytes());
+            }
+            buf[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+            batch::update_crc(&mut buf).map_err(batch_error)?;
+            stamped = buf;
+            &stamped[..]
+        }
+        None => &records[..],
+    };
+    let log_append_time = if settings.log_append_time { now } else { -1 };
     let outcome = partition
         .append(batch_bytes, now, producer)
         .map_err(ApiError::from_append)?;
@@ -205,7 +320,7 @@ pub fn start(broker: &Arc<Broker>, req: ProduceRequest) -> PendingProduce {
         for (pi, data) in topic.partition_data.iter().enumerate() {
             let resp = PartitionProduceResponse::default().with_index(data.index);
             let outcome = if !matches!(acks, -1..=1) {
-                Err(ApiError::from(ResponseError::InvalidRequiredAcks))
+                Err(Refused::from(ResponseError::InvalidRequiredAcks))
             } else {
                 append_one(broker, name, data, now)
             };
@@ -219,11 +334,24 @@ pub fn start(broker: &Arc<Broker>, req: ProduceRequest) -> PendingProduce {
                         .with_log_append_time_ms(a.log_append_time)
                         .with_log_start_offset(log_start)
                 }
-                Err(e) => {
+                Err(Refused {
+                    error: e,
+                    record_errors,
+                }) => {
                     tracing::debug!(topic = name, partition = data.index, error = ?e.code, message = ?e.message, "produce rejected");
                     resp.with_error_code(e.code.code())
                         .with_error_message(e.message.as_deref().map(str_bytes))
                         .with_base_offset(-1)
+                        .with_record_errors(
+                            record_errors
+                                .into_iter()
+                                .map(|(index, message)| {
+                                    BatchIndexAndErrorMessage::default()
+                                        .with_batch_index(index)
+                                        .with_batch_index_error_message(Some(str_bytes(&message)))
+                                })
+                                .collect(),
+                        )
                 }
             });
         }

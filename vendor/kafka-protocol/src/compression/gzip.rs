@@ -3,7 +3,7 @@ use std::io::Write;
 use anyhow::{Context, Result};
 use bytes::buf::BufMut;
 use bytes::{Bytes, BytesMut};
-use flate2::write::{GzDecoder, GzEncoder};
+use flate2::write::GzEncoder;
 use flate2::Compression;
 
 use crate::protocol::buf::{ByteBuf, ByteBufMut};
@@ -39,14 +39,13 @@ impl<B: ByteBuf> Decompressor<B> for Gzip {
     where
         F: FnOnce(&mut Self::Buf) -> Result<R>,
     {
-        let mut tmp = BytesMut::new();
-
-        // Decompress directly from the input buffer
-        let mut d = GzDecoder::new((&mut tmp).writer());
-        d.write_all(&buf.copy_to_bytes(buf.remaining()))
+        // Sluice: a streaming reader with an output bound (decompression bombs); several gzip
+        // members in a row are read like Java's GZIPInputStream does.
+        let input = buf.copy_to_bytes(buf.remaining());
+        let mut tmp = Vec::new();
+        super::read_bounded(flate2::read::MultiGzDecoder::new(&input[..]), &mut tmp)
             .context("Failed to decompress gzip")?;
-        d.finish().context("Failed to decompress gzip")?;
 
-        f(&mut tmp.into())
+        f(&mut Bytes::from(tmp))
     }
 }

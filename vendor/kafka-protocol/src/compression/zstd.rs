@@ -34,12 +34,18 @@ impl<B: ByteBuf> Decompressor<B> for Zstd {
     where
         F: FnOnce(&mut Self::Buf) -> Result<R>,
     {
-        let mut tmp = BytesMut::new().writer();
-        // Allocate a temporary buffer to hold the uncompressed bytes
         let buf = buf.copy_to_bytes(buf.remaining());
-        zstd::stream::copy_decode(buf.reader(), &mut tmp).context("Failed to decompress zstd")?;
+        // Sluice: bounded output (decompression bombs) and a bounded window (a frame may ask
+        // the decoder to allocate up to 2^31 bytes of window; 2^24 covers what producers write).
+        let mut decoder =
+            zstd::stream::read::Decoder::new(buf.reader()).context("Failed to decompress zstd")?;
+        decoder
+            .window_log_max(24)
+            .context("Failed to decompress zstd")?;
+        let mut tmp = Vec::new();
+        super::read_bounded(decoder, &mut tmp).context("Failed to decompress zstd")?;
 
-        f(&mut tmp.into_inner().into())
+        f(&mut Bytes::from(tmp))
     }
 }
 
