@@ -59,6 +59,15 @@ fn dir_err(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
 impl Broker {
     /// Opens the data directory: lock, metadata replay, log recovery, broker registration.
     pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
+        Self::open_with_io(config, Arc::new(sluice_log::StdIo))
+    }
+
+    /// [`Broker::open`] with the partition logs on a chosen disk seam (fault injection in
+    /// tests: a failing or stalling fsync).
+    pub fn open_with_io(
+        config: BrokerConfig,
+        io: Arc<dyn sluice_log::Io>,
+    ) -> Result<Arc<Broker>, StartError> {
         let dir = config.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(dir_err(&dir))?;
         let lock = File::create(dir.join(LOCK_FILE)).map_err(dir_err(&dir))?;
@@ -93,7 +102,7 @@ impl Broker {
         }
 
         let settings = effective_settings(&config, meta.state());
-        let replicas = ReplicaManager::new(dir.clone(), config.durability, settings);
+        let replicas = ReplicaManager::with_io(dir.clone(), config.durability, settings, io);
         let topics: Vec<TopicInfo> = meta.state().topics().cloned().collect();
         for topic in &topics {
             replicas.open_topic(topic, clean)?;

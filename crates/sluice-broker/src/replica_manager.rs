@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
-use sluice_log::{Log, LogConfig, LogError};
+use sluice_log::{Io, Log, LogConfig, LogError, StdIo};
 use sluice_meta::{TopicInfo, Uuid};
 
 use crate::config::{Durability, Settings};
@@ -21,11 +21,24 @@ pub struct ReplicaManager {
     /// Topic names by id, for requests that name topics by id (Fetch v13+) without going
     /// through the metadata lock.
     names_by_id: RwLock<HashMap<Uuid, String>>,
+    /// The disk seam every partition log goes through.
+    io: Arc<dyn Io>,
 }
 
 impl ReplicaManager {
     pub fn new(data_dir: PathBuf, durability: Durability, settings: Settings) -> Self {
+        Self::with_io(data_dir, durability, settings, Arc::new(StdIo))
+    }
+
+    /// [`ReplicaManager::new`] whose logs reach the disk through `io` (fault injection).
+    pub fn with_io(
+        data_dir: PathBuf,
+        durability: Durability,
+        settings: Settings,
+        io: Arc<dyn Io>,
+    ) -> Self {
         ReplicaManager {
+            io,
             data_dir,
             durability,
             settings: RwLock::new(settings),
@@ -100,7 +113,12 @@ impl ReplicaManager {
             }
             let dir = self.partition_dir(&topic.name, index);
             let settings = self.topic_settings(topic);
-            let log = Log::open(&dir, Self::log_config(&settings), clean_shutdown)?;
+            let log = Log::open_with_io(
+                &dir,
+                Self::log_config(&settings),
+                clean_shutdown,
+                self.io.clone(),
+            )?;
             tracing::debug!(topic = %topic.name, partition = index,
                 log_end_offset = log.log_end_offset(), "opened partition log");
             let non_empty = log.log_end_offset() > log.log_start_offset();

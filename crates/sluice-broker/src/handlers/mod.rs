@@ -37,7 +37,7 @@ pub enum Reply {
 pub async fn begin(broker: &Arc<Broker>, request: Request, peer: SocketAddr) -> Reply {
     match request.body {
         RequestKind::Produce(r) => {
-            let pending = produce::start(broker, r);
+            let pending = produce::start(broker, r).await;
             Reply::Later(Box::pin(async move {
                 pending.finish().await.map(ResponseKind::Produce)
             }))
@@ -47,6 +47,17 @@ pub async fn begin(broker: &Arc<Broker>, request: Request, peer: SocketAddr) -> 
                 .await
                 .map(Box::new),
         ),
+    }
+}
+
+/// Runs synchronous handler work that may wait on a disk (a metadata or log fsync, a `pwrite`
+/// the kernel throttles, directory removal, reading indexes) or burn CPU (decompression) on the
+/// blocking pool, so it never holds a reactor thread that other connections need. A panic in
+/// `f` is a bug; it is re-raised in the calling task.
+pub async fn off_reactor<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
     }
 }
 
@@ -64,21 +75,38 @@ pub async fn dispatch(
         .map_or(String::new(), |c| c.as_str().to_string());
     match request.body {
         RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions::handle(None))),
+        // Metadata may auto-create topics (a metadata fsync, new log directories).
         RequestKind::Metadata(r) => {
-            Some(ResponseKind::Metadata(metadata::handle(broker, r, version)))
+            let b = broker.clone();
+            Some(ResponseKind::Metadata(
+                off_reactor(move || metadata::handle(&b, r, version)).await,
+            ))
         }
-        RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(topics::create_topics(
-            broker, r, version,
-        ))),
-        RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(topics::delete_topics(
-            broker, r, version,
-        ))),
-        RequestKind::CreatePartitions(r) => Some(ResponseKind::CreatePartitions(
-            topics::create_partitions(broker, r),
-        )),
-        RequestKind::ListOffsets(r) => Some(ResponseKind::ListOffsets(list_offsets::handle(
-            broker, r, version,
-        ))),
+        RequestKind::CreateTopics(r) => {
+            let b = broker.clone();
+            Some(ResponseKind::CreateTopics(
+                off_reactor(move || topics::create_topics(&b, r, version)).await,
+            ))
+        }
+        RequestKind::DeleteTopics(r) => {
+            let b = broker.clone();
+            Some(ResponseKind::DeleteTopics(
+                off_reactor(move || topics::delete_topics(&b, r, version)).await,
+            ))
+        }
+        RequestKind::CreatePartitions(r) => {
+            let b = broker.clone();
+            Some(ResponseKind::CreatePartitions(
+                off_reactor(move || topics::create_partitions(&b, r)).await,
+            ))
+        }
+        // Index lookups read files; by-time lookups decompress batches.
+        RequestKind::ListOffsets(r) => {
+            let b = broker.clone();
+            Some(ResponseKind::ListOffsets(
+                off_reactor(move || list_offsets::handle(&b, r, version)).await,
+            ))
+        }
         RequestKind::Produce(r) => produce::handle(broker, r).await.map(ResponseKind::Produce),
         RequestKind::Fetch(r) => Some(ResponseKind::Fetch(fetch::handle(broker, r, version).await)),
         RequestKind::FindCoordinator(r) => Some(ResponseKind::FindCoordinator(
@@ -112,21 +140,35 @@ pub async fn dispatch(
         RequestKind::OffsetDelete(r) => Some(ResponseKind::OffsetDelete(
             groups::offset_delete(broker, r).await,
         )),
-        RequestKind::InitProducerId(r) => Some(ResponseKind::InitProducerId(
-            producers::init_producer_id(broker, r),
-        )),
+        // May allocate a new producer-id block (a metadata fsync).
+        RequestKind::InitProducerId(r) => {
+            let b = broker.clone();
+            Some(ResponseKind::InitProducerId(
+                off_reactor(move || producers::init_producer_id(&b, r)).await,
+            ))
+        }
         RequestKind::DescribeProducers(r) => Some(ResponseKind::DescribeProducers(
             producers::describe_producers(broker, r),
         )),
-        RequestKind::DescribeConfigs(r) => Some(ResponseKind::DescribeConfigs(
-            configs::describe_configs(broker, r, version),
-        )),
-        RequestKind::IncrementalAlterConfigs(r) => Some(ResponseKind::IncrementalAlterConfigs(
-            configs::incremental_alter_configs(broker, r),
-        )),
-        RequestKind::AlterConfigs(r) => Some(ResponseKind::AlterConfigs(configs::alter_configs(
-            broker, r,
-        ))),
+        // Reads the metadata under its lock, which a writer holds across an fsync.
+        RequestKind::DescribeConfigs(r) => {
+            let b = broker.clone();
+            Some(ResponseKind::DescribeConfigs(
+                off_reactor(move || configs::describe_configs(&b, r, version)).await,
+            ))
+        }
+        RequestKind::IncrementalAlterConfigs(r) => {
+            let b = broker.clone();
+            Some(ResponseKind::IncrementalAlterConfigs(
+                off_reactor(move || configs::incremental_alter_configs(&b, r)).await,
+            ))
+        }
+        RequestKind::AlterConfigs(r) => {
+            let b = broker.clone();
+            Some(ResponseKind::AlterConfigs(
+                off_reactor(move || configs::alter_configs(&b, r)).await,
+            ))
+        }
         RequestKind::DeleteRecords(r) => Some(ResponseKind::DeleteRecords(
             delete_records::handle(broker, r).await,
         )),

@@ -289,7 +289,7 @@ fn append_one(
 }
 
 pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest) -> Option<ProduceResponse> {
-    start(broker, req).finish().await
+    start(broker, req).await.finish().await
 }
 
 /// A background wait for one partition's appended data to become durable.
@@ -308,7 +308,17 @@ pub struct PendingProduce {
 /// starts their durability in background tasks. The connection calls this before reading its
 /// next request, so a pipelined stream is appended in order while earlier requests still wait
 /// for their fsync; [`PendingProduce::finish`] then waits.
-pub fn start(broker: &Arc<Broker>, req: ProduceRequest) -> PendingProduce {
+///
+/// Validation (CRC, the record walk, decompression) and the append run on the blocking pool:
+/// a decompressing walk is CPU work, and a `pwrite` can stall when the kernel throttles dirty
+/// pages. Neither may hold a reactor thread that other connections need. The caller awaits the
+/// result before reading its next request, so request order is kept.
+pub async fn start(broker: &Arc<Broker>, req: ProduceRequest) -> PendingProduce {
+    let b = broker.clone();
+    super::off_reactor(move || start_blocking(&b, req)).await
+}
+
+fn start_blocking(broker: &Arc<Broker>, req: ProduceRequest) -> PendingProduce {
     let acks = req.acks;
     let now = now_ms();
     let mut responses = Vec::with_capacity(req.topic_data.len());
