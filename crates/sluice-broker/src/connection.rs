@@ -56,6 +56,10 @@ use crate::handlers::{self, api_versions, Reply};
 /// Requests of one connection that may be started but not yet answered.
 pub const MAX_IN_FLIGHT: usize = 64;
 
+/// At most one warning per this period for each kind of flood: connections closed for bad or
+/// stalled input, refused connections, failed accepts.
+pub const WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// The body buffer grows by at most this much beyond what has arrived.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -95,6 +99,32 @@ impl ByteBudget {
     }
 }
 
+/// Lets one warning through per [`WARN_EVERY`] and counts the ones held back, so a flood of bad
+/// connections does not flood the log.
+#[derive(Default)]
+pub struct RateLimitedWarning {
+    /// When the last warning went out, and how many were held back since.
+    state: std::sync::Mutex<(Option<Instant>, u64)>,
+}
+
+impl RateLimitedWarning {
+    /// `Some(held back since the last one)` when a warning is due now.
+    pub fn due(&self, now: Instant) -> Option<u64> {
+        let mut state = self.state.lock().expect("warning rate limit lock");
+        let (last, held_back) = &mut *state;
+        match *last {
+            Some(t) if now.duration_since(t) < WARN_EVERY => {
+                *held_back += 1;
+                None
+            }
+            _ => {
+                *last = Some(now);
+                Some(std::mem::take(held_back))
+            }
+        }
+    }
+}
+
 /// What every connection is held to, built once by the server.
 pub struct Limits {
     /// `socket.request.max.bytes`.
@@ -107,6 +137,8 @@ pub struct Limits {
     pub idle: Option<Duration>,
     /// `socket.request.read.timeout.ms`.
     pub request_read_timeout: Duration,
+    /// Shared by every connection: why connections were closed for bad or stalled input.
+    pub close_warnings: RateLimitedWarning,
 }
 
 impl Limits {
@@ -117,6 +149,7 @@ impl Limits {
             request_pool: network.queued_max_request_bytes.map(ByteBudget::new),
             idle: network.connections_max_idle,
             request_read_timeout: network.request_read_timeout,
+            close_warnings: RateLimitedWarning::default(),
         }
     }
 }
@@ -279,8 +312,10 @@ impl Conn<'_> {
             let body = tokio::select! {
                 r = self.read_frame(&mut reader, &mut size, got) => r,
                 _ = timer.as_mut() => {
-                    tracing::warn!(%peer, timeout = ?self.limits.request_read_timeout,
-                        "closing connection: request frame not complete in time (socket.request.read.timeout.ms)");
+                    self.closing(&format_args!(
+                        "request frame not complete {:?} after its first byte (socket.request.read.timeout.ms)",
+                        self.limits.request_read_timeout
+                    ));
                     return Exit::Drop;
                 }
             };
@@ -297,6 +332,17 @@ impl Conn<'_> {
                     return Exit::Drain; // the writer gave up (peer gone or write stalled)
                 }
             }
+        }
+    }
+
+    /// Logs why this connection is being closed for its input: a warning when one is due,
+    /// debug otherwise.
+    fn closing(&self, why: &dyn std::fmt::Display) {
+        let peer = self.peer;
+        match self.limits.close_warnings.due(Instant::now()) {
+            Some(held_back) => tracing::warn!(%peer, similar_since_last_warning = held_back,
+                "closing connection: {why}"),
+            None => tracing::debug!(%peer, "closing connection: {why}"),
         }
     }
 
@@ -334,14 +380,13 @@ impl Conn<'_> {
         size: &mut [u8; 4],
         got: usize,
     ) -> Option<(BytesMut, OwnedSemaphorePermit, Option<OwnedSemaphorePermit>)> {
-        let peer = self.peer;
         if reader.read_exact(&mut size[got..]).await.is_err() {
             return None; // peer closed inside the size
         }
         let len = match check_request_size(*size, self.limits.max_request_bytes) {
             Ok(len) => len,
             Err(e) => {
-                tracing::warn!(%peer, error = %e, "closing connection: bad frame size");
+                self.closing(&format_args!("bad frame size: {e}"));
                 return None;
             }
         };
@@ -353,7 +398,7 @@ impl Conn<'_> {
         };
         let mut body = BytesMut::with_capacity(len.min(READ_CHUNK));
         if let Err(e) = read_body(reader, len, &mut body).await {
-            tracing::warn!(%peer, error = %e, "closing connection: frame cut short");
+            self.closing(&format_args!("frame cut short: {e}"));
             return None;
         }
         Some((body, frame_bytes, pool_bytes))
@@ -390,7 +435,7 @@ impl Conn<'_> {
                 )))),
             ),
             Err(e) => {
-                tracing::warn!(%peer, error = %e, "closing connection: bad request");
+                self.closing(&format_args!("bad request: {e}"));
                 return None;
             }
         };

@@ -2,8 +2,8 @@
 //!
 //! `run` is called by `sluice serve` and by tests alike. Each accepted socket takes a slot in
 //! [`ConnectionSlots`] (`max.connections`, `max.connections.per.ip`); when none is free the
-//! socket is closed at once and the refusal logged, at most once per [`WARN_EVERY`] so a flood
-//! does not flood the log. On shutdown it stops accepting, tells every connection to finish the
+//! socket is closed at once and the refusal logged, at most once per
+//! [`connection::WARN_EVERY`] so a flood does not flood the log. On shutdown it stops accepting, tells every connection to finish the
 //! request in hand (parked fetches answer at once), waits for them (bounded), then flushes and
 //! closes the logs and records a clean shutdown.
 
@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -18,13 +19,10 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::broker::Broker;
-use crate::connection::{self, Limits};
+use crate::connection::{self, Limits, RateLimitedWarning};
 
 /// How long in-flight requests get to finish once shutdown starts.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// At most one warning per this period for refused connections and failed accepts.
-const WARN_EVERY: Duration = Duration::from_secs(10);
 
 pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
     let network = &broker.config.network;
@@ -43,8 +41,8 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
             );
         }
     }
-    let mut refused = RateLimitedWarning::default();
-    let mut accept_failed = RateLimitedWarning::default();
+    let refused = RateLimitedWarning::default();
+    let accept_failed = RateLimitedWarning::default();
     let mut connections = JoinSet::new();
     let timers = tokio::spawn(broker.groups.clone().run_timers(broker.clone()));
     let maintenance = tokio::spawn(crate::maintenance::run(broker.clone()));
@@ -188,29 +186,6 @@ impl Drop for Slot {
     }
 }
 
-/// Lets one warning through per [`WARN_EVERY`] and counts the ones held back.
-#[derive(Default)]
-struct RateLimitedWarning {
-    last: Option<Instant>,
-    held_back: u64,
-}
-
-impl RateLimitedWarning {
-    /// `Some(held back since the last one)` when a warning is due now.
-    fn due(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(last) if now.duration_since(last) < WARN_EVERY => {
-                self.held_back += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.held_back))
-            }
-        }
-    }
-}
-
 /// The soft limit on open files (`/proc/self/limits`, Linux); `None` if unknown or unlimited.
 fn open_file_limit() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/self/limits").ok()?;
@@ -225,6 +200,7 @@ fn open_file_limit() -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::connection::WARN_EVERY;
 
     #[test]
     fn slots_bound_total_and_per_address() {
@@ -245,7 +221,7 @@ mod tests {
 
     #[test]
     fn warnings_are_rate_limited() {
-        let mut w = RateLimitedWarning::default();
+        let w = RateLimitedWarning::default();
         let t0 = Instant::now();
         assert_eq!(w.due(t0), Some(0));
         assert_eq!(w.due(t0 + Duration::from_secs(1)), None);
