@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use thiserror::Error;
 
@@ -45,6 +46,8 @@ enum Kind {
     Bool,
     /// Inclusive bounds.
     Int(i64, i64),
+    /// -1 (no limit), or within the inclusive bounds.
+    IntOrUnbounded(i64, i64),
     /// Validated like the topic config it is the default for.
     Topic,
 }
@@ -75,6 +78,41 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "socket.request.max.bytes",
         "104857600",
         "Largest request frame accepted (bytes).",
+    ),
+    (
+        "queued.max.request.bytes",
+        "536870912",
+        "Bytes of requests being read or handled, over all connections; a connection waits \
+         before reading a body that does not fit. -1: unbounded (Kafka's default).",
+    ),
+    (
+        "connection.max.inflight.bytes",
+        "16777216",
+        "Sluice's own: bytes of one connection's requests being handled and answers waiting to be \
+         written; the connection stops reading while they are used up.",
+    ),
+    (
+        "max.connections",
+        "10000",
+        "Connections the broker holds; past it a new connection is accepted and closed. Keep it \
+         below the open-file limit.",
+    ),
+    (
+        "max.connections.per.ip",
+        "2147483647",
+        "Connections one client address may hold; past it a new one is accepted and closed.",
+    ),
+    (
+        "connections.max.idle.ms",
+        "600000",
+        "Close a connection with no request in flight that has received nothing for this long. \
+         -1: never.",
+    ),
+    (
+        "socket.request.read.timeout.ms",
+        "30000",
+        "Sluice's own: close a connection whose request frame is not complete this long after its \
+         first byte arrived.",
     ),
     (
         "log.segment.bytes",
@@ -241,8 +279,10 @@ pub fn setting_type(key: &str) -> crate::topic_config::ConfigType {
     use crate::topic_config::ConfigType;
     match kind(key) {
         Some(Kind::Bool) => ConfigType::Boolean,
-        Some(Kind::Int(_, max)) if max <= i32::MAX as i64 => ConfigType::Int,
-        Some(Kind::Int(..)) => ConfigType::Long,
+        Some(Kind::Int(_, max) | Kind::IntOrUnbounded(_, max)) if max <= i32::MAX as i64 => {
+            ConfigType::Int
+        }
+        Some(Kind::Int(..) | Kind::IntOrUnbounded(..)) => ConfigType::Long,
         Some(Kind::Topic) => match crate::topic_config::topic_name_for_broker_key(key)
             .and_then(crate::topic_config::def)
         {
@@ -266,6 +306,11 @@ fn kind(key: &str) -> Option<Kind> {
         "log.index.interval.bytes" => Kind::Int(0, i32::MAX as i64),
         "log.index.size.max.bytes" => Kind::Int(4, i32::MAX as i64),
         "fetch.max.bytes" => Kind::Int(1024, i32::MAX as i64),
+        "queued.max.request.bytes" => Kind::IntOrUnbounded(1024, i64::MAX),
+        "connection.max.inflight.bytes" => Kind::Int(1024, i32::MAX as i64),
+        "max.connections" | "max.connections.per.ip" => Kind::Int(1, i32::MAX as i64),
+        "connections.max.idle.ms" => Kind::IntOrUnbounded(1, i64::MAX),
+        "socket.request.read.timeout.ms" => Kind::Int(1, i32::MAX as i64),
         "offsets.topic.num.partitions" => Kind::Int(1, 10_000),
         "log.retention.hours" | "log.retention.minutes" => Kind::Int(-1, i32::MAX as i64),
         "log.retention.ms" | "log.retention.bytes" => Kind::Int(-1, i64::MAX),
@@ -327,6 +372,16 @@ pub fn check_setting(key: &str, value: &str) -> Result<String, ConfigError> {
                 .map_err(|_| invalid("expected an integer".into()))?;
             if n < min || n > max {
                 return Err(invalid(format!("must be between {min} and {max}")));
+            }
+        }
+        Kind::IntOrUnbounded(min, max) => {
+            let n: i64 = value
+                .parse()
+                .map_err(|_| invalid("expected an integer".into()))?;
+            if n != -1 && (n < min || n > max) {
+                return Err(invalid(format!(
+                    "must be -1 (no limit) or between {min} and {max}"
+                )));
             }
         }
     }
@@ -406,6 +461,11 @@ impl Settings {
         self.values[key].parse().expect("validated on load")
     }
 
+    /// An `IntOrUnbounded` setting: `None` for -1.
+    fn int_or_unbounded(&self, key: &str) -> Option<i64> {
+        Some(self.int(key)).filter(|n| *n != -1)
+    }
+
     fn bool(&self, key: &str) -> bool {
         self.values[key] == "true"
     }
@@ -469,6 +529,24 @@ pub struct GroupSettings {
     pub max_session_timeout_ms: i64,
 }
 
+/// Bounds on what clients can make the network layer hold (see "Resource bounds" in
+/// docs/ARCHITECTURE.md).
+#[derive(Debug, Clone)]
+pub struct NetworkSettings {
+    /// `queued.max.request.bytes`; `None`: unbounded.
+    pub queued_max_request_bytes: Option<usize>,
+    /// `connection.max.inflight.bytes`.
+    pub connection_max_inflight_bytes: usize,
+    /// `max.connections`.
+    pub max_connections: usize,
+    /// `max.connections.per.ip`.
+    pub max_connections_per_ip: usize,
+    /// `connections.max.idle.ms`; `None`: never.
+    pub connections_max_idle: Option<Duration>,
+    /// `socket.request.read.timeout.ms`.
+    pub request_read_timeout: Duration,
+}
+
 /// The runtime configuration of one broker.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -485,6 +563,7 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub socket_request_max_bytes: usize,
     pub fetch_max_bytes: usize,
+    pub network: NetworkSettings,
     pub groups: GroupSettings,
     /// Every broker setting by Kafka name: the defaults of topic configs and DescribeConfigs.
     pub settings: Settings,
@@ -526,6 +605,21 @@ impl BrokerConfig {
             auto_create_topics: settings.bool("auto.create.topics.enable"),
             socket_request_max_bytes: settings.int("socket.request.max.bytes") as usize,
             fetch_max_bytes: settings.int("fetch.max.bytes") as usize,
+            network: NetworkSettings {
+                queued_max_request_bytes: settings
+                    .int_or_unbounded("queued.max.request.bytes")
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+                connection_max_inflight_bytes: settings.int("connection.max.inflight.bytes")
+                    as usize,
+                max_connections: settings.int("max.connections") as usize,
+                max_connections_per_ip: settings.int("max.connections.per.ip") as usize,
+                connections_max_idle: settings
+                    .int_or_unbounded("connections.max.idle.ms")
+                    .map(|ms| Duration::from_millis(ms as u64)),
+                request_read_timeout: Duration::from_millis(
+                    settings.int("socket.request.read.timeout.ms") as u64,
+                ),
+            },
             groups: GroupSettings {
                 offsets_topic_partitions: settings.int("offsets.topic.num.partitions") as i32,
                 offsets_topic_segment_bytes: settings.int("offsets.topic.segment.bytes") as u64,
@@ -606,6 +700,72 @@ mod tests {
             Settings::load(Some("= broken"), &[]),
             Err(ConfigError::File(_))
         ));
+    }
+
+    #[test]
+    fn network_bounds() {
+        let config = |overrides: &[&str]| {
+            let o: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
+            let s = Settings::load(None, &o)?;
+            BrokerConfig::new(
+                1,
+                "127.0.0.1:9092".parse().unwrap(),
+                None,
+                "d".into(),
+                Durability::Fsync,
+                &s,
+            )
+        };
+        let n = config(&[]).unwrap().network;
+        assert_eq!(n.queued_max_request_bytes, Some(512 << 20));
+        assert_eq!(n.connection_max_inflight_bytes, 16 << 20);
+        assert_eq!(n.max_connections, 10_000);
+        assert_eq!(n.max_connections_per_ip, i32::MAX as usize);
+        assert_eq!(n.connections_max_idle, Some(Duration::from_secs(600)));
+        assert_eq!(n.request_read_timeout, Duration::from_secs(30));
+
+        let n = config(&[
+            "queued.max.request.bytes=-1",
+            "connections.max.idle.ms=-1",
+            "max.connections=50",
+            "max.connections.per.ip=5",
+            "socket.request.read.timeout.ms=1000",
+            "connection.max.inflight.bytes=4096",
+        ])
+        .unwrap()
+        .network;
+        assert_eq!(n.queued_max_request_bytes, None);
+        assert_eq!(n.connections_max_idle, None);
+        assert_eq!((n.max_connections, n.max_connections_per_ip), (50, 5));
+        assert_eq!(n.request_read_timeout, Duration::from_secs(1));
+        assert_eq!(n.connection_max_inflight_bytes, 4096);
+
+        for bad in [
+            "queued.max.request.bytes=0",
+            "queued.max.request.bytes=-2",
+            "queued.max.request.bytes=100",
+            "connections.max.idle.ms=0",
+            "max.connections=0",
+            "max.connections.per.ip=-1",
+            "socket.request.read.timeout.ms=0",
+            "connection.max.inflight.bytes=10",
+            "connection.max.inflight.bytes=4294967296",
+        ] {
+            assert!(
+                matches!(config(&[bad]), Err(ConfigError::Invalid { .. })),
+                "{bad} must be refused"
+            );
+        }
+        for key in [
+            "queued.max.request.bytes",
+            "connection.max.inflight.bytes",
+            "max.connections",
+            "max.connections.per.ip",
+            "connections.max.idle.ms",
+            "socket.request.read.timeout.ms",
+        ] {
+            assert!(setting_doc(key).is_some(), "{key} is documented");
+        }
     }
 
     #[test]
