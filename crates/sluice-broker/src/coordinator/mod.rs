@@ -69,25 +69,30 @@ pub fn now_ms() -> i64 {
 }
 
 impl Coordinator {
-    /// Loads the committed offsets if `__consumer_offsets` exists. Blocking (start-up).
+    /// Loads the committed offsets if `__consumer_offsets` exists. Blocking (start-up). Never
+    /// fails: damage in the offsets log is skipped or stops that partition's load (logged), and
+    /// if the topic's partitions are not all open the store is left unloaded, so
+    /// FindCoordinator answers COORDINATOR_NOT_AVAILABLE instead of the broker not starting.
     pub fn open(
         broker_replicas: &crate::replica_manager::ReplicaManager,
         settings: GroupSettings,
         partitions: Option<usize>,
-    ) -> Result<Coordinator, sluice_log::LogError> {
-        let offsets = match partitions {
-            Some(n) => {
-                let parts = (0..n as i32)
-                    .map(|i| {
-                        broker_replicas
-                            .get(OFFSETS_TOPIC, i)
-                            .expect("opened with its topic")
-                    })
-                    .collect();
-                OnceCell::new_with(Some(Arc::new(OffsetStore::load(parts)?)))
+    ) -> Coordinator {
+        let offsets = OnceCell::new();
+        if let Some(n) = partitions {
+            let parts: Option<Vec<_>> = (0..n as i32)
+                .map(|i| broker_replicas.get(OFFSETS_TOPIC, i))
+                .collect();
+            match parts {
+                Some(parts) => {
+                    let _ = offsets.set(Arc::new(OffsetStore::load(parts)));
+                }
+                None => tracing::error!(
+                    partitions = n,
+                    "__consumer_offsets is not fully open; committed offsets are not loaded"
+                ),
             }
-            None => OnceCell::new(),
-        };
+        }
         // Member ids must not repeat across restarts: seed with the start time.
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -106,7 +111,7 @@ impl Coordinator {
                 groups.set_has_offsets(&g, true);
             }
         }
-        Ok(Coordinator {
+        Coordinator {
             settings,
             offsets,
             machine: Mutex::new(Machine {
@@ -115,7 +120,7 @@ impl Coordinator {
                 next_request: 0,
             }),
             timer: Notify::new(),
-        })
+        }
     }
 
     /// Runs `f` on the state machine and routes the outputs it returns.
@@ -297,7 +302,7 @@ fn create_offsets_topic(broker: &Broker) -> Result<Arc<OffsetStore>, ApiError> {
         .map(|i| broker.replicas.get(OFFSETS_TOPIC, i))
         .collect::<Option<Vec<_>>>()
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let store = OffsetStore::load(parts).map_err(ApiError::from_log)?;
+    let store = OffsetStore::load(parts);
     tracing::info!(partitions, "group coordinator ready");
     Ok(Arc::new(store))
 }
