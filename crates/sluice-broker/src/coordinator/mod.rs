@@ -173,6 +173,7 @@ impl Coordinator {
 
     /// Fires the machine's timers until shutdown, then unloads every group.
     pub async fn run_timers(self: Arc<Self>, broker: Arc<Broker>) {
+        self.forget_deleted_topics(&broker).await;
         let mut stopping = broker.stopping.subscribe();
         let retention_every =
             Duration::from_millis(self.settings.offsets_retention_check_interval_ms);
@@ -232,6 +233,42 @@ impl Coordinator {
                 }
                 Err(e) => tracing::warn!(group, error = ?e.code, "could not expire offsets"),
             }
+        }
+    }
+
+    /// Drops every group's committed offsets for `topic` (deleted), durably, and marks the
+    /// groups left without offsets. Failures are logged: the topic is gone either way, and
+    /// start-up sweeps offsets of topics that no longer exist again.
+    pub async fn forget_topic(&self, topic: &str) {
+        let Some(store) = self.offsets_if_loaded() else {
+            return;
+        };
+        let emptied = store.forget_topic(topic, now_ms()).await;
+        if !emptied.is_empty() {
+            let mut m = self.machine.lock().expect("group machine lock");
+            for group in &emptied {
+                m.groups.set_has_offsets(group, false);
+            }
+        }
+    }
+
+    /// Forgets the offsets of topics that no longer exist: a crash between a topic's deletion
+    /// and its offsets' tombstones leaves them behind.
+    async fn forget_deleted_topics(&self, broker: &Broker) {
+        let Some(store) = self.offsets_if_loaded() else {
+            return;
+        };
+        let gone: Vec<String> = {
+            let meta = broker.meta.lock().expect("meta lock");
+            store
+                .topics()
+                .into_iter()
+                .filter(|t| meta.state().topic(t).is_none())
+                .collect()
+        };
+        for topic in gone {
+            tracing::info!(topic, "dropping committed offsets of a deleted topic");
+            self.forget_topic(&topic).await;
         }
     }
 

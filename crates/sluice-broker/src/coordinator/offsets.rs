@@ -377,7 +377,10 @@ pub fn replay_batches(
         // damage (and must never size an allocation).
         let room = bytes.len().saturating_sub(61) / 7;
         if header.records_count < 0 || header.records_count as usize > room {
-            let why = format!("record count {} does not fit the batch", header.records_count);
+            let why = format!(
+                "record count {} does not fit the batch",
+                header.records_count
+            );
             stats.skip_batch(partition, base, last, &why, true);
             continue;
         }
@@ -607,8 +610,19 @@ impl OffsetStore {
             .collect()
     }
 
-    /// Drops the offsets of a deleted topic from every group.
-    pub async fn forget_topic(&self, topic: &str, now_ms: i64) {
+    /// Every topic some group has committed offsets for.
+    pub fn topics(&self) -> std::collections::BTreeSet<String> {
+        self.cache
+            .lock()
+            .expect("offset cache lock")
+            .values()
+            .flat_map(|g| g.keys().map(|(t, _)| t.clone()))
+            .collect()
+    }
+
+    /// Drops the offsets of a deleted topic from every group (tombstones, made durable);
+    /// returns the groups left without any offsets.
+    pub async fn forget_topic(&self, topic: &str, now_ms: i64) -> Vec<String> {
         let affected: Vec<(String, Vec<TopicPartition>)> = {
             let cache = self.cache.lock().expect("offset cache lock");
             cache
@@ -619,11 +633,17 @@ impl OffsetStore {
                 })
                 .collect()
         };
+        let mut emptied = Vec::new();
         for (group, tps) in affected {
-            if let Err(e) = self.delete(&group, Some(tps), now_ms).await {
-                tracing::warn!(group, topic, error = ?e.code, "could not drop offsets of a deleted topic");
+            match self.delete(&group, Some(tps), now_ms).await {
+                Ok(_) if !self.has_offsets(&group) => emptied.push(group),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(group, topic, error = ?e.code, "could not drop offsets of a deleted topic")
+                }
             }
         }
+        emptied
     }
 }
 

@@ -70,9 +70,9 @@ pub async fn dispatch(
         RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(topics::create_topics(
             broker, r, version,
         ))),
-        RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(topics::delete_topics(
-            broker, r, version,
-        ))),
+        RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(
+            topics::delete_topics(broker, r, version).await,
+        )),
         RequestKind::CreatePartitions(r) => Some(ResponseKind::CreatePartitions(
             topics::create_partitions(broker, r),
         )),
