@@ -117,7 +117,7 @@ impl Broker {
             .iter()
             .find(|t| t.name == OFFSETS_TOPIC)
             .map(|t| t.partitions.len());
-        let groups = Coordinator::open(&replicas, config.groups.clone(), offsets_partitions)?;
+        let groups = Coordinator::open(&replicas, config.groups.clone(), offsets_partitions);
         Ok(Arc::new(Broker {
             config,
             meta: Mutex::new(meta),

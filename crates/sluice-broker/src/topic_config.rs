@@ -61,7 +61,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef { name: "cleanup.policy", ty: ConfigType::List, default: "delete", synonyms: &[syn("log.cleanup.policy")], doc: "\"delete\" removes old segments by retention time or size; \"compact\" keeps the latest record per key; both may be given." },
     TopicConfigDef { name: "compression.type", ty: ConfigType::String, default: "producer", synonyms: &[syn("compression.type")], doc: "Final compression of the topic; \"producer\" keeps the producer's codec." },
     TopicConfigDef { name: "delete.retention.ms", ty: ConfigType::Long, default: "86400000", synonyms: &[syn("log.cleaner.delete.retention.ms")], doc: "How long tombstones are kept on compacted topics." },
-    TopicConfigDef { name: "file.delete.delay.ms", ty: ConfigType::Long, default: "60000", synonyms: &[syn("log.segment.delete.delay.ms")], doc: "Time to wait before deleting a file from the filesystem." },
+    TopicConfigDef { name: "file.delete.delay.ms", ty: ConfigType::Long, default: "60000", synonyms: &[syn("log.segment.delete.delay.ms")], doc: "Kafka's wait before a deleted segment's files are removed. Not supported: Sluice removes them at once (readers keep their open handles, so nothing needs the delay); only the default is accepted." },
     TopicConfigDef { name: "flush.messages", ty: ConfigType::Long, default: MAX, synonyms: &[syn("log.flush.interval.messages")], doc: "Kafka's fsync interval in messages; Sluice's --durability decides instead." },
     TopicConfigDef { name: "flush.ms", ty: ConfigType::Long, default: MAX, synonyms: &[syn("log.flush.interval.ms")], doc: "Kafka's fsync interval in ms; Sluice's --durability decides instead." },
     TopicConfigDef { name: "index.interval.bytes", ty: ConfigType::Int, default: "4096", synonyms: &[syn("log.index.interval.bytes")], doc: "Bytes of log between two offset index entries." },
@@ -72,15 +72,15 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef { name: "message.timestamp.type", ty: ConfigType::String, default: "CreateTime", synonyms: &[syn("log.message.timestamp.type")], doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's time." },
     TopicConfigDef { name: "min.cleanable.dirty.ratio", ty: ConfigType::Double, default: "0.5", synonyms: &[syn("log.cleaner.min.cleanable.ratio")], doc: "Dirty share of the log above which it is compacted." },
     TopicConfigDef { name: "min.compaction.lag.ms", ty: ConfigType::Long, default: "0", synonyms: &[syn("log.cleaner.min.compaction.lag.ms")], doc: "Shortest time a record stays uncompacted." },
-    TopicConfigDef { name: "min.insync.replicas", ty: ConfigType::Int, default: "1", synonyms: &[syn("min.insync.replicas")], doc: "Replicas that must acknowledge an acks=all produce (enforced with replication)." },
-    TopicConfigDef { name: "preallocate", ty: ConfigType::Boolean, default: "false", synonyms: &[syn("log.preallocate")], doc: "Preallocate segment files." },
+    TopicConfigDef { name: "min.insync.replicas", ty: ConfigType::Int, default: "1", synonyms: &[syn("min.insync.replicas")], doc: "Replicas that must acknowledge an acks=all produce. Not enforced yet: every topic has one replica; it takes effect with replication." },
+    TopicConfigDef { name: "preallocate", ty: ConfigType::Boolean, default: "false", synonyms: &[syn("log.preallocate")], doc: "Preallocate segment files. Not supported: segment files are never preallocated; only false is accepted." },
     TopicConfigDef { name: "retention.bytes", ty: ConfigType::Long, default: "-1", synonyms: &[syn("log.retention.bytes")], doc: "Largest size of a partition before old segments are deleted; -1 for no limit." },
     TopicConfigDef { name: "retention.ms", ty: ConfigType::Long, default: "604800000", synonyms: &[syn("log.retention.ms"), Synonym { broker_key: "log.retention.minutes", scale: 60_000 }, Synonym { broker_key: "log.retention.hours", scale: 3_600_000 }], doc: "Longest time a segment is kept before it is deleted; -1 for no limit." },
     TopicConfigDef { name: "segment.bytes", ty: ConfigType::Int, default: "1073741824", synonyms: &[syn("log.segment.bytes")], doc: "Segment file size." },
     TopicConfigDef { name: "segment.index.bytes", ty: ConfigType::Int, default: "10485760", synonyms: &[syn("log.index.size.max.bytes")], doc: "Offset index size of a segment." },
-    TopicConfigDef { name: "segment.jitter.ms", ty: ConfigType::Long, default: "0", synonyms: &[syn("log.roll.jitter.ms")], doc: "Random jitter subtracted from segment.ms." },
+    TopicConfigDef { name: "segment.jitter.ms", ty: ConfigType::Long, default: "0", synonyms: &[syn("log.roll.jitter.ms")], doc: "Random jitter subtracted from segment.ms. Not supported yet: segments roll at segment.ms exactly; only 0 is accepted." },
     TopicConfigDef { name: "segment.ms", ty: ConfigType::Long, default: "604800000", synonyms: &[syn("log.roll.ms"), Synonym { broker_key: "log.roll.hours", scale: 3_600_000 }], doc: "Roll the active segment after this time even if not full." },
-    TopicConfigDef { name: "unclean.leader.election.enable", ty: ConfigType::Boolean, default: "false", synonyms: &[syn("unclean.leader.election.enable")], doc: "Allow out-of-sync replicas to become leader (data loss)." },
+    TopicConfigDef { name: "unclean.leader.election.enable", ty: ConfigType::Boolean, default: "false", synonyms: &[syn("unclean.leader.election.enable")], doc: "Allow out-of-sync replicas to become leader (data loss). Not enforced yet: every topic has one replica, so there is no other leader to elect; it takes effect with replication." },
 ];
 
 pub fn def(name: &str) -> Option<&'static TopicConfigDef> {
@@ -95,8 +95,49 @@ pub fn topic_name_for_broker_key(broker_key: &str) -> Option<&'static str> {
         .map(|d| d.name)
 }
 
-/// Checks a topic config value against its Kafka type and range.
+/// Settings Sluice accepts only at the value that describes what it does, because any other
+/// value would be accepted and silently ignored: `(name, the one accepted value, why)`.
+const ONLY_DEFAULT: &[(&str, &str, &str)] = &[
+    (
+        "preallocate",
+        "false",
+        "Sluice does not preallocate segment files",
+    ),
+    (
+        "segment.jitter.ms",
+        "0",
+        "Sluice does not jitter segment rolls yet; segments roll at segment.ms exactly",
+    ),
+    (
+        "file.delete.delay.ms",
+        "60000",
+        "Sluice removes a deleted segment's files at once (readers keep their open handles)",
+    ),
+];
+
+/// Checks a topic config value against its Kafka type and range, and refuses values Sluice
+/// would accept without effect (see [`ONLY_DEFAULT`]).
 pub fn validate(name: &str, value: &str) -> Result<(), ApiError> {
+    validate_type(name, value)?;
+    if let Some((_, accepted, why)) = ONLY_DEFAULT.iter().find(|(n, _, _)| *n == name) {
+        let same = match value.trim().parse::<i64>() {
+            Ok(v) => accepted.parse::<i64>() == Ok(v),
+            Err(_) => value == *accepted,
+        };
+        if !same {
+            return Err(ApiError::new(
+                ResponseError::InvalidConfig,
+                format!(
+                    "Invalid value {value} for configuration {name}: not supported ({why}); \
+                     only {accepted} is accepted"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_type(name: &str, value: &str) -> Result<(), ApiError> {
     let Some(d) = def(name) else {
         return Err(ApiError::new(
             ResponseError::InvalidConfig,
@@ -252,7 +293,11 @@ mod tests {
             ("message.timestamp.type", "LogAppendTime"),
             ("compression.type", "zstd"),
             ("delete.retention.ms", "0"),
-            ("preallocate", "true"),
+            ("preallocate", "false"),
+            ("segment.jitter.ms", "0"),
+            ("file.delete.delay.ms", "60000"),
+            ("min.insync.replicas", "2"),
+            ("unclean.leader.election.enable", "true"),
         ] {
             assert!(validate(k, v).is_ok(), "{k}={v}");
         }
@@ -266,11 +311,43 @@ mod tests {
             ("preallocate", "yes"),
             ("delete.retention.ms", "-5"),
             ("no.such.config", "1"),
+            ("preallocate", "true"),
+            ("segment.jitter.ms", "1000"),
+            ("file.delete.delay.ms", "0"),
+            ("unclean.leader.election.enable", "maybe"),
+            ("min.insync.replicas", "0"),
         ] {
             assert_eq!(
                 validate(k, v).unwrap_err().code,
                 ResponseError::InvalidConfig,
                 "{k}={v}"
+            );
+        }
+    }
+
+    #[test]
+    fn settings_without_effect_are_refused_and_say_why() {
+        let e = validate("preallocate", "true").unwrap_err();
+        let msg = e.message.unwrap();
+        assert!(
+            msg.contains("not supported") && msg.contains("only false"),
+            "{msg}"
+        );
+        // The type error comes first for a value that is not even a boolean.
+        let msg = validate("preallocate", "yes").unwrap_err().message.unwrap();
+        assert!(msg.contains("either true or false"), "{msg}");
+        // Every refused setting's default is accepted, and its documentation tells.
+        for (name, accepted, _) in ONLY_DEFAULT {
+            let d = def(name).unwrap();
+            assert_eq!(d.default, *accepted, "{name}");
+            assert!(validate(name, accepted).is_ok(), "{name}");
+            assert!(d.doc.contains("Not supported"), "{name}: {}", d.doc);
+        }
+        // Accepted for replication, but the documentation does not pretend.
+        for name in ["min.insync.replicas", "unclean.leader.election.enable"] {
+            assert!(
+                def(name).unwrap().doc.contains("Not enforced yet"),
+                "{name}"
             );
         }
     }

@@ -65,6 +65,8 @@ pub enum MetaError {
     UnknownBroker(BrokerId),
     #[error("producer id block must start at {expected}, not {found}")]
     ProducerIdBlock { expected: i64, found: i64 },
+    #[error("producer id block of size {size} starting at {first_id} is out of range")]
+    ProducerIdRange { first_id: i64, size: i64 },
 }
 
 /// The whole cluster as the metadata log describes it.
@@ -148,10 +150,15 @@ impl ClusterState {
             }
             MetadataRecord::SetBrokerConfigs { .. } => Ok(()),
             MetadataRecord::AllocateProducerIds { first_id, size, .. } => {
-                if *first_id != self.next_producer_id || *size <= 0 {
+                if *first_id != self.next_producer_id {
                     Err(MetaError::ProducerIdBlock {
                         expected: self.next_producer_id,
                         found: *first_id,
+                    })
+                } else if *size <= 0 || first_id.checked_add(*size).is_none() {
+                    Err(MetaError::ProducerIdRange {
+                        first_id: *first_id,
+                        size: *size,
                     })
                 } else {
                     Ok(())
@@ -214,7 +221,7 @@ impl ClusterState {
                 }
             }
             MetadataRecord::AllocateProducerIds { first_id, size, .. } => {
-                self.next_producer_id = first_id + size;
+                self.next_producer_id = first_id.saturating_add(*size);
             }
             MetadataRecord::SetTopicConfigs { topic_id, configs } => {
                 let name = &self.names_by_id[topic_id];
@@ -302,6 +309,15 @@ mod tests {
         );
         s.apply(&block(1000)).unwrap();
         assert_eq!(s.next_producer_id, 2000);
+        let overflowing = MetadataRecord::AllocateProducerIds {
+            broker_id: 1,
+            first_id: 2000,
+            size: i64::MAX,
+        };
+        assert!(matches!(
+            s.apply(&overflowing),
+            Err(MetaError::ProducerIdRange { .. })
+        ));
     }
 
     #[test]

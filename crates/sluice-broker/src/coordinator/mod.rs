@@ -69,25 +69,30 @@ pub fn now_ms() -> i64 {
 }
 
 impl Coordinator {
-    /// Loads the committed offsets if `__consumer_offsets` exists. Blocking (start-up).
+    /// Loads the committed offsets if `__consumer_offsets` exists. Blocking (start-up). Never
+    /// fails: damage in the offsets log is skipped or stops that partition's load (logged), and
+    /// if the topic's partitions are not all open the store is left unloaded, so
+    /// FindCoordinator answers COORDINATOR_NOT_AVAILABLE instead of the broker not starting.
     pub fn open(
         broker_replicas: &crate::replica_manager::ReplicaManager,
         settings: GroupSettings,
         partitions: Option<usize>,
-    ) -> Result<Coordinator, sluice_log::LogError> {
-        let offsets = match partitions {
-            Some(n) => {
-                let parts = (0..n as i32)
-                    .map(|i| {
-                        broker_replicas
-                            .get(OFFSETS_TOPIC, i)
-                            .expect("opened with its topic")
-                    })
-                    .collect();
-                OnceCell::new_with(Some(Arc::new(OffsetStore::load(parts)?)))
+    ) -> Coordinator {
+        let offsets = OnceCell::new();
+        if let Some(n) = partitions {
+            let parts: Option<Vec<_>> = (0..n as i32)
+                .map(|i| broker_replicas.get(OFFSETS_TOPIC, i))
+                .collect();
+            match parts {
+                Some(parts) => {
+                    let _ = offsets.set(Arc::new(OffsetStore::load(parts)));
+                }
+                None => tracing::error!(
+                    partitions = n,
+                    "__consumer_offsets is not fully open; committed offsets are not loaded"
+                ),
             }
-            None => OnceCell::new(),
-        };
+        }
         // Member ids must not repeat across restarts: seed with the start time.
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -106,7 +111,7 @@ impl Coordinator {
                 groups.set_has_offsets(&g, true);
             }
         }
-        Ok(Coordinator {
+        Coordinator {
             settings,
             offsets,
             machine: Mutex::new(Machine {
@@ -115,7 +120,7 @@ impl Coordinator {
                 next_request: 0,
             }),
             timer: Notify::new(),
-        })
+        }
     }
 
     /// Runs `f` on the state machine and routes the outputs it returns.
@@ -168,6 +173,7 @@ impl Coordinator {
 
     /// Fires the machine's timers until shutdown, then unloads every group.
     pub async fn run_timers(self: Arc<Self>, broker: Arc<Broker>) {
+        self.forget_deleted_topics(&broker).await;
         let mut stopping = broker.stopping.subscribe();
         let retention_every =
             Duration::from_millis(self.settings.offsets_retention_check_interval_ms);
@@ -227,6 +233,42 @@ impl Coordinator {
                 }
                 Err(e) => tracing::warn!(group, error = ?e.code, "could not expire offsets"),
             }
+        }
+    }
+
+    /// Drops every group's committed offsets for `topic` (deleted), durably, and marks the
+    /// groups left without offsets. Failures are logged: the topic is gone either way, and
+    /// start-up sweeps offsets of topics that no longer exist again.
+    pub async fn forget_topic(&self, topic: &str) {
+        let Some(store) = self.offsets_if_loaded() else {
+            return;
+        };
+        let emptied = store.forget_topic(topic, now_ms()).await;
+        if !emptied.is_empty() {
+            let mut m = self.machine.lock().expect("group machine lock");
+            for group in &emptied {
+                m.groups.set_has_offsets(group, false);
+            }
+        }
+    }
+
+    /// Forgets the offsets of topics that no longer exist: a crash between a topic's deletion
+    /// and its offsets' tombstones leaves them behind.
+    async fn forget_deleted_topics(&self, broker: &Broker) {
+        let Some(store) = self.offsets_if_loaded() else {
+            return;
+        };
+        let gone: Vec<String> = {
+            let meta = broker.meta.lock().expect("meta lock");
+            store
+                .topics()
+                .into_iter()
+                .filter(|t| meta.state().topic(t).is_none())
+                .collect()
+        };
+        for topic in gone {
+            tracing::info!(topic, "dropping committed offsets of a deleted topic");
+            self.forget_topic(&topic).await;
         }
     }
 
@@ -297,7 +339,7 @@ fn create_offsets_topic(broker: &Broker) -> Result<Arc<OffsetStore>, ApiError> {
         .map(|i| broker.replicas.get(OFFSETS_TOPIC, i))
         .collect::<Option<Vec<_>>>()
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let store = OffsetStore::load(parts).map_err(ApiError::from_log)?;
+    let store = OffsetStore::load(parts);
     tracing::info!(partitions, "group coordinator ready");
     Ok(Arc::new(store))
 }

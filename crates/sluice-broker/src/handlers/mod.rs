@@ -88,12 +88,10 @@ pub async fn dispatch(
                 off_reactor(move || topics::create_topics(&b, r, version)).await,
             ))
         }
-        RequestKind::DeleteTopics(r) => {
-            let b = broker.clone();
-            Some(ResponseKind::DeleteTopics(
-                off_reactor(move || topics::delete_topics(&b, r, version)).await,
-            ))
-        }
+        // Its metadata write and directory removal run off the reactor inside.
+        RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(
+            topics::delete_topics(broker, r, version).await,
+        )),
         RequestKind::CreatePartitions(r) => {
             let b = broker.clone();
             Some(ResponseKind::CreatePartitions(

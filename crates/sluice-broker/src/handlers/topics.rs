@@ -138,7 +138,7 @@ pub fn create_topics(
     CreateTopicsResponse::default().with_topics(results)
 }
 
-pub fn delete_topics(
+pub async fn delete_topics(
     broker: &Arc<Broker>,
     req: DeleteTopicsRequest,
     version: i16,
@@ -155,11 +155,13 @@ pub fn delete_topics(
             .map(|n| (Some(n.as_str().to_string()), Uuid::nil()))
             .collect()
     };
-    let responses = targets
-        .into_iter()
-        .map(|(name, id)| {
-            let resolved = match &name {
-                Some(n) => broker
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        // The metadata fsync and the removal of the partition directories wait on the disk.
+        let (b, target) = (broker.clone(), name.clone());
+        let outcome = super::off_reactor(move || {
+            let resolved = match &target {
+                Some(n) => b
                     .meta
                     .lock()
                     .expect("meta lock")
@@ -169,25 +171,31 @@ pub fn delete_topics(
                     .ok_or_else(|| ApiError::from(ResponseError::UnknownTopicOrPartition)),
                 None => Ok(id),
             };
-            let outcome = resolved.and_then(|id| broker.delete_topic(id).map(|n| (n, id)));
-            let result = DeletableTopicResult::default().with_name(name.as_deref().map(topic_name));
-            match outcome {
-                Ok((deleted, id)) => result
-                    .with_name(Some(topic_name(&deleted)))
-                    .with_topic_id(if version >= 6 { id } else { Uuid::nil() }),
-                Err(e) => {
-                    let mut r = result.with_error_code(e.code.code());
-                    if version >= 5 {
-                        r = r.with_error_message(e.message.as_deref().map(str_bytes));
-                    }
-                    if version >= 6 {
-                        r = r.with_topic_id(id);
-                    }
-                    r
-                }
-            }
+            resolved.and_then(|id| b.delete_topic(id).map(|n| (n, id)))
         })
-        .collect();
+        .await;
+        if let Ok((deleted, _)) = &outcome {
+            // A deleted topic's committed offsets go with it, so a topic created later under
+            // the same name starts without them.
+            broker.groups.forget_topic(deleted).await;
+        }
+        let result = DeletableTopicResult::default().with_name(name.as_deref().map(topic_name));
+        responses.push(match outcome {
+            Ok((deleted, id)) => result
+                .with_name(Some(topic_name(&deleted)))
+                .with_topic_id(if version >= 6 { id } else { Uuid::nil() }),
+            Err(e) => {
+                let mut r = result.with_error_code(e.code.code());
+                if version >= 5 {
+                    r = r.with_error_message(e.message.as_deref().map(str_bytes));
+                }
+                if version >= 6 {
+                    r = r.with_topic_id(id);
+                }
+                r
+            }
+        });
+    }
     DeleteTopicsResponse::default().with_responses(responses)
 }
 

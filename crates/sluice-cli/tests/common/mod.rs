@@ -145,6 +145,11 @@ impl Broker {
     }
 
     fn spawn(&mut self) {
+        self.spawn_process();
+        self.wait_accepting();
+    }
+
+    fn spawn_process(&mut self) {
         assert!(self.child.is_none(), "broker already running");
         self.starts += 1;
         let mut log = OpenOptions::new()
@@ -169,7 +174,6 @@ impl Broker {
             .spawn()
             .expect("spawn sluice binary");
         self.child = Some(child);
-        self.wait_accepting();
     }
 
     /// Waits until a TCP connect succeeds, failing fast if the process exits first.
@@ -257,6 +261,28 @@ impl Broker {
     /// Starts the process again on the same port and data dir.
     pub fn restart(&mut self) {
         self.spawn();
+    }
+
+    /// Starts the process on the same data dir expecting it to refuse to start; returns its
+    /// exit status and the log tail. Panics if it is still running after [`START_TIMEOUT`].
+    pub fn start_expecting_failure(&mut self) -> (ExitStatus, String) {
+        self.spawn_process();
+        let child = self.child.as_mut().expect("just spawned");
+        let deadline = Instant::now() + START_TIMEOUT;
+        let status = loop {
+            if let Some(s) = child.try_wait().expect("try_wait") {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "broker kept running although it should have refused to start\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        self.child = None;
+        (status, self.log_tail())
     }
 
     /// The last 60 lines of the broker's output, for failure messages.
