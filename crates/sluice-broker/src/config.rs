@@ -202,7 +202,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "log.segment.delete.delay.ms",
         "60000",
-        "Delay before a deleted segment's files are removed.",
+        "Kafka's delay before a deleted segment's files are removed. Not supported: Sluice removes them at once (readers keep their open file handles); only the default is accepted.",
     ),
     (
         "log.message.timestamp.type",
@@ -222,7 +222,7 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     (
         "min.insync.replicas",
         "1",
-        "Default min.insync.replicas of topics.",
+        "Default min.insync.replicas of topics. Not enforced yet: every topic has one replica until replication arrives.",
     ),
     (
         "compression.type",
@@ -317,12 +317,13 @@ fn kind(key: &str) -> Option<Kind> {
         "log.retention.check.interval.ms" | "log.cleaner.backoff.ms" => Kind::Int(1, i64::MAX),
         "log.cleaner.delete.retention.ms"
         | "log.cleaner.min.compaction.lag.ms"
-        | "log.segment.delete.delay.ms"
         | "log.message.timestamp.before.max.ms"
         | "log.message.timestamp.after.max.ms" => Kind::Int(0, i64::MAX),
         "log.cleaner.max.compaction.lag.ms" => Kind::Int(1, i64::MAX),
         "min.insync.replicas" => Kind::Int(1, i32::MAX as i64),
-        "log.cleanup.policy"
+        // Validated as file.delete.delay.ms is: only the default (Sluice needs no delay).
+        "log.segment.delete.delay.ms"
+        | "log.cleanup.policy"
         | "log.message.timestamp.type"
         | "compression.type"
         | "log.cleaner.min.cleanable.ratio" => Kind::Topic,
@@ -766,6 +767,21 @@ mod tests {
         ] {
             assert!(setting_doc(key).is_some(), "{key} is documented");
         }
+    }
+
+    #[test]
+    fn settings_sluice_cannot_honour_accept_only_their_default() {
+        let load = |kv: &str| Settings::load(None, &[kv.to_string()]);
+        assert!(load("log.segment.delete.delay.ms=60000").is_ok());
+        match load("log.segment.delete.delay.ms=0") {
+            Err(ConfigError::Invalid { reason, .. }) => {
+                assert!(reason.contains("at once"), "{reason}")
+            }
+            other => panic!("must be refused: {other:?}"),
+        }
+        assert!(setting_doc("min.insync.replicas")
+            .unwrap()
+            .contains("Not enforced yet"));
     }
 
     #[test]

@@ -59,7 +59,7 @@ const MAX: &str = "9223372036854775807";
 
 pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef { name: "cleanup.policy", ty: ConfigType::List, default: "delete", synonyms: &[syn("log.cleanup.policy")], doc: "\"delete\" removes old segments by retention time or size; \"compact\" keeps the latest record per key; both may be given." },
-    TopicConfigDef { name: "compression.type", ty: ConfigType::String, default: "producer", synonyms: &[syn("compression.type")], doc: "Final compression of the topic; \"producer\" keeps the producer's codec." },
+    TopicConfigDef { name: "compression.type", ty: ConfigType::String, default: "producer", synonyms: &[syn("compression.type")], doc: "Final compression of the topic: batches that arrive in another codec are recompressed by the broker (uncompressed, gzip, snappy, lz4, zstd); \"producer\" keeps the producer's codec." },
     TopicConfigDef { name: "delete.retention.ms", ty: ConfigType::Long, default: "86400000", synonyms: &[syn("log.cleaner.delete.retention.ms")], doc: "How long tombstones are kept on compacted topics." },
     TopicConfigDef { name: "file.delete.delay.ms", ty: ConfigType::Long, default: "60000", synonyms: &[syn("log.segment.delete.delay.ms")], doc: "Kafka's wait before a deleted segment's files are removed. Not supported: Sluice removes them at once (readers keep their open handles, so nothing needs the delay); only the default is accepted." },
     TopicConfigDef { name: "flush.messages", ty: ConfigType::Long, default: MAX, synonyms: &[syn("log.flush.interval.messages")], doc: "Kafka's fsync interval in messages; Sluice's --durability decides instead." },
@@ -249,6 +249,9 @@ pub struct TopicSettings {
     pub segment_index_bytes: u32,
     pub index_interval_bytes: u32,
     pub min_insync_replicas: i32,
+    /// `compression.type`: the codec every stored batch gets (the broker recompresses batches
+    /// that arrive in another one); `None` for `producer`, which keeps the producer's codec.
+    pub compression: Option<sluice_protocol::batch::Compression>,
 }
 
 impl TopicSettings {
@@ -257,6 +260,17 @@ impl TopicSettings {
         let long = |name: &str| get(name).trim().parse::<i64>().unwrap_or(i64::MAX);
         let policy = get("cleanup.policy");
         TopicSettings {
+            compression: {
+                use sluice_protocol::batch::Compression as C;
+                match get("compression.type").as_str() {
+                    "uncompressed" => Some(C::None),
+                    "gzip" => Some(C::Gzip),
+                    "snappy" => Some(C::Snappy),
+                    "lz4" => Some(C::Lz4),
+                    "zstd" => Some(C::Zstd),
+                    _ => None,
+                }
+            },
             compact: policy.contains("compact"),
             delete: policy.contains("delete"),
             retention_ms: long("retention.ms"),

@@ -125,3 +125,82 @@ fn ignored_settings_are_refused_and_unenforced_ones_say_so() {
     assert_eq!(value, "true");
     assert!(doc.contains("Not enforced yet"), "{doc}");
 }
+
+/// `compression.type` on a topic recompresses every batch that arrives in another codec: what is
+/// stored (and fetched) carries the topic's codec, and every record reads back unchanged.
+#[test]
+fn compression_type_recompresses_batches() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+    use kafka_protocol::messages::{BrokerId, TopicName};
+    use rdkafka::Offset;
+    use sluice_protocol::batch::{Batches, Compression};
+
+    let broker = Broker::start();
+    for (topic, codec) in [
+        ("to-zstd", "zstd"),
+        ("to-gzip", "gzip"),
+        ("to-plain", "uncompressed"),
+    ] {
+        let t = NewTopic::new(topic, 1, TopicReplication::Fixed(1)).set("compression.type", codec);
+        let res = block_on(admin(&broker).create_topics([&t], &admin_opts())).unwrap();
+        assert!(res[0].is_ok(), "{res:?}");
+    }
+    let recs: Vec<Rec> = (0..50)
+        .map(|i| Rec::kv(&format!("k{i}"), &format!("value number {i}")))
+        .collect();
+    let cases = [
+        ("to-zstd", "none", Compression::Zstd),
+        ("to-gzip", "lz4", Compression::Gzip),
+        ("to-plain", "snappy", Compression::None),
+    ];
+    for (topic, producer_codec, stored) in cases {
+        let p = producer(
+            &broker,
+            &[
+                ("acks", "all"),
+                ("compression.type", producer_codec),
+                ("linger.ms", "50"),
+            ],
+        );
+        let offs = block_on(produce(&p, topic, Some(0), &recs));
+        assert_eq!(offs.len(), 50, "{topic}");
+        // What the broker stored, as a fetch returns it: every batch in the topic's codec.
+        let mut conn = RawConn::connect(&broker);
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(kstr(topic)))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let resp = conn.call(11, &req);
+        let records = resp.responses[0].partitions[0].records.clone().unwrap();
+        let mut batches = 0;
+        for item in Batches::new(&records) {
+            let (h, _) = item.unwrap();
+            assert_eq!(h.compression().unwrap(), stored, "{topic}");
+            batches += 1;
+        }
+        assert!(batches > 0, "{topic}: nothing fetched");
+        // And every record reads back as produced.
+        let c = consumer(&broker, &[]);
+        let got = consume_n(&c, topic, 0, Offset::Beginning, 50, CLIENT_TIMEOUT);
+        let values: Vec<_> = got.iter().map(|g| g.value.clone().unwrap()).collect();
+        let keys: Vec<_> = got.iter().map(|g| g.key.clone().unwrap()).collect();
+        assert_eq!(
+            values,
+            recs.iter()
+                .map(|r| r.value.clone().unwrap())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            keys,
+            recs.iter()
+                .map(|r| r.key.clone().unwrap())
+                .collect::<Vec<_>>()
+        );
+    }
+}

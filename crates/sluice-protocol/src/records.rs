@@ -41,6 +41,43 @@ pub fn first_at_or_after(batch: &[u8], target: i64) -> Result<Option<(i64, i64)>
     Ok(found)
 }
 
+/// Re-encodes one whole v2 batch with `codec` (a topic's `compression.type` that differs from
+/// the producer's), keeping every record with its key, value, headers, timestamp and offset
+/// delta, and the batch's producer id, epoch, base sequence and timestamp type, as Kafka's
+/// `LogValidator` does when it recompresses. The caller has validated the batch, so its
+/// decompressed size is bounded. Not a hot path: topics rarely force a codec.
+pub fn recompress(batch: &[u8], codec: crate::batch::Compression) -> Result<Vec<u8>, RecordsError> {
+    use crate::batch::Compression as C;
+    use kafka_protocol::records::{Compression, RecordBatchEncoder, RecordEncodeOptions};
+    let records = decode(batch)?;
+    let compression = match codec {
+        C::None => Compression::None,
+        C::Gzip => Compression::Gzip,
+        C::Snappy => Compression::Snappy,
+        C::Lz4 => Compression::Lz4,
+        C::Zstd => Compression::Zstd,
+    };
+    let mut out = bytes::BytesMut::with_capacity(batch.len());
+    RecordBatchEncoder::encode(
+        &mut out,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .map_err(|e| RecordsError::Decode(format!("re-encoding: {e:#}")))?;
+    // One batch in, one batch out: the encoder only splits where producer fields change, and
+    // every record of one batch shares them.
+    let header = BatchHeader::parse(&out)?;
+    if header.total_size() != out.len() {
+        return Err(RecordsError::Decode(
+            "re-encoding split the batch in two".into(),
+        ));
+    }
+    Ok(out.to_vec())
+}
+
 /// Every record of `batch` (one whole v2 batch), decompressed. For produce-time checks that
 /// Kafka makes per record (keys on compacted topics, timestamp bounds).
 pub fn decode(batch: &[u8]) -> Result<Vec<kafka_protocol::records::Record>, RecordsError> {
@@ -117,6 +154,37 @@ mod tests {
         let b = batch(Compression::None, 0, &[5000, 1000, 6000]);
         assert_eq!(first_at_or_after(&b, 2000).unwrap(), Some((0, 5000)));
         assert_eq!(first_at_or_after(&b, 5500).unwrap(), Some((2, 6000)));
+    }
+
+    #[test]
+    fn recompression_keeps_every_record_in_every_codec() {
+        use crate::batch::{BatchHeader, Compression as C};
+        let codecs = [C::None, C::Gzip, C::Snappy, C::Lz4, C::Zstd];
+        for from in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let original = batch(from, 100, &[1000, 2000, 1500]);
+            let before = decode(&original).unwrap();
+            for to in codecs {
+                let out = recompress(&original, to).unwrap();
+                crate::batch::validate_produce_batches(&out).unwrap();
+                let h = BatchHeader::parse(&out).unwrap();
+                assert_eq!(h.compression().unwrap(), to);
+                assert_eq!((h.records_count, h.max_timestamp), (3, 2000));
+                let after = decode(&out).unwrap();
+                assert_eq!(after.len(), before.len());
+                for (a, b) in after.iter().zip(&before) {
+                    assert_eq!(
+                        (a.offset, a.timestamp, &a.value),
+                        (b.offset, b.timestamp, &b.value)
+                    );
+                }
+            }
+        }
     }
 
     #[test]

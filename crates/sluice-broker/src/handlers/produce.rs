@@ -155,6 +155,17 @@ fn validate_records(
     })
 }
 
+/// Rewrites the CRC-covered timestamp fields of `batch`: `(true, now)` stamps LogAppendTime,
+/// `(false, max)` sets the true max timestamp of a CreateTime batch.
+fn stamp_batch(batch: &mut [u8], (log_append, max_timestamp): (bool, i64)) -> Result<(), Refused> {
+    if log_append {
+        let attributes = i16::from_be_bytes([batch[21], batch[22]]) | 0x08;
+        batch[21..23].copy_from_slice(&attributes.to_be_bytes());
+    }
+    batch[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
+    batch::update_crc(batch).map_err(|e| batch_error(e).into())
+}
+
 /// Validates and appends one partition's records.
 fn append_one(
     broker: &Broker,
@@ -229,6 +240,20 @@ fn append_one(
     // LogAppendTime topic stamps the broker's time, and a CreateTime batch whose header
     // `maxTimestamp` is not the largest record timestamp gets the true one, so the time index and
     // ListOffsets by time can trust it.
+    // A topic whose compression.type names a codec stores every batch in it: a batch in
+    // another codec is decoded and re-encoded (Kafka's recompression), timestamps included.
+    let recompressed = match settings.compression {
+        Some(codec)
+            if batch::BatchHeader::parse(records).and_then(|h| h.compression()) != Ok(codec) =>
+        {
+            Some(
+                sluice_protocol::records::recompress(records, codec).map_err(|e| {
+                    ApiError::new(ResponseError::InvalidRecord, format!("recompressing: {e}"))
+                })?,
+            )
+        }
+        _ => None,
+    };
     let header_max = summary.max_timestamp;
     let stamp = if settings.log_append_time {
         Some((true, now))
@@ -244,21 +269,15 @@ fn append_one(
     } else {
         None
     };
-    let stamped;
-    let batch_bytes = match stamp {
-        Some((log_append, max_timestamp)) => {
+    let owned = match (recompressed, stamp) {
+        (Some(mut buf), Some(stamp)) => Some(stamp_batch(&mut buf, stamp).map(|()| buf)?),
+        (None, Some(stamp)) => {
             let mut buf = records.to_vec();
-            if log_append {
-                let attributes = i16::from_be_bytes([buf[21], buf[22]]) | 0x08;
-                buf[21..23].copy_from_slice(&attributes.to_be_bytes());
-            }
-            buf[35..43].copy_from_slice(&max_timestamp.to_be_bytes());
-            batch::update_crc(&mut buf).map_err(batch_error)?;
-            stamped = buf;
-            &stamped[..]
+            Some(stamp_batch(&mut buf, stamp).map(|()| buf)?)
         }
-        None => &records[..],
+        (recompressed, None) => recompressed,
     };
+    let batch_bytes = owned.as_deref().unwrap_or(&records[..]);
     let log_append_time = if settings.log_append_time { now } else { -1 };
     let outcome = partition
         .append(batch_bytes, now, producer)
