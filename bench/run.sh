@@ -26,7 +26,7 @@ BASE=${SLUICE_BENCH_DIR:-${TMPDIR:-/tmp}}
 
 echo "== building release" >&2
 cargo build --release -p sluice-cli >&2
-BIN=$ROOT/target/release/sluice
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/sluice
 
 WORK=$(mktemp -d "$BASE/sluice-bench.XXXXXX")
 RES=$WORK/results
@@ -196,5 +196,10 @@ else
 fi
 stop_broker || true
 
-python3 "$ROOT/bench/render.py" "$RES" "$SCALE" >"$OUT"
+python3 "$ROOT/bench/render.py" "$RES" "$SCALE" >"$WORK/report.md"
+# Sections from other scripts (bench/validation.sh) follow this marker; keep them.
+if [[ -f $OUT ]]; then
+    sed -n '/^<!-- kept by bench\/run.sh -->/,$p' "$OUT" >>"$WORK/report.md"
+fi
+mv "$WORK/report.md" "$OUT"
 echo "== wrote $OUT" >&2
