@@ -1,5 +1,6 @@
 //! Behaviour of `Log` through its public API, on real files in temp directories.
 
+use sluice_protocol::batch::testing::Rng;
 use std::fs::{self, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -724,17 +725,6 @@ fn failed_write_takes_the_log_offline() {
         log.append(&mut batch(1, 1, 1), 0, 0),
         Err(LogError::Offline)
     ));
-}
-
-/// xorshift64*: reproducible pseudo-random bytes without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
 }
 
 #[test]

@@ -427,6 +427,20 @@ pub mod testing {
         }
     }
 
+    /// xorshift64*: reproducible pseudo-random numbers without a dependency, for the bounded
+    /// random and mutation passes the gate runs over every decoder of untrusted bytes.
+    pub struct Rng(pub u64);
+
+    impl Rng {
+        #[allow(clippy::should_implement_trait)]
+        pub fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+    }
+
     /// One record as a test writes it: key, value, timestamp.
     pub type TestRecord<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, i64);
 
@@ -784,17 +798,6 @@ mod tests {
             validate_produce_batches(&codec),
             Err(BatchError::UnknownCompression(7))
         );
-    }
-
-    /// xorshift64*: deterministic pseudo-random bytes without a dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
     }
 
     #[test]

@@ -923,16 +923,6 @@ mod tests {
         assert_eq!(outcome.next, 7);
     }
 
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-    }
-
     fn mutate(rng: &mut Rng, good: &[u8]) -> Vec<u8> {
         let mut b = good.to_vec();
         for _ in 0..(rng.next() % 4) {
@@ -946,6 +936,8 @@ mod tests {
 
     /// Random and mutated keys, values and whole chunks of log: the decoders and the loader
     /// answer, never panic, and the loader never moves backwards.
+    use sluice_protocol::batch::testing::Rng;
+
     #[test]
     fn random_and_mutated_offset_records_never_panic() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);

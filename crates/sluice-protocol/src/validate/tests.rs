@@ -1,6 +1,7 @@
 use std::io::Write;
 
 use super::*;
+use crate::batch::testing::Rng;
 use crate::batch::testing::{build_batch, build_batch_with, BatchOptions};
 use crate::batch::{update_crc, validate_produce_batches};
 
@@ -303,17 +304,6 @@ fn corrupt_compressed_streams_are_errors() {
             update_crc(&mut b).unwrap();
             assert!(walk_all(&b).is_err(), "{codec:?} cut at {cut}");
         }
-    }
-}
-
-/// xorshift64*: deterministic pseudo-random bytes without a dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 }
 
