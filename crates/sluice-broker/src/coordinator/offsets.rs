@@ -431,7 +431,8 @@ fn apply_record(r: Record, partition: i32, cache: &mut OffsetCache, stats: &mut 
 pub struct OffsetStore {
     partitions: Vec<Arc<Partition>>,
     /// group -> committed offsets. Also serializes appends (see the module docs).
-    cache: Mutex<OffsetCache>,
+    /// Shared with the blocking task that appends (see [`OffsetStore::write`]).
+    cache: Arc<Mutex<OffsetCache>>,
 }
 
 impl OffsetStore {
@@ -464,7 +465,7 @@ impl OffsetStore {
         );
         OffsetStore {
             partitions,
-            cache: Mutex::new(cache),
+            cache: Arc::new(Mutex::new(cache)),
         }
     }
 
@@ -490,9 +491,13 @@ impl OffsetStore {
                 .collect(),
             now_ms,
         );
-        let end = {
-            let mut cache = self.cache.lock().expect("offset cache lock");
-            let info = match partition
+        // The append can wait on the disk (a throttled pwrite): off the reactor. The cache lock
+        // is held across it so the cache changes in log order.
+        let (cache, appender, group_name) =
+            (self.cache.clone(), partition.clone(), group.to_string());
+        let end = crate::handlers::off_reactor(move || -> Result<i64, ApiError> {
+            let mut cache = cache.lock().expect("offset cache lock");
+            let info = match appender
                 .append(&batch, now_ms, None)
                 .map_err(ApiError::from_append)?
             {
@@ -501,7 +506,7 @@ impl OffsetStore {
                     unreachable!("non-idempotent batches are never duplicates")
                 }
             };
-            let entry = cache.entry(group.to_string()).or_default();
+            let entry = cache.entry(group_name.clone()).or_default();
             for (tp, v) in records {
                 match v {
                     Some(v) => {
@@ -513,10 +518,11 @@ impl OffsetStore {
                 }
             }
             if entry.is_empty() {
-                cache.remove(group);
+                cache.remove(&group_name);
             }
-            info.last_offset + 1
-        };
+            Ok(info.last_offset + 1)
+        })
+        .await?;
         partition.make_durable(end).await.map_err(|e| {
             // Kafka answers a failed offsets write with a retriable coordinator error.
             tracing::error!(group, error = %e, "committing offsets failed");
