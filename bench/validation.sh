@@ -9,6 +9,8 @@
 #   ROUNDS            runs per case and build, interleaved before/after (default 2; the best
 #                     run of each counts, as noise on a shared 2-core machine only slows runs).
 #   SLUICE_BENCH_DIR  where the data dirs go (default $TMPDIR or /tmp).
+#   ONLY              space-separated case names to run (e.g. "100b-zstd 1k-zstd"); E2E=0
+#                     skips the end-to-end runs.
 #
 # Produce runs use --durability relaxed, so the CPU cost of validation is not hidden behind the
 # disk's fsync rate. Each case starts a fresh broker. Prints a markdown report on stdout.
@@ -67,6 +69,9 @@ CASES=(
 for case in "${CASES[@]}"; do
     name=${case%%|*}
     args=${case#*|}
+    if [[ -n ${ONLY:-} && " $ONLY " != *" $name "* ]]; then
+        continue
+    fi
     for round in $(seq "$ROUNDS"); do
         for which in before after; do
             bin=$BEFORE
@@ -78,14 +83,15 @@ for case in "${CASES[@]}"; do
     done
 done
 
-E2E="e2e --topic e2e --partitions 4 --consumers 4 --record-size 1024 --rate 19531 --acks all --linger-ms 1 --duration $(python3 -c "print(max(3, int(20 * $SCALE)))")"
+E2E_ARGS="e2e --topic e2e --partitions 4 --consumers 4 --record-size 1024 --rate 19531 --acks all --linger-ms 1 --duration $(python3 -c "print(max(3, int(20 * $SCALE)))")"
 for which in before after; do
+    [[ ${E2E:-1} == 0 ]] && break
     bin=$BEFORE
     [[ $which == after ]] && bin=$AFTER
     for durability in fsync relaxed; do
         echo "== e2e $durability $which" >&2
         # shellcheck disable=SC2086
-        run "e2e-$durability-$which" "$bin" "$durability" $E2E
+        run "e2e-$durability-$which" "$bin" "$durability" $E2E_ARGS
     done
 done
 

@@ -48,6 +48,14 @@ const STREAM_BUFFER: usize = 64 << 10;
 /// level producers use on batches of this size; a frame asking for more is refused.
 const ZSTD_WINDOW_LOG_MAX: u32 = 24;
 
+thread_local! {
+    /// One zstd decompression context per thread, reused from batch to batch: a fresh one per
+    /// batch allocates its window again (large enough to be mmap'd, so faulted in again) every
+    /// time. The blocking-pool threads that validate produces live long.
+    static ZSTD_CONTEXT: std::cell::RefCell<Option<zstd::zstd_safe::DCtx<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// One record as the walk sees it: everything but the bytes of key, value and headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordView {
@@ -154,14 +162,25 @@ pub fn walk_records(
             limit,
             &mut visit,
         )?,
-        Compression::Zstd => {
-            let mut decoder = zstd::stream::read::Decoder::with_buffer(body)
-                .map_err(|e| decompress(codec, e.to_string()))?;
-            decoder
-                .window_log_max(ZSTD_WINDOW_LOG_MAX)
-                .map_err(|e| decompress(codec, e.to_string()))?;
-            stream(decoder, codec, &header, limit, &mut visit)?
-        }
+        Compression::Zstd => ZSTD_CONTEXT.with(|cell| {
+            // Not re-entrant: `visit` never walks another batch.
+            let mut slot = cell.borrow_mut();
+            let context = match &mut *slot {
+                Some(context) => context,
+                empty => {
+                    let mut context = zstd::zstd_safe::DCtx::create();
+                    context
+                        .set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(
+                            ZSTD_WINDOW_LOG_MAX,
+                        ))
+                        .map_err(|code| decompress(codec, zstd::zstd_safe::get_error_name(code)))?;
+                    empty.insert(context)
+                }
+            };
+            // `with_context` resets the session, whatever the last batch left behind.
+            let decoder = zstd::stream::read::Decoder::with_context(body, context);
+            stream(decoder, codec, &header, limit, &mut visit)
+        })?,
     };
     if found != i64::from(header.records_count) {
         return Err(RecordsError::CountMismatch {

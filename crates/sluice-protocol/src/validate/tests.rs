@@ -357,3 +357,21 @@ fn transactional_and_producer_fields_do_not_matter_to_the_walk() {
     );
     assert_eq!(walk_all(&b).unwrap().0.records, 3);
 }
+
+#[test]
+fn the_reused_zstd_context_recovers_from_a_bad_batch() {
+    // The thread's zstd context is reused: a batch that fails half-way (cut stream, bomb) must
+    // not leave state behind that breaks the next good one.
+    let plain = build_batch(0, &three());
+    let good = with_records(&plain, Compression::Zstd, &plain[BATCH_HEADER_LEN..]);
+    let zeros = vec![0u8; 4 << 20];
+    let bomb = with_records(&plain, Compression::Zstd, &zeros);
+    let mut cut = good[..good.len() - 4].to_vec();
+    let len = (cut.len() - 12) as i32;
+    cut[8..12].copy_from_slice(&len.to_be_bytes());
+    update_crc(&mut cut).unwrap();
+    for bad in [&cut, &bomb] {
+        assert!(walk_records(bad, 1 << 16, |_| {}).is_err());
+        assert_eq!(walk_records(&good, LIMIT, |_| {}).unwrap().records, 3);
+    }
+}
