@@ -377,8 +377,14 @@ class KWorker(threading.Thread):
                         self.records.extend(recs)
                     self.assignment = {tp.partition for tp in self.consumer.assignment()}
                 if self.commit_offsets is not None and not self.committed.is_set():
-                    self.consumer.commit(self.commit_offsets)
-                    self.committed.set()
+                    try:
+                        self.consumer.commit(self.commit_offsets)
+                        self.committed.set()
+                    except (KErrors.RebalanceInProgressError, KErrors.CommitFailedError):
+                        # A rejoin kafka-python started on its own (it rejoins when its
+                        # metadata snapshot moves) raced the commit; as the error says,
+                        # poll() to finish the rebalance, then commit again.
+                        pass
         except Exception as e:  # surfaced by the test
             self.error = e
         finally:
