@@ -121,6 +121,8 @@ pub struct WalkSummary {
     pub max_timestamp: i64,
     /// Bytes of records after decompression (the batch's own size when uncompressed).
     pub uncompressed_bytes: usize,
+    /// The batch's codec.
+    pub compression: Compression,
 }
 
 /// Walks every record of one whole v2 batch (framing and CRC already checked, e.g. by
@@ -192,6 +194,7 @@ pub fn walk_records(
         records: header.records_count,
         max_timestamp,
         uncompressed_bytes: bytes,
+        compression: codec,
     })
 }
 

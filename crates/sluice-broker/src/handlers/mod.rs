@@ -61,6 +61,15 @@ pub async fn off_reactor<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'stat
     }
 }
 
+/// [`off_reactor`] for handler work that needs the broker.
+pub async fn with_broker_off_reactor<T: Send + 'static>(
+    broker: &Arc<Broker>,
+    f: impl FnOnce(&Arc<Broker>) -> T + Send + 'static,
+) -> T {
+    let b = broker.clone();
+    off_reactor(move || f(&b)).await
+}
+
 /// Routes a decoded request to its handler. Only APIs in the version table reach this point.
 pub async fn dispatch(
     broker: &Arc<Broker>,
@@ -76,35 +85,23 @@ pub async fn dispatch(
     match request.body {
         RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions::handle(None))),
         // Metadata may auto-create topics (a metadata fsync, new log directories).
-        RequestKind::Metadata(r) => {
-            let b = broker.clone();
-            Some(ResponseKind::Metadata(
-                off_reactor(move || metadata::handle(&b, r, version)).await,
-            ))
-        }
-        RequestKind::CreateTopics(r) => {
-            let b = broker.clone();
-            Some(ResponseKind::CreateTopics(
-                off_reactor(move || topics::create_topics(&b, r, version)).await,
-            ))
-        }
+        RequestKind::Metadata(r) => Some(ResponseKind::Metadata(
+            with_broker_off_reactor(broker, move |b| metadata::handle(b, r, version)).await,
+        )),
+        RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(
+            with_broker_off_reactor(broker, move |b| topics::create_topics(b, r, version)).await,
+        )),
         // Its metadata write and directory removal run off the reactor inside.
         RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(
             topics::delete_topics(broker, r, version).await,
         )),
-        RequestKind::CreatePartitions(r) => {
-            let b = broker.clone();
-            Some(ResponseKind::CreatePartitions(
-                off_reactor(move || topics::create_partitions(&b, r)).await,
-            ))
-        }
+        RequestKind::CreatePartitions(r) => Some(ResponseKind::CreatePartitions(
+            with_broker_off_reactor(broker, move |b| topics::create_partitions(b, r)).await,
+        )),
         // Index lookups read files; by-time lookups decompress batches.
-        RequestKind::ListOffsets(r) => {
-            let b = broker.clone();
-            Some(ResponseKind::ListOffsets(
-                off_reactor(move || list_offsets::handle(&b, r, version)).await,
-            ))
-        }
+        RequestKind::ListOffsets(r) => Some(ResponseKind::ListOffsets(
+            with_broker_off_reactor(broker, move |b| list_offsets::handle(b, r, version)).await,
+        )),
         RequestKind::Produce(r) => produce::handle(broker, r).await.map(ResponseKind::Produce),
         RequestKind::Fetch(r) => Some(ResponseKind::Fetch(fetch::handle(broker, r, version).await)),
         RequestKind::FindCoordinator(r) => Some(ResponseKind::FindCoordinator(
@@ -139,34 +136,24 @@ pub async fn dispatch(
             groups::offset_delete(broker, r).await,
         )),
         // May allocate a new producer-id block (a metadata fsync).
-        RequestKind::InitProducerId(r) => {
-            let b = broker.clone();
-            Some(ResponseKind::InitProducerId(
-                off_reactor(move || producers::init_producer_id(&b, r)).await,
-            ))
-        }
+        RequestKind::InitProducerId(r) => Some(ResponseKind::InitProducerId(
+            with_broker_off_reactor(broker, move |b| producers::init_producer_id(b, r)).await,
+        )),
         RequestKind::DescribeProducers(r) => Some(ResponseKind::DescribeProducers(
             producers::describe_producers(broker, r),
         )),
         // Reads the metadata under its lock, which a writer holds across an fsync.
-        RequestKind::DescribeConfigs(r) => {
-            let b = broker.clone();
-            Some(ResponseKind::DescribeConfigs(
-                off_reactor(move || configs::describe_configs(&b, r, version)).await,
-            ))
-        }
-        RequestKind::IncrementalAlterConfigs(r) => {
-            let b = broker.clone();
-            Some(ResponseKind::IncrementalAlterConfigs(
-                off_reactor(move || configs::incremental_alter_configs(&b, r)).await,
-            ))
-        }
-        RequestKind::AlterConfigs(r) => {
-            let b = broker.clone();
-            Some(ResponseKind::AlterConfigs(
-                off_reactor(move || configs::alter_configs(&b, r)).await,
-            ))
-        }
+        RequestKind::DescribeConfigs(r) => Some(ResponseKind::DescribeConfigs(
+            with_broker_off_reactor(broker, move |b| configs::describe_configs(b, r, version))
+                .await,
+        )),
+        RequestKind::IncrementalAlterConfigs(r) => Some(ResponseKind::IncrementalAlterConfigs(
+            with_broker_off_reactor(broker, move |b| configs::incremental_alter_configs(b, r))
+                .await,
+        )),
+        RequestKind::AlterConfigs(r) => Some(ResponseKind::AlterConfigs(
+            with_broker_off_reactor(broker, move |b| configs::alter_configs(b, r)).await,
+        )),
         RequestKind::DeleteRecords(r) => Some(ResponseKind::DeleteRecords(
             delete_records::handle(broker, r).await,
         )),

@@ -243,15 +243,11 @@ fn append_one(
     // A topic whose compression.type names a codec stores every batch in it: a batch in
     // another codec is decoded and re-encoded (Kafka's recompression), timestamps included.
     let recompressed = match settings.compression {
-        Some(codec)
-            if batch::BatchHeader::parse(records).and_then(|h| h.compression()) != Ok(codec) =>
-        {
-            Some(
-                sluice_protocol::records::recompress(records, codec).map_err(|e| {
-                    ApiError::new(ResponseError::InvalidRecord, format!("recompressing: {e}"))
-                })?,
-            )
-        }
+        Some(codec) if walked.compression != codec => Some(
+            sluice_protocol::records::recompress(records, codec).map_err(|e| {
+                ApiError::new(ResponseError::InvalidRecord, format!("recompressing: {e}"))
+            })?,
+        ),
         _ => None,
     };
     let header_max = summary.max_timestamp;
@@ -333,8 +329,7 @@ pub struct PendingProduce {
 /// pages. Neither may hold a reactor thread that other connections need. The caller awaits the
 /// result before reading its next request, so request order is kept.
 pub async fn start(broker: &Arc<Broker>, req: ProduceRequest) -> PendingProduce {
-    let b = broker.clone();
-    super::off_reactor(move || start_blocking(&b, req)).await
+    super::with_broker_off_reactor(broker, move |b| start_blocking(b, req)).await
 }
 
 fn start_blocking(broker: &Arc<Broker>, req: ProduceRequest) -> PendingProduce {
