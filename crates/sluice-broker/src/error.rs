@@ -80,6 +80,7 @@ impl ApiError {
         use crate::partition::AppendError;
         use crate::producer_state::SequenceError;
         match e {
+            AppendError::NotLeader => ResponseError::NotLeaderOrFollower.into(),
             AppendError::Log(e) => ApiError::from_log(e),
             AppendError::Sequence(SequenceError::OutOfOrder) => {
                 ResponseError::OutOfOrderSequenceNumber.into()

@@ -3,7 +3,12 @@
 //!
 //! # Layout
 //! - [`config`]: broker settings (Kafka names), validated into [`config::BrokerConfig`].
-//! - [`broker`]: shared state: metadata store, hosted partitions, fetch sessions; topic operations.
+//! - [`broker`]: shared state (metadata image, controller, hosted partitions, fetch sessions,
+//!   groups); start-up and shutdown.
+//! - [`controller`]: every metadata decision (placement, leaders and epochs, producer-id blocks,
+//!   config validation), written as records; handlers ask it.
+//! - [`image`]: the immutable metadata image handlers read, and the publisher that swaps it and
+//!   drives the replica manager from each delta.
 //! - [`server`]: accept loop and graceful shutdown; [`connection`]: one client connection.
 //! - [`handlers`]: one module per Kafka API family (produce, fetch, metadata, topics, ...).
 //! - [`replica_manager`], [`partition`]: the partitions hosted here, their logs and high watermarks.
@@ -19,10 +24,12 @@
 pub mod broker;
 pub mod config;
 pub mod connection;
+pub mod controller;
 pub mod coordinator;
 pub mod error;
 pub mod fetch_session;
 pub mod handlers;
+pub mod image;
 pub mod maintenance;
 pub mod partition;
 pub mod producer_state;

@@ -11,12 +11,13 @@
 //! batches after its offset are replayed ([`Partition::load_producer_state`]).
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use sluice_log::{AppendInfo, Log, LogError};
 use sluice_protocol::batch::Batches;
+use sluice_types::LeaderEpoch;
 use uuid::Uuid;
 
 use crate::config::Durability;
@@ -28,6 +29,8 @@ const PRODUCER_SNAPSHOT: &str = "producer-state.json";
 
 #[derive(Debug)]
 pub enum AppendError {
+    /// This broker does not lead the partition (any more).
+    NotLeader,
     Log(LogError),
     Sequence(SequenceError),
 }
@@ -56,6 +59,10 @@ pub struct Partition {
     pub log: Arc<Log>,
     durability: Durability,
     high_watermark: AtomicI64,
+    /// Whether this broker leads the partition, and the leader epoch of the latest image:
+    /// appends are stamped with it and fetchers are checked against it.
+    is_leader: AtomicBool,
+    leader_epoch: AtomicI32,
     /// The topic's effective configs; replaced when they are altered.
     settings: RwLock<Arc<TopicSettings>>,
     producers: Mutex<ProducerStateTable>,
@@ -84,6 +91,8 @@ impl Partition {
             log: Arc::new(log),
             durability,
             high_watermark: AtomicI64::new(hw),
+            is_leader: AtomicBool::new(false),
+            leader_epoch: AtomicI32::new(0),
             settings: RwLock::new(settings),
             producers: Mutex::new(ProducerStateTable::default()),
             waiters: Waiters::default(),
@@ -96,6 +105,22 @@ impl Partition {
 
     pub fn set_settings(&self, settings: Arc<TopicSettings>) {
         *self.settings.write().expect("settings lock") = settings;
+    }
+
+    /// Applies the leadership the metadata image gives this broker.
+    pub fn set_leadership(&self, leads: bool, epoch: LeaderEpoch) {
+        // The epoch first: whoever sees `is_leader` sees at least this epoch.
+        self.leader_epoch.store(epoch.get(), Ordering::Release);
+        self.is_leader.store(leads, Ordering::Release);
+        self.waiters.wake_all();
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.is_leader.load(Ordering::Acquire)
+    }
+
+    pub fn leader_epoch(&self) -> LeaderEpoch {
+        LeaderEpoch(self.leader_epoch.load(Ordering::Acquire))
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -120,6 +145,9 @@ impl Partition {
         producer: Option<IncomingBatch>,
     ) -> Result<AppendOutcome, AppendError> {
         let mut producers = self.producers.lock().expect("producer state lock");
+        if !self.is_leader() {
+            return Err(AppendError::NotLeader);
+        }
         if let Some(b) = &producer {
             if let Verdict::Duplicate { first_offset, .. } =
                 producers.check(b).map_err(AppendError::Sequence)?
@@ -131,7 +159,7 @@ impl Partition {
         }
         let info = self
             .log
-            .append_from(batches, 0, now_ms)
+            .append_from(batches, self.leader_epoch().get(), now_ms)
             .map_err(AppendError::Log)?;
         if let Some(b) = &producer {
             producers.record(b, info.base_offset, info.last_offset, now_ms);

@@ -1,12 +1,15 @@
 //! The partitions this broker hosts, by topic name and index, and their directories on disk
-//! (`<data-dir>/<topic>-<partition>/`).
+//! (`<data-dir>/<topic>-<partition>/`). Which partitions those are, and whether each leads, is
+//! decided by the metadata: the publisher hands the replica manager the local changes of each
+//! new image ([`ReplicaManager::apply_local`], [`ReplicaManager::remove`]).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use sluice_log::{Io, Log, LogConfig, LogError, StdIo};
-use sluice_meta::{TopicInfo, Uuid};
+use sluice_meta::{ClusterState, LocalChanges, TopicInfo, Uuid};
+use sluice_types::TopicPartition;
 
 use crate::config::{Durability, Settings};
 use crate::partition::Partition;
@@ -18,9 +21,6 @@ pub struct ReplicaManager {
     /// Broker settings (static + dynamic): the defaults behind every topic config.
     settings: RwLock<Settings>,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
-    /// Topic names by id, for requests that name topics by id (Fetch v13+) without going
-    /// through the metadata lock.
-    names_by_id: RwLock<HashMap<Uuid, String>>,
     /// The disk seam every partition log goes through.
     io: Arc<dyn Io>,
 }
@@ -43,7 +43,6 @@ impl ReplicaManager {
             durability,
             settings: RwLock::new(settings),
             partitions: RwLock::default(),
-            names_by_id: RwLock::default(),
         }
     }
 
@@ -92,65 +91,95 @@ impl ReplicaManager {
             .cloned()
     }
 
-    /// The name of the hosted topic with id `id`.
-    pub fn topic_name(&self, id: &Uuid) -> Option<String> {
-        self.names_by_id
-            .read()
-            .expect("topic id index lock")
-            .get(id)
-            .cloned()
-    }
-
-    /// Opens (creating or recovering) every partition of `topic` that is not open yet.
-    pub fn open_topic(&self, topic: &TopicInfo, clean_shutdown: bool) -> Result<(), LogError> {
-        self.names_by_id
-            .write()
-            .expect("topic id index lock")
-            .insert(topic.topic_id, topic.name.clone());
-        for index in 0..topic.partitions.len() as i32 {
-            if self.get(&topic.name, index).is_some() {
+    /// Opens the partitions this broker now hosts and tells each whether it leads and under
+    /// which epoch. Keeps going past a partition that fails to open (its disk is bad: it stays
+    /// offline, and requests for it get errors) and returns the first failure.
+    pub fn apply_local(
+        &self,
+        changes: &LocalChanges,
+        image: &ClusterState,
+        clean_shutdown: bool,
+    ) -> Result<(), LogError> {
+        let mut first_err = None;
+        let local = changes
+            .leaders
+            .iter()
+            .map(|c| (c, true))
+            .chain(changes.followers.iter().map(|c| (c, false)));
+        for (change, leads) in local {
+            let Some(topic) = image.topic_by_id(&change.topic_id) else {
                 continue;
-            }
-            let dir = self.partition_dir(&topic.name, index);
-            let settings = self.topic_settings(topic);
-            let log = Log::open_with_io(
-                &dir,
-                Self::log_config(&settings),
-                clean_shutdown,
-                self.io.clone(),
-            )?;
-            tracing::debug!(topic = %topic.name, partition = index,
-                log_end_offset = log.log_end_offset(), "opened partition log");
-            let non_empty = log.log_end_offset() > log.log_start_offset();
-            let partition = Partition::new(
-                topic.name.clone(),
-                topic.topic_id,
-                index,
-                log,
-                self.durability,
-                settings,
-            );
-            if non_empty {
-                partition.load_producer_state(crate::handlers::now_ms())?;
-            }
-            self.partitions
-                .write()
-                .expect("partition map lock")
-                .insert((topic.name.clone(), index), Arc::new(partition));
+            };
+            let partition = match self.open_partition(topic, &change.tp, clean_shutdown) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(partition = %change.tp, error = %e, "could not open partition");
+                    first_err.get_or_insert(e);
+                    continue;
+                }
+            };
+            partition.set_leadership(leads, change.info.leader_epoch);
+            tracing::debug!(partition = %change.tp, leads, leader_epoch = %change.info.leader_epoch,
+                "partition leadership applied");
         }
-        Ok(())
+        first_err.map_or(Ok(()), Err)
     }
 
-    /// Closes and removes every partition of `topic`, deleting its data from disk.
-    pub fn delete_topic(&self, topic: &str) {
-        self.names_by_id
+    /// The open partition `tp`, opening (creating or recovering) its log if needed.
+    fn open_partition(
+        &self,
+        topic: &TopicInfo,
+        tp: &TopicPartition,
+        clean_shutdown: bool,
+    ) -> Result<Arc<Partition>, LogError> {
+        let index = tp.partition.get();
+        if let Some(p) = self.get(&tp.topic, index) {
+            return Ok(p);
+        }
+        let dir = self.partition_dir(&tp.topic, index);
+        let settings = self.topic_settings(topic);
+        let log = Log::open_with_io(
+            &dir,
+            Self::log_config(&settings),
+            clean_shutdown,
+            self.io.clone(),
+        )?;
+        tracing::debug!(partition = %tp, log_end_offset = log.log_end_offset(), "opened partition log");
+        let non_empty = log.log_end_offset() > log.log_start_offset();
+        let partition = Arc::new(Partition::new(
+            topic.name.clone(),
+            topic.topic_id,
+            index,
+            log,
+            self.durability,
+            settings,
+        ));
+        if non_empty {
+            partition.load_producer_state(crate::handlers::now_ms())?;
+        }
+        self.partitions
             .write()
-            .expect("topic id index lock")
-            .retain(|_, name| name != topic);
+            .expect("partition map lock")
+            .insert((tp.topic.clone(), index), partition.clone());
+        Ok(partition)
+    }
+
+    /// Closes and removes the given partitions, deleting their data from disk.
+    pub fn remove(&self, gone: &[(TopicPartition, Uuid)]) {
+        if gone.is_empty() {
+            return;
+        }
         let removed: Vec<Arc<Partition>> = {
             let mut map = self.partitions.write().expect("partition map lock");
-            let keys: Vec<_> = map.keys().filter(|(t, _)| t == topic).cloned().collect();
-            keys.into_iter().filter_map(|k| map.remove(&k)).collect()
+            gone.iter()
+                .filter_map(|(tp, id)| {
+                    let key = (tp.topic.clone(), tp.partition.get());
+                    match map.get(&key) {
+                        Some(p) if p.topic_id == *id => map.remove(&key),
+                        _ => None,
+                    }
+                })
+                .collect()
         };
         for p in removed {
             p.waiters.wake_all();

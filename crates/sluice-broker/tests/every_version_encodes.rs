@@ -313,7 +313,13 @@ async fn every_advertised_version_encodes() {
     // The group coordinator's timers complete join phases (server::run starts them normally).
     tokio::spawn(broker.groups.clone().run_timers(broker.clone()));
     let t = broker
-        .create_topic("t", 2, 1, None, Default::default(), false)
+        .controller
+        .create_topics(
+            vec![sluice_broker::controller::NewTopic::new("t", 2)],
+            false,
+        )
+        .await
+        .remove(0)
         .unwrap();
     let peer: SocketAddr = "127.0.0.1:50000".parse().unwrap();
 

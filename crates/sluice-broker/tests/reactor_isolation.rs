@@ -21,6 +21,7 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use sluice_broker::config::{BrokerConfig, Durability, Settings};
+use sluice_broker::controller::NewTopic;
 use sluice_broker::Broker;
 use sluice_log::{Io, StdIo};
 use sluice_protocol::batch::testing::build_batch;
@@ -197,8 +198,13 @@ fn isolation(durability: Durability) {
     let seam: Arc<dyn Io> = io.clone();
     let broker = Broker::open_with_io(config, seam).unwrap();
     for name in ["hostage", "free"] {
-        broker
-            .create_topic(name, 1, 1, None, Default::default(), false)
+        runtime
+            .block_on(
+                broker
+                    .controller
+                    .create_topics(vec![NewTopic::new(name, 1)], false),
+            )
+            .remove(0)
             .unwrap();
     }
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -3,7 +3,10 @@
 //!
 //! # Layout
 //! - [`record`]: the metadata records, the only way state changes.
-//! - [`state`]: [`ClusterState`], a pure state machine: `validate(record)` then `apply(record)`.
+//! - [`state`]: [`ClusterState`], a pure state machine: `validate(record)` by the controller,
+//!   then an infallible `apply(offset, record)` everywhere; also the snapshot format.
+//! - [`delta`]: [`MetadataDelta`], what changed between two images and what the local broker
+//!   must do about it (lead, follow, remove partitions).
 //! - [`replay`]: the metadata log's checksummed line format and its pure replay
 //!   ([`replay_bytes`]), shared by start-up, the fuzz target and the tests.
 //! - [`store`]: [`MetadataStore`], the durable metadata log on disk, replayed at start-up.
@@ -12,16 +15,17 @@
 //! controller's log. The Raft quorum (openraft) will replicate these same records between
 //! controllers; the state machine does not change.
 
+pub mod delta;
 pub mod record;
 pub mod replay;
 pub mod state;
 pub mod store;
 
+pub use delta::{LocalChanges, LocalPartition, MetadataDelta};
 pub use record::{MetadataRecord, TopicConfigs};
 pub use replay::{encode_line, replay_bytes, Replay, ReplayError, TornTail};
 pub use state::{BrokerInfo, ClusterState, MetaError, PartitionInfo, TopicInfo};
 pub use store::{MetadataStore, StoreError};
 pub use uuid::Uuid;
 
-/// Kafka's broker/node id.
-pub type BrokerId = i32;
+pub use sluice_types::BrokerId;

@@ -1,9 +1,14 @@
-//! Metadata records. Serialized as one JSON object per line in the metadata log, so the format
+//! Metadata records: the only way cluster state changes. Serialized as one JSON object per line
+//! in the metadata log (and, with the controller quorum, as Raft log entries), so the format
 //! stays readable and new optional fields can be added with `#[serde(default)]`.
+//!
+//! Every record is decided and validated by the controller before it is proposed; applying one
+//! is infallible and deterministic (see [`crate::state`]).
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use sluice_types::PartitionId;
 use uuid::Uuid;
 
 use crate::BrokerId;
@@ -14,15 +19,40 @@ pub type TopicConfigs = BTreeMap<String, String>;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum MetadataRecord {
-    /// A broker announces itself and where clients reach it.
+    /// The cluster is formed: its id is chosen once, by the first controller, and never
+    /// changes. Data directories written before this record existed get it from their
+    /// `meta.properties` at the first start of a release that has it.
+    FormCluster {
+        cluster_id: String,
+    },
+    /// A broker announces itself and where clients reach it. Its broker epoch is the offset
+    /// of this record in the metadata log (as in KRaft), so every registration fences the
+    /// previous incarnation of the same node.
     RegisterBroker {
         broker_id: BrokerId,
         host: String,
         port: i32,
         #[serde(default)]
         rack: Option<String>,
+        /// A random id per process start: tells a restart from a duplicate registration.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        incarnation_id: Option<Uuid>,
+        /// Registered fenced: the broker may not lead until the controller unfences it.
+        #[serde(default, skip_serializing_if = "is_false")]
+        fenced: bool,
     },
-    /// A new topic with its partitions placed on `replicas[i]` for partition i.
+    /// The broker may no longer lead or be in an ISR (shut down, or lost its session).
+    FenceBroker {
+        broker_id: BrokerId,
+        epoch: i64,
+    },
+    /// The broker is alive and caught up with the metadata: it may lead again.
+    UnfenceBroker {
+        broker_id: BrokerId,
+        epoch: i64,
+    },
+    /// A new topic with its partitions placed on `replicas[i]` for partition i. Each partition
+    /// starts led by its first replica at leader epoch 0 with every replica in the ISR.
     CreateTopic {
         name: String,
         topic_id: Uuid,
@@ -36,6 +66,24 @@ pub enum MetadataRecord {
     },
     DeleteTopic {
         topic_id: Uuid,
+    },
+    /// Changes one partition: only the fields present change. Every change bumps the partition
+    /// epoch; a new leader (even the same broker again, or none) bumps the leader epoch, which
+    /// fences whoever led under the old one (KIP-101).
+    PartitionChange {
+        topic_id: Uuid,
+        partition: PartitionId,
+        /// `Some(BrokerId::NONE)`: no leader (no eligible replica is alive).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        leader: Option<BrokerId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        isr: Option<Vec<BrokerId>>,
+        /// Eligible leader replicas (KIP-966): out of the ISR but known to hold every
+        /// committed record, so still electable.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        elr: Option<Vec<BrokerId>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replicas: Option<Vec<BrokerId>>,
     },
     /// Replaces a topic's config overrides (what Alter/IncrementalAlterConfigs computed).
     SetTopicConfigs {
@@ -56,4 +104,8 @@ pub enum MetadataRecord {
         first_id: i64,
         size: i64,
     },
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }

@@ -161,9 +161,10 @@ pub fn replay_bytes(bytes: &[u8]) -> Result<Replay, ReplayError> {
         };
         let is_last = next == bytes.len();
         let decoded = decode_line(line).and_then(|(record, checked)| {
+            let offset = replay.state.last_offset + 1;
             replay
                 .state
-                .apply(&record)
+                .replay(offset, &record)
                 .map(|()| checked)
                 .map_err(|e| LineError::Refused(format!("record does not apply: {e}")))
         });
@@ -204,24 +205,27 @@ pub fn replay_bytes(bytes: &[u8]) -> Result<Replay, ReplayError> {
 mod tests {
     use super::*;
     use crate::record::TopicConfigs;
+    use crate::BrokerId;
     use uuid::Uuid;
 
     fn records() -> Vec<MetadataRecord> {
         vec![
             MetadataRecord::RegisterBroker {
-                broker_id: 1,
+                broker_id: BrokerId(1),
                 host: "127.0.0.1".into(),
                 port: 9092,
                 rack: None,
+                incarnation_id: None,
+                fenced: false,
             },
             MetadataRecord::CreateTopic {
                 name: "a".into(),
                 topic_id: Uuid::from_u128(10),
-                replicas: vec![vec![1]; 2],
+                replicas: vec![vec![BrokerId(1)]; 2],
                 configs: TopicConfigs::from([("retention.ms".into(), "1000".into())]),
             },
             MetadataRecord::AllocateProducerIds {
-                broker_id: 1,
+                broker_id: BrokerId(1),
                 first_id: 0,
                 size: 1000,
             },

@@ -27,6 +27,7 @@ use tokio::sync::{oneshot, Notify, OnceCell};
 
 use crate::broker::Broker;
 use crate::config::GroupSettings;
+use crate::controller::NewTopic;
 use crate::error::ApiError;
 use offsets::{OffsetStore, OFFSETS_TOPIC};
 
@@ -258,14 +259,12 @@ impl Coordinator {
         let Some(store) = self.offsets_if_loaded() else {
             return;
         };
-        let gone: Vec<String> = {
-            let meta = broker.meta.lock().expect("meta lock");
-            store
-                .topics()
-                .into_iter()
-                .filter(|t| meta.state().topic(t).is_none())
-                .collect()
-        };
+        let image = broker.metadata();
+        let gone: Vec<String> = store
+            .topics()
+            .into_iter()
+            .filter(|t| image.topic(t).is_none())
+            .collect();
         for topic in gone {
             tracing::info!(topic, "dropping committed offsets of a deleted topic");
             self.forget_topic(&topic).await;
@@ -275,12 +274,7 @@ impl Coordinator {
     /// The offset store, creating `__consumer_offsets` on first use.
     pub async fn offsets(&self, broker: &Arc<Broker>) -> Result<Arc<OffsetStore>, ApiError> {
         self.offsets
-            .get_or_try_init(|| async {
-                let b = broker.clone();
-                tokio::task::spawn_blocking(move || create_offsets_topic(&b))
-                    .await
-                    .map_err(|_| ApiError::from(ResponseError::CoordinatorNotAvailable))?
-            })
+            .get_or_try_init(|| create_offsets_topic(broker))
             .await
             .cloned()
     }
@@ -291,55 +285,50 @@ impl Coordinator {
     }
 }
 
-fn create_offsets_topic(broker: &Broker) -> Result<Arc<OffsetStore>, ApiError> {
+async fn create_offsets_topic(broker: &Arc<Broker>) -> Result<Arc<OffsetStore>, ApiError> {
     let settings = &broker.config.groups;
-    let exists = broker
-        .meta
-        .lock()
-        .expect("meta lock")
-        .state()
-        .topic(OFFSETS_TOPIC)
-        .map(|t| t.partitions.len());
-    let partitions = match exists {
-        Some(n) => n,
-        None => {
-            let configs = TopicConfigs::from([
-                ("cleanup.policy".to_string(), "compact".to_string()),
-                ("compression.type".to_string(), "producer".to_string()),
-                (
-                    "segment.bytes".to_string(),
-                    settings.offsets_topic_segment_bytes.to_string(),
-                ),
-            ]);
-            let topic = broker.create_topic(
-                OFFSETS_TOPIC,
-                settings.offsets_topic_partitions,
-                1,
-                None,
-                configs,
+    if broker.metadata().topic(OFFSETS_TOPIC).is_none() {
+        let configs = TopicConfigs::from([
+            ("cleanup.policy".to_string(), "compact".to_string()),
+            ("compression.type".to_string(), "producer".to_string()),
+            (
+                "segment.bytes".to_string(),
+                settings.offsets_topic_segment_bytes.to_string(),
+            ),
+        ]);
+        let created = broker
+            .controller
+            .create_topics(
+                vec![NewTopic {
+                    name: OFFSETS_TOPIC.to_string(),
+                    num_partitions: settings.offsets_topic_partitions,
+                    replication_factor: 1,
+                    assignment: None,
+                    configs,
+                }],
                 false,
-            );
-            match topic {
-                Ok(t) => t.partitions.len(),
-                Err(e) if e.code == ResponseError::TopicAlreadyExists => broker
-                    .meta
-                    .lock()
-                    .expect("meta lock")
-                    .state()
-                    .topic(OFFSETS_TOPIC)
-                    .map_or(0, |t| t.partitions.len()),
-                Err(e) => {
-                    tracing::error!(error = ?e, "could not create __consumer_offsets");
-                    return Err(ResponseError::CoordinatorNotAvailable.into());
-                }
+            )
+            .await;
+        match created.into_iter().next() {
+            // Created, or by someone else meanwhile.
+            Some(Ok(_)) => {}
+            Some(Err(e)) if e.code == ResponseError::TopicAlreadyExists => {}
+            other => {
+                tracing::error!(error = ?other, "could not create __consumer_offsets");
+                return Err(ResponseError::CoordinatorNotAvailable.into());
             }
         }
-    };
+    }
+    let partitions = broker
+        .metadata()
+        .topic(OFFSETS_TOPIC)
+        .map_or(0, |t| t.partitions.len());
     let parts = (0..partitions as i32)
         .map(|i| broker.replicas.get(OFFSETS_TOPIC, i))
         .collect::<Option<Vec<_>>>()
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let store = OffsetStore::load(parts);
+    // Loading reads the offsets logs: off the reactor.
+    let store = crate::handlers::off_reactor(move || OffsetStore::load(parts)).await;
     tracing::info!(partitions, "group coordinator ready");
     Ok(Arc::new(store))
 }

@@ -23,11 +23,13 @@ use kafka_protocol::messages::incremental_alter_configs_response::{
     AlterConfigsResourceResponse, IncrementalAlterConfigsResponse,
 };
 use kafka_protocol::ResponseError;
+use sluice_meta::BrokerId;
 use sluice_meta::TopicConfigs;
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::config::{self, check_setting, is_dynamic, Settings, SETTINGS};
+use crate::config::{self, is_dynamic, Settings, SETTINGS};
+use crate::controller::validate_broker_config;
 use crate::error::ApiError;
 use crate::topic_config::{self, ConfigSource, TOPIC_CONFIGS};
 
@@ -35,12 +37,12 @@ const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
 
 /// Which broker-config layer a BROKER resource name addresses.
-fn broker_target(broker: &Broker, name: &str) -> Result<Option<i32>, ApiError> {
+fn broker_target(broker: &Broker, name: &str) -> Result<Option<BrokerId>, ApiError> {
     if name.is_empty() {
         return Ok(None);
     }
     match name.parse::<i32>() {
-        Ok(id) if id == broker.config.node_id => Ok(Some(id)),
+        Ok(id) if id == broker.config.node_id => Ok(Some(BrokerId(id))),
         _ => Err(ApiError::new(
             ResponseError::InvalidRequest,
             format!(
@@ -99,10 +101,7 @@ fn describe_topic(
     version: i16,
 ) -> Result<Vec<DescribeConfigsResourceResult>, ApiError> {
     let overrides = broker
-        .meta
-        .lock()
-        .expect("meta lock")
-        .state()
+        .metadata()
         .topic(name)
         .map(|t| t.configs.clone())
         .ok_or(ResponseError::UnknownTopicOrPartition)?;
@@ -178,8 +177,7 @@ fn describe_cluster_defaults(
     req: &DescribeConfigsRequest,
     version: i16,
 ) -> Vec<DescribeConfigsResourceResult> {
-    broker
-        .dynamic_broker_configs(None)
+    dynamic_broker_configs(broker, None)
         .iter()
         .filter(|(k, _)| keys.is_none_or(|keys| keys.iter().any(|x| x.as_str() == k.as_str())))
         .map(|(key, value)| {
@@ -316,20 +314,25 @@ fn apply_ops(
     Ok(current)
 }
 
-fn validate_broker_key(key: &str, value: &str) -> Result<(), ApiError> {
-    if !is_dynamic(key) {
-        return Err(ApiError::new(
-            ResponseError::InvalidRequest,
-            format!("Cannot update these configs dynamically: {key}"),
-        ));
-    }
-    check_setting(key, value)
-        .map(|_| ())
-        .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))
+/// The dynamic configs recorded for `broker_id` (`None`: cluster defaults).
+fn dynamic_broker_configs(broker: &Broker, broker_id: Option<BrokerId>) -> TopicConfigs {
+    broker
+        .metadata()
+        .broker_configs
+        .get(&broker_id)
+        .cloned()
+        .unwrap_or_default()
 }
 
-/// Computes and (unless `validate_only`) stores the new configs of one resource.
-fn alter_resource(
+/// The whole new config set of one resource, as an alter request computes it.
+enum NewConfigs {
+    Topic(String, TopicConfigs),
+    Broker(Option<BrokerId>, TopicConfigs),
+}
+
+/// Computes the new configs of one resource and (unless `validate_only`) has the controller
+/// store them.
+async fn alter_resource(
     broker: &Broker,
     resource_type: i8,
     name: &str,
@@ -337,13 +340,31 @@ fn alter_resource(
     replace_all: bool,
     validate_only: bool,
 ) -> Result<(), ApiError> {
+    let new = plan_alter(broker, resource_type, name, ops, replace_all)?;
+    if validate_only {
+        return Ok(());
+    }
+    match new {
+        NewConfigs::Topic(name, configs) => {
+            broker.controller.set_topic_configs(name, configs).await
+        }
+        NewConfigs::Broker(target, configs) => {
+            broker.controller.set_broker_configs(target, configs).await
+        }
+    }
+}
+
+fn plan_alter(
+    broker: &Broker,
+    resource_type: i8,
+    name: &str,
+    ops: Vec<(String, Op)>,
+    replace_all: bool,
+) -> Result<NewConfigs, ApiError> {
     match resource_type {
         TOPIC => {
             let current = broker
-                .meta
-                .lock()
-                .expect("meta lock")
-                .state()
+                .metadata()
                 .topic(name)
                 .map(|t| t.configs.clone())
                 .ok_or(ResponseError::UnknownTopicOrPartition)?;
@@ -363,30 +384,24 @@ fn alter_resource(
                         .map(|d| topic_config::effective(d, &TopicConfigs::new(), &settings).0)
                 },
             )?;
-            if !validate_only {
-                broker.set_topic_configs(name, new)?;
-            }
-            Ok(())
+            Ok(NewConfigs::Topic(name.to_string(), new))
         }
         BROKER => {
             let target = broker_target(broker, name)?;
             let start = if replace_all {
                 TopicConfigs::new()
             } else {
-                broker.dynamic_broker_configs(target)
+                dynamic_broker_configs(broker, target)
             };
             let settings = broker.settings();
             let new = apply_ops(
                 start,
                 ops,
                 |k| k == "log.cleanup.policy",
-                validate_broker_key,
+                validate_broker_config,
                 |k| settings.get(k).map(String::from),
             )?;
-            if !validate_only {
-                broker.set_broker_configs(target, new)?;
-            }
-            Ok(())
+            Ok(NewConfigs::Broker(target, new))
         }
         other => Err(ApiError::new(
             ResponseError::InvalidRequest,
@@ -405,14 +420,13 @@ fn error_fields(
     }
 }
 
-pub fn incremental_alter_configs(
+pub async fn incremental_alter_configs(
     broker: &Arc<Broker>,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
-    let responses = req
-        .resources
-        .iter()
-        .map(|r| {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in &req.resources {
+        responses.push({
             let ops: Result<Vec<(String, Op)>, ApiError> = r
                 .configs
                 .iter()
@@ -439,33 +453,36 @@ pub fn incremental_alter_configs(
                     Ok((c.name.as_str().to_string(), op))
                 })
                 .collect();
-            let outcome = ops.and_then(|ops| {
-                alter_resource(
-                    broker,
-                    r.resource_type,
-                    r.resource_name.as_str(),
-                    ops,
-                    false,
-                    req.validate_only,
-                )
-            });
+            let outcome = match ops {
+                Ok(ops) => {
+                    alter_resource(
+                        broker,
+                        r.resource_type,
+                        r.resource_name.as_str(),
+                        ops,
+                        false,
+                        req.validate_only,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
             let (code, message) = error_fields(outcome);
             AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone())
                 .with_error_code(code)
                 .with_error_message(message)
-        })
-        .collect();
+        });
+    }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }
 
 /// Legacy AlterConfigs: the given configs REPLACE the resource's whole override set.
-pub fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsResponse {
-    let responses = req
-        .resources
-        .iter()
-        .map(|r| {
+pub async fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut responses = Vec::with_capacity(req.resources.len());
+    for r in &req.resources {
+        responses.push({
             let ops: Result<Vec<(String, Op)>, ApiError> = r
                 .configs
                 .iter()
@@ -477,24 +494,28 @@ pub fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterCon
                     )),
                 })
                 .collect();
-            let outcome = ops.and_then(|ops| {
-                alter_resource(
-                    broker,
-                    r.resource_type,
-                    r.resource_name.as_str(),
-                    ops,
-                    true,
-                    req.validate_only,
-                )
-            });
+            let outcome = match ops {
+                Ok(ops) => {
+                    alter_resource(
+                        broker,
+                        r.resource_type,
+                        r.resource_name.as_str(),
+                        ops,
+                        true,
+                        req.validate_only,
+                    )
+                    .await
+                }
+                Err(e) => Err(e),
+            };
             let (code, message) = error_fields(outcome);
             LegacyResourceResponse::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone())
                 .with_error_code(code)
                 .with_error_message(message)
-        })
-        .collect();
+        });
+    }
     AlterConfigsResponse::default().with_responses(responses)
 }
 
@@ -558,13 +579,15 @@ mod tests {
 
     #[test]
     fn only_log_defaults_are_dynamic() {
-        assert!(validate_broker_key("log.retention.ms", "1000").is_ok());
+        assert!(validate_broker_config("log.retention.ms", "1000").is_ok());
         assert_eq!(
-            validate_broker_key("num.partitions", "3").unwrap_err().code,
+            validate_broker_config("num.partitions", "3")
+                .unwrap_err()
+                .code,
             ResponseError::InvalidRequest
         );
         assert_eq!(
-            validate_broker_key("log.retention.ms", "soon")
+            validate_broker_config("log.retention.ms", "soon")
                 .unwrap_err()
                 .code,
             ResponseError::InvalidConfig

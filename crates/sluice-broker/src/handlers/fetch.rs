@@ -65,7 +65,14 @@ fn session_partition(
 /// Uses the replica manager's own maps: the fetch path never takes the metadata lock.
 fn resolve(broker: &Broker, by_id: bool, name: &str, id: Uuid) -> (String, Uuid) {
     if by_id {
-        (broker.replicas.topic_name(&id).unwrap_or_default(), id)
+        (
+            broker
+                .metadata()
+                .topic_by_id(&id)
+                .map(|t| t.name.clone())
+                .unwrap_or_default(),
+            id,
+        )
     } else {
         let id = broker
             .replicas

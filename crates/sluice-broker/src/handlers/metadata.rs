@@ -10,10 +10,11 @@ use kafka_protocol::messages::metadata_response::{
 };
 use kafka_protocol::messages::BrokerId;
 use kafka_protocol::ResponseError;
-use sluice_meta::{TopicConfigs, TopicInfo, Uuid};
+use sluice_meta::{ClusterState, TopicConfigs, TopicInfo, Uuid};
 
 use super::{str_bytes, topic_name};
 use crate::broker::Broker;
+use crate::controller::NewTopic;
 
 fn topic_entry(t: &TopicInfo) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
@@ -27,10 +28,15 @@ fn topic_entry(t: &TopicInfo) -> MetadataResponseTopic {
                 .map(|(i, p)| {
                     MetadataResponsePartition::default()
                         .with_partition_index(i as i32)
-                        .with_leader_id(BrokerId(p.leader))
-                        .with_leader_epoch(p.leader_epoch)
-                        .with_replica_nodes(p.replicas.iter().map(|b| BrokerId(*b)).collect())
-                        .with_isr_nodes(p.isr.iter().map(|b| BrokerId(*b)).collect())
+                        .with_error_code(if p.has_leader() {
+                            0
+                        } else {
+                            ResponseError::LeaderNotAvailable.code()
+                        })
+                        .with_leader_id(BrokerId(p.leader.get()))
+                        .with_leader_epoch(p.leader_epoch.get())
+                        .with_replica_nodes(p.replicas.iter().map(|b| BrokerId(b.get())).collect())
+                        .with_isr_nodes(p.isr.iter().map(|b| BrokerId(b.get())).collect())
                 })
                 .collect(),
         )
@@ -43,7 +49,7 @@ fn error_entry(name: Option<&str>, id: Uuid, error: ResponseError) -> MetadataRe
         .with_error_code(error.code())
 }
 
-pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
     // v0 uses an empty list for "all topics"; v1+ uses null.
     let requested = match req.topics {
         Some(t) if !(version == 0 && t.is_empty()) => Some(t),
@@ -52,59 +58,80 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
     let allow_create =
         broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
 
-    let topics = match requested {
-        None => {
-            let meta = broker.meta.lock().expect("meta lock");
-            meta.state().topics().map(topic_entry).collect()
+    let mut image = broker.metadata();
+    // Topics whose auto-creation was refused, with why.
+    let mut refused = std::collections::HashMap::new();
+    if let (Some(wanted), true) = (&requested, allow_create) {
+        let missing: Vec<NewTopic> = wanted
+            .iter()
+            .filter_map(|w| w.name.as_ref().map(|n| n.as_str()))
+            .filter(|n| image.topic(n).is_none())
+            .map(|name| NewTopic {
+                name: name.to_string(),
+                num_partitions: -1,
+                replication_factor: -1,
+                assignment: None,
+                configs: TopicConfigs::new(),
+            })
+            .collect();
+        if !missing.is_empty() {
+            let names: Vec<String> = missing.iter().map(|t| t.name.clone()).collect();
+            let created = broker.controller.create_topics(missing, false).await;
+            for (name, result) in names.into_iter().zip(created) {
+                match result {
+                    // Lost a race with another creator: what exists is reported below.
+                    Err(e) if e.code != ResponseError::TopicAlreadyExists => {
+                        refused.insert(name, e.code);
+                    }
+                    _ => {}
+                }
+            }
+            image = broker.metadata();
         }
+    }
+
+    let topics = match requested {
+        None => image.topics().map(topic_entry).collect(),
         Some(wanted) => wanted
             .iter()
-            .map(|w| {
-                let Some(name) = w.name.as_ref().map(|n| n.as_str()) else {
-                    let meta = broker.meta.lock().expect("meta lock");
-                    return match meta.state().topic_by_id(&w.topic_id) {
-                        Some(t) => topic_entry(t),
-                        None => error_entry(None, w.topic_id, ResponseError::UnknownTopicId),
-                    };
-                };
-                if let Some(t) = broker.meta.lock().expect("meta lock").state().topic(name) {
-                    return topic_entry(t);
-                }
-                if !allow_create {
-                    return error_entry(
+            .map(|w| match w.name.as_ref().map(|n| n.as_str()) {
+                None => match image.topic_by_id(&w.topic_id) {
+                    Some(t) => topic_entry(t),
+                    None => error_entry(None, w.topic_id, ResponseError::UnknownTopicId),
+                },
+                Some(name) => match image.topic(name) {
+                    Some(t) => topic_entry(t),
+                    // Auto-creation was refused (a bad name...), or it raced with a delete.
+                    None if allow_create => error_entry(
+                        Some(name),
+                        Uuid::nil(),
+                        refused
+                            .get(name)
+                            .copied()
+                            .unwrap_or(ResponseError::LeaderNotAvailable),
+                    ),
+                    None => error_entry(
                         Some(name),
                         Uuid::nil(),
                         ResponseError::UnknownTopicOrPartition,
-                    );
-                }
-                let created = broker.create_topic(name, -1, -1, None, TopicConfigs::new(), false);
-                match created {
-                    Ok(t) => topic_entry(&t),
-                    // Lost a race with another creator: report what exists now.
-                    Err(e) if e.code == ResponseError::TopicAlreadyExists => {
-                        match broker.meta.lock().expect("meta lock").state().topic(name) {
-                            Some(t) => topic_entry(t),
-                            None => error_entry(
-                                Some(name),
-                                Uuid::nil(),
-                                ResponseError::LeaderNotAvailable,
-                            ),
-                        }
-                    }
-                    Err(e) => error_entry(Some(name), Uuid::nil(), e.code),
-                }
+                    ),
+                },
             })
             .collect(),
     };
+    response(broker, &image, topics)
+}
 
-    let meta = broker.meta.lock().expect("meta lock");
-    let brokers = meta
-        .state()
-        .brokers
-        .values()
+fn response(
+    broker: &Broker,
+    image: &ClusterState,
+    topics: Vec<MetadataResponseTopic>,
+) -> MetadataResponse {
+    let brokers = image
+        .live_brokers()
         .map(|b| {
             MetadataResponseBroker::default()
-                .with_node_id(BrokerId(b.broker_id))
+                .with_node_id(BrokerId(b.broker_id.get()))
                 .with_host(str_bytes(&b.host))
                 .with_port(b.port)
                 .with_rack(b.rack.as_deref().map(str_bytes))
@@ -112,8 +139,8 @@ pub fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Metad
         .collect();
     MetadataResponse::default()
         .with_brokers(brokers)
-        .with_cluster_id(Some(str_bytes(meta.cluster_id())))
-        // A single node is its own controller (KRaft combined mode).
+        .with_cluster_id(image.cluster_id.as_deref().map(str_bytes))
+        // A single node is its own controller (a quorum of one, combined mode).
         .with_controller_id(BrokerId(broker.config.node_id))
         .with_topics(topics)
 }

@@ -84,19 +84,19 @@ pub async fn dispatch(
         .map_or(String::new(), |c| c.as_str().to_string());
     match request.body {
         RequestKind::ApiVersions(_) => Some(ResponseKind::ApiVersions(api_versions::handle(None))),
-        // Metadata may auto-create topics (a metadata fsync, new log directories).
+        // Metadata reads the image; what it auto-creates, and the topic changes below, are
+        // written by the controller on the blocking pool.
         RequestKind::Metadata(r) => Some(ResponseKind::Metadata(
-            with_broker_off_reactor(broker, move |b| metadata::handle(b, r, version)).await,
+            metadata::handle(broker, r, version).await,
         )),
         RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(
-            with_broker_off_reactor(broker, move |b| topics::create_topics(b, r, version)).await,
+            topics::create_topics(broker, r, version).await,
         )),
-        // Its metadata write and directory removal run off the reactor inside.
         RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(
             topics::delete_topics(broker, r, version).await,
         )),
         RequestKind::CreatePartitions(r) => Some(ResponseKind::CreatePartitions(
-            with_broker_off_reactor(broker, move |b| topics::create_partitions(b, r)).await,
+            topics::create_partitions(broker, r).await,
         )),
         // Index lookups read files; by-time lookups decompress batches.
         RequestKind::ListOffsets(r) => Some(ResponseKind::ListOffsets(
@@ -135,24 +135,22 @@ pub async fn dispatch(
         RequestKind::OffsetDelete(r) => Some(ResponseKind::OffsetDelete(
             groups::offset_delete(broker, r).await,
         )),
-        // May allocate a new producer-id block (a metadata fsync).
+        // May ask the controller for a new producer-id block.
         RequestKind::InitProducerId(r) => Some(ResponseKind::InitProducerId(
-            with_broker_off_reactor(broker, move |b| producers::init_producer_id(b, r)).await,
+            producers::init_producer_id(broker, r).await,
         )),
         RequestKind::DescribeProducers(r) => Some(ResponseKind::DescribeProducers(
             producers::describe_producers(broker, r),
         )),
-        // Reads the metadata under its lock, which a writer holds across an fsync.
+        // Reads the image; changes are written by the controller on the blocking pool.
         RequestKind::DescribeConfigs(r) => Some(ResponseKind::DescribeConfigs(
-            with_broker_off_reactor(broker, move |b| configs::describe_configs(b, r, version))
-                .await,
+            configs::describe_configs(broker, r, version),
         )),
         RequestKind::IncrementalAlterConfigs(r) => Some(ResponseKind::IncrementalAlterConfigs(
-            with_broker_off_reactor(broker, move |b| configs::incremental_alter_configs(b, r))
-                .await,
+            configs::incremental_alter_configs(broker, r).await,
         )),
         RequestKind::AlterConfigs(r) => Some(ResponseKind::AlterConfigs(
-            with_broker_off_reactor(broker, move |b| configs::alter_configs(b, r)).await,
+            configs::alter_configs(broker, r).await,
         )),
         RequestKind::DeleteRecords(r) => Some(ResponseKind::DeleteRecords(
             delete_records::handle(broker, r).await,

@@ -19,7 +19,7 @@ use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
 
-pub fn init_producer_id(
+pub async fn init_producer_id(
     broker: &Arc<Broker>,
     req: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
@@ -38,7 +38,7 @@ pub fn init_producer_id(
             .with_producer_id(ProducerId(pid))
             .with_producer_epoch(epoch + 1);
     }
-    match broker.allocate_producer_id() {
+    match broker.allocate_producer_id().await {
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),

@@ -15,10 +15,12 @@ use kafka_protocol::messages::delete_topics_response::{
     DeletableTopicResult, DeleteTopicsResponse,
 };
 use kafka_protocol::ResponseError;
+use sluice_meta::BrokerId;
 use sluice_meta::{TopicConfigs, Uuid};
 
 use super::{str_bytes, topic_name};
 use crate::broker::Broker;
+use crate::controller::NewTopic;
 use crate::error::ApiError;
 use crate::topic_config;
 
@@ -38,11 +40,8 @@ fn topic_configs(t: &CreatableTopic) -> Result<TopicConfigs, ApiError> {
     Ok(configs)
 }
 
-fn create_one(
-    broker: &Broker,
-    t: &CreatableTopic,
-    validate_only: bool,
-) -> Result<sluice_meta::TopicInfo, ApiError> {
+/// What one CreateTopics entry asks for, checked for what only the request can tell.
+fn new_topic(t: &CreatableTopic) -> Result<NewTopic, ApiError> {
     let assignment = if t.assignments.is_empty() {
         None
     } else {
@@ -65,7 +64,7 @@ fn create_one(
         }
         Some(
             a.iter()
-                .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                .map(|x| x.broker_ids.iter().map(|b| BrokerId(b.0)).collect())
                 .collect(),
         )
     };
@@ -84,38 +83,55 @@ fn create_one(
             format!("Replication factor must be larger than 0, or -1 to use the default value (got {}).", t.replication_factor),
         ));
     }
-    let configs = topic_configs(t)?;
-    broker.create_topic(
-        t.name.as_str(),
-        t.num_partitions,
-        t.replication_factor,
+    Ok(NewTopic {
+        name: t.name.as_str().to_string(),
+        num_partitions: t.num_partitions,
+        replication_factor: t.replication_factor,
         assignment,
-        configs,
-        validate_only,
-    )
+        configs: topic_configs(t)?,
+    })
 }
 
-pub fn create_topics(
+pub async fn create_topics(
     broker: &Arc<Broker>,
     req: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
+    // What the request itself gets wrong, per topic; the rest goes to the controller at once.
+    let checked: Vec<Result<NewTopic, ApiError>> = req
+        .topics
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            // A name listed twice in one request is an error for every copy (as Kafka does).
+            let duplicate = req
+                .topics
+                .iter()
+                .enumerate()
+                .any(|(j, o)| j != i && o.name == t.name);
+            if duplicate {
+                Err(ApiError::new(
+                    ResponseError::InvalidRequest,
+                    "Create topics request from client contains a duplicate topic.",
+                ))
+            } else {
+                new_topic(t)
+            }
+        })
+        .collect();
+    let valid: Vec<NewTopic> = checked.iter().flatten().cloned().collect();
+    let mut decided = broker
+        .controller
+        .create_topics(valid, req.validate_only)
+        .await
+        .into_iter();
     let mut results = Vec::with_capacity(req.topics.len());
-    for (i, t) in req.topics.iter().enumerate() {
-        // A name listed twice in one request is an error for every copy (as Kafka does).
-        let duplicate = req
-            .topics
-            .iter()
-            .enumerate()
-            .any(|(j, o)| j != i && o.name == t.name);
-        let outcome = if duplicate {
-            Err(ApiError::new(
-                ResponseError::InvalidRequest,
-                "Create topics request from client contains a duplicate topic.",
-            ))
-        } else {
-            create_one(broker, t, req.validate_only)
-        };
+    for (t, outcome) in req.topics.iter().zip(checked) {
+        let outcome = outcome.and_then(|_| {
+            decided
+                .next()
+                .expect("the controller answers every topic it was given")
+        });
         let result = CreatableTopicResult::default().with_name(t.name.clone());
         results.push(match outcome {
             Ok(info) => {
@@ -155,25 +171,27 @@ pub async fn delete_topics(
             .map(|n| (Some(n.as_str().to_string()), Uuid::nil()))
             .collect()
     };
-    let mut responses = Vec::with_capacity(targets.len());
-    for (name, id) in targets {
-        // The metadata fsync and the removal of the partition directories wait on the disk.
-        let (b, target) = (broker.clone(), name.clone());
-        let outcome = super::off_reactor(move || {
-            let resolved = match &target {
-                Some(n) => b
-                    .meta
-                    .lock()
-                    .expect("meta lock")
-                    .state()
-                    .topic(n)
-                    .map(|t| t.topic_id)
-                    .ok_or_else(|| ApiError::from(ResponseError::UnknownTopicOrPartition)),
-                None => Ok(id),
-            };
-            resolved.and_then(|id| b.delete_topic(id).map(|n| (n, id)))
+    let image = broker.metadata();
+    let resolved: Vec<Result<Uuid, ApiError>> = targets
+        .iter()
+        .map(|(name, id)| match name {
+            Some(n) => image
+                .topic(n)
+                .map(|t| t.topic_id)
+                .ok_or_else(|| ApiError::from(ResponseError::UnknownTopicOrPartition)),
+            None => Ok(*id),
         })
-        .await;
+        .collect();
+    let ids: Vec<Uuid> = resolved.iter().flatten().copied().collect();
+    let mut decided = broker.controller.delete_topics(ids).await.into_iter();
+    let mut responses = Vec::with_capacity(targets.len());
+    for ((name, requested_id), resolved) in targets.into_iter().zip(resolved) {
+        let outcome = resolved.and_then(|id| {
+            decided
+                .next()
+                .expect("the controller answers every topic it was given")
+                .map(|n| (n, id))
+        });
         if let Ok((deleted, _)) = &outcome {
             // A deleted topic's committed offsets go with it, so a topic created later under
             // the same name starts without them.
@@ -190,7 +208,7 @@ pub async fn delete_topics(
                     r = r.with_error_message(e.message.as_deref().map(str_bytes));
                 }
                 if version >= 6 {
-                    r = r.with_topic_id(id);
+                    r = r.with_topic_id(requested_id);
                 }
                 r
             }
@@ -199,28 +217,33 @@ pub async fn delete_topics(
     DeleteTopicsResponse::default().with_responses(responses)
 }
 
-pub fn create_partitions(
+pub async fn create_partitions(
     broker: &Arc<Broker>,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
-    let results = req
-        .topics
-        .iter()
-        .map(|t| {
-            let assignment = t.assignments.as_ref().map(|a| {
-                a.iter()
-                    .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
-                    .collect()
-            });
-            let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-            match broker.create_partitions(t.name.as_str(), t.count, assignment, req.validate_only)
-            {
-                Ok(()) => result,
-                Err(e) => result
-                    .with_error_code(e.code.code())
-                    .with_error_message(e.message.as_deref().map(str_bytes)),
-            }
-        })
-        .collect();
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let assignment = t.assignments.as_ref().map(|a| {
+            a.iter()
+                .map(|x| x.broker_ids.iter().map(|b| BrokerId(b.0)).collect())
+                .collect()
+        });
+        let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        let outcome = broker
+            .controller
+            .create_partitions(
+                t.name.as_str().to_string(),
+                t.count,
+                assignment,
+                req.validate_only,
+            )
+            .await;
+        results.push(match outcome {
+            Ok(()) => result,
+            Err(e) => result
+                .with_error_code(e.code.code())
+                .with_error_message(e.message.as_deref().map(str_bytes)),
+        });
+    }
     CreatePartitionsResponse::default().with_results(results)
 }
