@@ -9,6 +9,8 @@
 //!   `Log::cleaning_status` (dirty ratio for the scheduler).
 //! - `records`: decoding the records inside a stored batch and rebuilding it from a subset.
 //! - [`config`]: [`LogConfig`] (segment size/age, index spacing).
+//! - [`high_watermark`]: the data directory's `replication-offset-checkpoint` file (read and
+//!   written by the broker; no log touches it).
 //! - [`error`]: [`LogError`], including the sticky `Offline` state.
 //! - [`io`]: the narrow seam every disk write and fsync goes through ([`Io`]), with
 //!   [`FaultInjectingIo`] for tests.
@@ -18,7 +20,7 @@
 //! - `recovery`: opening a directory, index validation, torn-tail truncation after a crash,
 //!   completing an interrupted cleaner swap.
 //! - `checkpoint`: the atomically replaced `recovery-point`, `log-start-offset` and
-//!   `cleaner-offset-checkpoint` files.
+//!   `cleaner-offset-checkpoint` files, and Kafka's list format other files use.
 //!
 //! Byte layouts, the locking of each path and a crash analysis are in `docs/STORAGE.md`.
 //!
@@ -30,6 +32,7 @@ mod checkpoint;
 pub mod cleaner;
 pub mod config;
 pub mod error;
+pub mod high_watermark;
 mod index;
 pub mod io;
 pub mod log;
