@@ -18,7 +18,7 @@
 //! `.tmp`, which open deletes). A missing or unparsable file means "unknown": scan everything,
 //! log start at the first segment, nothing cleaned.
 //!
-//! List files (`replication-offset-checkpoint` of a data directory) use Kafka's
+//! List files (`leader-epoch-checkpoint`, `replication-offset-checkpoint`) use Kafka's
 //! `CheckpointFile` layout: a version line, a count line, then that many entry lines. They are
 //! read with [`read_list`] and written with [`write_atomic`] like the others.
 
@@ -32,7 +32,12 @@ pub(crate) const FILE_NAME: &str = "recovery-point";
 pub(crate) const LOG_START_NAME: &str = "log-start-offset";
 pub(crate) const CLEANER_NAME: &str = "cleaner-offset-checkpoint";
 /// Every checkpoint file of a partition directory; `<name>.tmp` of each is deleted on open.
-pub(crate) const ALL_NAMES: [&str; 3] = [FILE_NAME, LOG_START_NAME, CLEANER_NAME];
+pub(crate) const ALL_NAMES: [&str; 4] = [
+    FILE_NAME,
+    LOG_START_NAME,
+    CLEANER_NAME,
+    crate::epoch_cache::FILE_NAME,
+];
 
 /// The stored recovery point, or `None` if absent or unreadable.
 pub(crate) fn read(dir: &Path) -> Option<i64> {

@@ -50,6 +50,8 @@ pub(crate) struct BatchMeta {
     pub base_offset: i64,
     pub last_offset: i64,
     pub max_timestamp: i64,
+    /// partitionLeaderEpoch of the stored batch (-1: none).
+    pub leader_epoch: i32,
 }
 
 #[derive(Debug)]
