@@ -1,9 +1,9 @@
 //! Sluice's storage engine: one [`Log`] per partition, made of segments on disk.
 //!
 //! # Layout
-//! - [`log`]: [`Log`], the public API — append with offset assignment, group-commit flush,
-//!   reads by offset, lookups by timestamp, truncation, OffsetsForLeaderEpoch answers; the
-//!   locking lives here.
+//! - [`log`]: [`Log`], the public API — append with offset assignment (leader) or as given
+//!   (follower), group-commit flush, reads by offset, lookups by timestamp, truncation,
+//!   OffsetsForLeaderEpoch answers; the locking lives here.
 //! - [`epoch_cache`]: the leader-epoch cache ([`EpochEntry`]) and its `leader-epoch-checkpoint`
 //!   file.
 //! - [`high_watermark`]: the data directory's `replication-offset-checkpoint` file (read and
@@ -28,7 +28,8 @@
 //! Byte layouts, the locking of each path and a crash analysis are in `docs/STORAGE.md`.
 //!
 //! Batches are stored exactly as the producer sent them; only the base offset and partition
-//! leader epoch (outside the CRC) are rewritten on append. Compaction rewrites batches (same offsets, fewer
+//! leader epoch (outside the CRC) are rewritten on a leader's append; a follower's append
+//! stores the leader's bytes unchanged. Compaction rewrites batches (same offsets, fewer
 //! records) and leaves gaps between them. Offsets in the older API are plain `i64`; newer calls
 //! take and return the `sluice-types` newtypes (`Offset`, `LeaderEpoch`, `TopicPartition`).
 

@@ -1,5 +1,5 @@
-//! [`Log`]: one partition's log — segments, offsets, append, group-commit flush, reads,
-//! timestamp lookups, truncation, the leader-epoch cache.
+//! [`Log`]: one partition's log — segments, offsets, append (as leader or follower),
+//! group-commit flush, reads, timestamp lookups, truncation, the leader-epoch cache.
 //!
 //! Locking (always taken in this order; none is held across another's I/O except as noted):
 //! - `maintenance` (mutex): one retention, DeleteRecords or cleaning pass at a time; held for a
@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 use sluice_protocol::batch::{
-    set_base_offset, set_partition_leader_epoch, BatchError, BatchHeader, Batches,
+    set_base_offset, set_partition_leader_epoch, verify_crc, BatchError, BatchHeader, Batches,
     BATCH_HEADER_LEN, MAGIC_V2,
 };
 use sluice_types::{LeaderEpoch, Offset};
@@ -62,6 +62,53 @@ fn set_base_offset_prefix(prefix: &mut [u8; PATCHED_PREFIX], base_offset: i64) {
 
 fn set_leader_epoch_prefix(prefix: &mut [u8; PATCHED_PREFIX], epoch: i32) {
     prefix[12..16].copy_from_slice(&epoch.to_be_bytes());
+}
+
+/// How an append places its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Leader: offsets assigned from the log end, this epoch stamped on every batch.
+    Assign { leader_epoch: i32 },
+    /// Follower: offsets and epochs as the batches carry them.
+    AsGiven,
+}
+
+/// One batch of an append's input, as framing found it.
+#[derive(Debug, Clone, Copy)]
+struct Incoming {
+    /// Byte position in the caller's buffer.
+    position: usize,
+    header: BatchHeader,
+}
+
+/// Splits `batches` into well-framed v2 batches with a sane lastOffsetDelta, checking each
+/// CRC if `check_crc`. Nothing is written, so a refusal leaves the log as it was.
+fn frame(batches: &[u8], check_crc: bool) -> Result<Vec<Incoming>, LogError> {
+    let mut incoming = Vec::new();
+    let mut it = Batches::new(batches);
+    loop {
+        let position = it.position();
+        let Some(item) = it.next() else { break };
+        let (header, bytes) = item?;
+        if header.magic != MAGIC_V2 {
+            return Err(BatchError::UnsupportedMagic(header.magic).into());
+        }
+        if header.last_offset_delta < 0 {
+            return Err(BatchError::InvalidRecordCount {
+                records_count: header.records_count,
+                last_offset_delta: header.last_offset_delta,
+            }
+            .into());
+        }
+        if check_crc {
+            verify_crc(bytes)?;
+        }
+        incoming.push(Incoming { position, header });
+    }
+    if incoming.is_empty() {
+        return Err(BatchError::Empty.into());
+    }
+    Ok(incoming)
 }
 
 /// Everything behind the append lock.
@@ -350,80 +397,162 @@ impl Log {
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
         self.check_online()?;
-        // Framing first, without the lock: (position in `batches`, size, lastOffsetDelta, maxTs).
-        let mut parsed = Vec::new();
-        let mut it = Batches::new(batches);
-        loop {
-            let position = it.position();
-            let Some(item) = it.next() else { break };
-            let (h, bytes) = item?;
-            if h.magic != MAGIC_V2 {
-                return Err(BatchError::UnsupportedMagic(h.magic).into());
-            }
-            if h.last_offset_delta < 0 {
-                return Err(BatchError::InvalidRecordCount {
-                    records_count: h.records_count,
-                    last_offset_delta: h.last_offset_delta,
-                }
-                .into());
-            }
-            parsed.push((position, bytes.len(), h.last_offset_delta, h.max_timestamp));
-        }
-        if parsed.is_empty() {
-            return Err(BatchError::Empty.into());
-        }
-        let span: i64 = parsed.iter().map(|p| i64::from(p.2) + 1).sum();
-
+        // Framing first, without the lock.
+        let incoming = frame(batches, false)?;
         let mut st = self.lock_state()?;
         self.check_online()?;
+        self.write_batches(
+            &mut st,
+            batches,
+            &incoming,
+            Placement::Assign { leader_epoch },
+            now_ms,
+        )
+    }
+
+    /// Appends batches replicated from the leader, as they are: their base offsets and partition
+    /// leader epochs are kept, nothing in them is rewritten (Kafka's `appendAsFollower`). Each
+    /// must be a well-framed v2 batch with a valid CRC, each must start after the previous one
+    /// ends, and the first must start at or after the log end: a gap is allowed (a compacted
+    /// leader log has them) and the log end then jumps to the last offset + 1. Rolls like
+    /// [`Log::append_from`], taking the batches' largest timestamp as the time (the follower
+    /// rolls by the leader's record timestamps). Records a leader-epoch entry for every batch
+    /// whose epoch is newer than the latest. No fsync (see [`Log::flush`]).
+    ///
+    /// Refusals write nothing: `InvalidBatch` (framing, magic, CRC), `AppendBelowLogEnd` (the
+    /// follower must truncate or fetch from its log end), `InvalidOffsets` (not increasing, or
+    /// more than 2^32 offsets past the active segment's base).
+    pub fn append_as_follower(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
+        self.check_online()?;
+        let incoming = frame(batches, true)?;
+        for pair in incoming.windows(2) {
+            let (prev, h) = (pair[0].header, pair[1].header);
+            if h.base_offset <= prev.last_offset() {
+                return Err(LogError::InvalidOffsets {
+                    offset: Offset(h.base_offset),
+                    reason: format!(
+                        "offsets out of order: the batch before ends at {}",
+                        prev.last_offset()
+                    ),
+                });
+            }
+        }
+        let now_ms = incoming
+            .iter()
+            .map(|i| i.header.max_timestamp)
+            .max()
+            .unwrap_or(0);
+        let mut st = self.lock_state()?;
+        self.check_online()?;
+        self.write_batches(&mut st, batches, &incoming, Placement::AsGiven, now_ms)
+    }
+
+    /// The part of an append shared by leader and follower: roll if due, place the batches,
+    /// write them (the leader's with base offset and epoch patched into the first 16 bytes),
+    /// then update indexes, max timestamp and the epoch cache. Under the append lock.
+    fn write_batches(
+        &self,
+        st: &mut State,
+        batches: &[u8],
+        incoming: &[Incoming],
+        placement: Placement,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let log_end = st.log_end();
+        let (first, last) = match placement {
+            Placement::Assign { .. } => {
+                let span: i64 = incoming
+                    .iter()
+                    .map(|i| i64::from(i.header.last_offset_delta) + 1)
+                    .sum();
+                (log_end, log_end + span - 1)
+            }
+            Placement::AsGiven => (
+                incoming[0].header.base_offset,
+                incoming[incoming.len() - 1].header.last_offset(),
+            ),
+        };
+        if first < log_end {
+            return Err(LogError::AppendBelowLogEnd {
+                first_offset: Offset(first),
+                log_end: Offset(log_end),
+            });
+        }
         let len = batches.len() as u64;
         let config = st.config;
-        if st
-            .active()
-            .needs_roll(&config, len, st.log_end() + span - 1, now_ms)
-        {
-            self.roll(&mut st)?;
+        if st.active().needs_roll(&config, len, last, now_ms) {
+            self.roll(st)?;
         }
         let seg_base = st.active().base_offset;
-        if st.log_end() + span - 1 - seg_base > i64::from(u32::MAX) || len > u64::from(u32::MAX) {
-            // Only reachable with batches claiming billions of records.
-            let (_, _, delta, _) = parsed[0];
-            return Err(BatchError::InvalidRecordCount {
-                records_count: delta.saturating_add(1),
-                last_offset_delta: delta,
-            }
-            .into());
+        if last - seg_base > i64::from(u32::MAX) || len > u64::from(u32::MAX) {
+            return Err(match placement {
+                // Only reachable with batches claiming billions of records.
+                Placement::Assign { .. } => {
+                    let delta = incoming[0].header.last_offset_delta;
+                    BatchError::InvalidRecordCount {
+                        records_count: delta.saturating_add(1),
+                        last_offset_delta: delta,
+                    }
+                    .into()
+                }
+                Placement::AsGiven => LogError::InvalidOffsets {
+                    offset: Offset(last),
+                    reason: format!(
+                        "more than 2^32 offsets past the active segment's base {seg_base}"
+                    ),
+                },
+            });
         }
         let start_position = st.active().size;
-        let mut next = st.log_end();
-        let mut metas = Vec::with_capacity(parsed.len());
-        let mut prefixes = Vec::with_capacity(parsed.len());
-        for &(position, size, delta, max_timestamp) in &parsed {
-            let mut prefix = [0u8; PATCHED_PREFIX];
-            prefix.copy_from_slice(&batches[position..position + PATCHED_PREFIX]);
-            set_base_offset_prefix(&mut prefix, next);
-            set_leader_epoch_prefix(&mut prefix, leader_epoch);
-            prefixes.push(prefix);
+        let mut next = log_end;
+        let mut gaps = false;
+        let mut metas = Vec::with_capacity(incoming.len());
+        for inc in incoming {
+            let h = &inc.header;
+            let (base_offset, leader_epoch) = match placement {
+                Placement::Assign { leader_epoch } => (next, leader_epoch),
+                Placement::AsGiven => (h.base_offset, h.partition_leader_epoch),
+            };
+            gaps |= base_offset != next;
             metas.push(BatchMeta {
-                position: start_position + position as u64,
-                size: size as u64,
-                base_offset: next,
-                last_offset: next + i64::from(delta),
-                max_timestamp,
+                position: start_position + inc.position as u64,
+                size: h.total_size() as u64,
+                base_offset,
+                last_offset: base_offset + i64::from(h.last_offset_delta),
+                max_timestamp: h.max_timestamp,
                 leader_epoch,
             });
-            next += i64::from(delta) + 1;
+            next = base_offset + i64::from(h.last_offset_delta) + 1;
         }
-        let parts: Vec<&[u8]> = parsed
-            .iter()
-            .zip(&prefixes)
-            .flat_map(|(&(position, size, _, _), prefix)| {
-                [
-                    &prefix[..],
-                    &batches[position + PATCHED_PREFIX..position + size],
-                ]
-            })
-            .collect();
+        if gaps && !st.active().compacted {
+            self.allow_gaps(st)?;
+        }
+        let prefixes: Vec<[u8; PATCHED_PREFIX]> = match placement {
+            Placement::Assign { leader_epoch } => incoming
+                .iter()
+                .zip(&metas)
+                .map(|(inc, meta)| {
+                    let mut prefix = [0u8; PATCHED_PREFIX];
+                    prefix.copy_from_slice(&batches[inc.position..inc.position + PATCHED_PREFIX]);
+                    set_base_offset_prefix(&mut prefix, meta.base_offset);
+                    set_leader_epoch_prefix(&mut prefix, leader_epoch);
+                    prefix
+                })
+                .collect(),
+            Placement::AsGiven => Vec::new(),
+        };
+        let parts: Vec<&[u8]> = match placement {
+            Placement::Assign { .. } => incoming
+                .iter()
+                .zip(&prefixes)
+                .flat_map(|(inc, prefix)| {
+                    let end = inc.position + inc.header.total_size();
+                    [&prefix[..], &batches[inc.position + PATCHED_PREFIX..end]]
+                })
+                .collect(),
+            // Framing covered the whole buffer: it is the batches, back to back.
+            Placement::AsGiven => vec![batches],
+        };
         let io = &*self.io;
         st.active_mut()
             .append(io, &parts, &metas, &config, now_ms)
@@ -434,8 +563,8 @@ impl Log {
             if st.max_timestamp.is_none_or(|(ts, _)| m.max_timestamp > ts) {
                 st.max_timestamp = Some((m.max_timestamp, m.base_offset));
             }
+            self.note_epoch(st, m);
         }
-        self.note_epoch(&mut st, &metas[0]);
         Ok(AppendInfo {
             base_offset: metas[0].base_offset,
             last_offset: next - 1,
@@ -465,6 +594,21 @@ impl Log {
                 );
             }
         }
+    }
+
+    /// Lets the active segment take batches with offset gaps: an empty `<base>.gaps` marker
+    /// tells open to load it as it loads cleaned segments. The marker's directory entry is
+    /// made durable by the flush that syncs the gapped batches (it marks the directory dirty),
+    /// before they count as durable; without it recovery would cut the segment at the gap.
+    fn allow_gaps(&self, st: &mut State) -> Result<(), LogError> {
+        let base = st.active().base_offset;
+        self.io
+            .open(&Segment::gaps_marker(&self.dir, base))
+            .map_err(|e| self.fail(e))?;
+        st.active_mut().compacted = true;
+        st.dir_dirty = true;
+        tracing::info!(dir = %self.dir.display(), segment = base, "segment takes batches with offset gaps");
+        Ok(())
     }
 
     fn roll(&self, st: &mut State) -> Result<(), LogError> {

@@ -33,7 +33,7 @@ use crate::epoch_cache::EpochStarts;
 use crate::error::LogError;
 use crate::io::{read_exact_at, Io};
 use crate::segment::{
-    parse_file_name, BatchMeta, Segment, CLEANED_SUFFIX, INDEX_EXT, LOG_EXT, SWAP_SUFFIX,
+    parse_file_name, BatchMeta, Segment, CLEANED_SUFFIX, GAPS_EXT, INDEX_EXT, LOG_EXT, SWAP_SUFFIX,
     TIME_INDEX_EXT,
 };
 
@@ -434,7 +434,7 @@ fn load(
             }
         }
         let mut seg = Segment::open_files(io, dir, base)?;
-        seg.compacted = base < compacted_below;
+        seg.compacted = base < compacted_below || Segment::gaps_marker(dir, base).exists();
         recovering |= recover_from.is_some_and(|f| i >= f);
         if !recovering && !load_trusted(io, &mut seg, config)? {
             tracing::warn!(
@@ -496,7 +496,9 @@ fn list_segments(io: &dyn Io, dir: &Path) -> Result<Vec<i64>, LogError> {
         }
         match parse_file_name(name) {
             Some((base, LOG_EXT)) => logs.push(base),
-            Some((base, INDEX_EXT | TIME_INDEX_EXT)) => others.push((base, entry.path())),
+            Some((base, INDEX_EXT | TIME_INDEX_EXT | GAPS_EXT)) => {
+                others.push((base, entry.path()))
+            }
             _ => {}
         }
     }
