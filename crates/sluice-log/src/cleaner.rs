@@ -526,6 +526,7 @@ fn write_cleaned(
                     base_offset: header.base_offset,
                     last_offset: header.last_offset(),
                     max_timestamp: header.max_timestamp,
+                    leader_epoch: header.partition_leader_epoch,
                 },
                 config.index_interval_bytes,
             );

@@ -1,8 +1,13 @@
 //! Sluice's storage engine: one [`Log`] per partition, made of segments on disk.
 //!
 //! # Layout
-//! - [`log`]: [`Log`], the public API — append with offset assignment, group-commit flush,
-//!   reads by offset, lookups by timestamp, truncation; the locking lives here.
+//! - [`log`]: [`Log`], the public API — append with offset assignment (leader) or as given
+//!   (follower), group-commit flush, reads by offset, lookups by timestamp, truncation,
+//!   OffsetsForLeaderEpoch answers; the locking lives here.
+//! - [`epoch_cache`]: the leader-epoch cache ([`EpochEntry`]) and its `leader-epoch-checkpoint`
+//!   file.
+//! - [`high_watermark`]: the data directory's `replication-offset-checkpoint` file (read and
+//!   written by the broker; no log touches it).
 //! - [`retention`]: [`RetentionPolicy`], `Log::enforce_retention` (time/size, whole closed
 //!   segments) and `Log::delete_records_before` (DeleteRecords, persisted log start).
 //! - [`cleaner`]: compaction — `Log::clean` (one pass, `.cleaned`/`.swap` commit protocol),
@@ -18,18 +23,22 @@
 //! - `recovery`: opening a directory, index validation, torn-tail truncation after a crash,
 //!   completing an interrupted cleaner swap.
 //! - `checkpoint`: the atomically replaced `recovery-point`, `log-start-offset` and
-//!   `cleaner-offset-checkpoint` files.
+//!   `cleaner-offset-checkpoint` files, and Kafka's list format the other two files use.
 //!
 //! Byte layouts, the locking of each path and a crash analysis are in `docs/STORAGE.md`.
 //!
 //! Batches are stored exactly as the producer sent them; only the base offset and partition
-//! leader epoch (outside the CRC) are rewritten on append. Compaction rewrites batches (same
-//! offsets, fewer records) and leaves gaps between them. Offsets in the API are plain `i64`.
+//! leader epoch (outside the CRC) are rewritten on a leader's append; a follower's append
+//! stores the leader's bytes unchanged. Compaction rewrites batches (same offsets, fewer
+//! records) and leaves gaps between them. Offsets in the older API are plain `i64`; newer calls
+//! take and return the `sluice-types` newtypes (`Offset`, `LeaderEpoch`, `TopicPartition`).
 
 mod checkpoint;
 pub mod cleaner;
 pub mod config;
+pub mod epoch_cache;
 pub mod error;
+pub mod high_watermark;
 mod index;
 pub mod io;
 pub mod log;
@@ -42,6 +51,7 @@ mod time_index;
 
 pub use cleaner::{CleanOptions, CleanOutcome, CleaningStatus};
 pub use config::LogConfig;
+pub use epoch_cache::EpochEntry;
 pub use error::LogError;
 pub use io::{FaultInjectingIo, Io, StdIo};
 pub use log::{AppendInfo, Log, ReadResult};

@@ -1,5 +1,5 @@
-//! [`Log`]: one partition's log — segments, offsets, append, group-commit flush, reads,
-//! timestamp lookups, truncation.
+//! [`Log`]: one partition's log — segments, offsets, append (as leader or follower),
+//! group-commit flush, reads, timestamp lookups, truncation, the leader-epoch cache.
 //!
 //! Locking (always taken in this order; none is held across another's I/O except as noted):
 //! - `maintenance` (mutex): one retention, DeleteRecords or cleaning pass at a time; held for a
@@ -8,8 +8,9 @@
 //!   Appends never take it, so they continue while an fsync runs.
 //! - `files` (rwlock): readers hold it shared while they pread outside the append lock;
 //!   truncation takes it exclusively so no reader sees bytes being cut and rewritten.
-//! - `state` (mutex, "the append lock"): segments, offsets, indexes. Appends hold it for the
-//!   pwrite (page cache, no fsync); readers, flush and lookups hold it only to snapshot.
+//! - `state` (mutex, "the append lock"): segments, offsets, indexes, the leader-epoch cache.
+//!   Appends hold it for the pwrite (page cache, no fsync); readers, flush and lookups hold it
+//!   only to snapshot.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -19,16 +20,18 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use bytes::Bytes;
 use sluice_protocol::batch::{
-    set_base_offset, set_partition_leader_epoch, BatchError, BatchHeader, Batches,
+    set_base_offset, set_partition_leader_epoch, verify_crc, BatchError, BatchHeader, Batches,
     BATCH_HEADER_LEN, MAGIC_V2,
 };
+use sluice_types::{LeaderEpoch, Offset};
 
 use crate::checkpoint;
 use crate::config::LogConfig;
+use crate::epoch_cache::{self, EpochCache, EpochEntry};
 use crate::error::LogError;
 use crate::io::{Io, StdIo};
 use crate::read::{find_batch, read_batches, SegmentView};
-use crate::recovery;
+use crate::recovery::{self, Rescanned};
 use crate::segment::{BatchMeta, Segment};
 
 /// Result of a successful [`Log::append`].
@@ -61,6 +64,53 @@ fn set_leader_epoch_prefix(prefix: &mut [u8; PATCHED_PREFIX], epoch: i32) {
     prefix[12..16].copy_from_slice(&epoch.to_be_bytes());
 }
 
+/// How an append places its batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// Leader: offsets assigned from the log end, this epoch stamped on every batch.
+    Assign { leader_epoch: i32 },
+    /// Follower: offsets and epochs as the batches carry them.
+    AsGiven,
+}
+
+/// One batch of an append's input, as framing found it.
+#[derive(Debug, Clone, Copy)]
+struct Incoming {
+    /// Byte position in the caller's buffer.
+    position: usize,
+    header: BatchHeader,
+}
+
+/// Splits `batches` into well-framed v2 batches with a sane lastOffsetDelta, checking each
+/// CRC if `check_crc`. Nothing is written, so a refusal leaves the log as it was.
+fn frame(batches: &[u8], check_crc: bool) -> Result<Vec<Incoming>, LogError> {
+    let mut incoming = Vec::new();
+    let mut it = Batches::new(batches);
+    loop {
+        let position = it.position();
+        let Some(item) = it.next() else { break };
+        let (header, bytes) = item?;
+        if header.magic != MAGIC_V2 {
+            return Err(BatchError::UnsupportedMagic(header.magic).into());
+        }
+        if header.last_offset_delta < 0 {
+            return Err(BatchError::InvalidRecordCount {
+                records_count: header.records_count,
+                last_offset_delta: header.last_offset_delta,
+            }
+            .into());
+        }
+        if check_crc {
+            verify_crc(bytes)?;
+        }
+        incoming.push(Incoming { position, header });
+    }
+    if incoming.is_empty() {
+        return Err(BatchError::Empty.into());
+    }
+    Ok(incoming)
+}
+
 /// Everything behind the append lock.
 #[derive(Debug)]
 pub(crate) struct State {
@@ -78,6 +128,10 @@ pub(crate) struct State {
     /// Segments with a base offset below this have been through a cleaning pass (persisted in
     /// `cleaner-offset-checkpoint`).
     pub cleaned_offset: i64,
+    /// Where each leader epoch starts (persisted in `leader-epoch-checkpoint`).
+    pub epochs: EpochCache,
+    /// `epochs` changed since the checkpoint was last written; the next flush round writes it.
+    pub epochs_dirty: bool,
 }
 
 impl State {
@@ -105,6 +159,16 @@ impl State {
 
     pub fn log_end(&self) -> i64 {
         self.active().next_offset
+    }
+
+    /// Moves the first epoch entry up to the log start after the log start moved (Kafka's
+    /// `truncateFromStart`). The checkpoint is rewritten by the next flush round; until then
+    /// open re-applies this from the persisted log start.
+    pub fn epochs_follow_log_start(&mut self) {
+        let log_start = self.log_start();
+        if self.epochs.truncate_from_start(log_start) {
+            self.epochs_dirty = true;
+        }
     }
 
     /// Base offset of the segment holding `offset` (or the first segment).
@@ -178,14 +242,20 @@ impl Log {
         clean_shutdown: bool,
         io: Arc<dyn Io>,
     ) -> Result<Log, LogError> {
-        let segments = recovery::open_segments(&*io, dir, &config, clean_shutdown)?;
+        let opened = recovery::open_segments(&*io, dir, &config, clean_shutdown)?;
         let mut state = State {
-            segments: segments.into_iter().map(|s| (s.base_offset, s)).collect(),
+            segments: opened
+                .segments
+                .into_iter()
+                .map(|s| (s.base_offset, s))
+                .collect(),
             max_timestamp: None,
             dir_dirty: false,
             config,
             explicit_log_start: 0,
             cleaned_offset: 0,
+            epochs: EpochCache::default(),
+            epochs_dirty: false,
         };
         state.recompute_max_timestamp();
         let log_end = state.log_end();
@@ -196,7 +266,17 @@ impl Log {
         state.cleaned_offset = checkpoint::read_named(dir, checkpoint::CLEANER_NAME)
             .unwrap_or(0)
             .min(log_end);
-        // open_segments leaves the checkpoint equal to the log end, or no file for a new log.
+        let (epochs, write_epochs) = open_epoch_cache(dir, &state, opened.rescanned.as_ref())?;
+        state.epochs = epochs;
+        if write_epochs {
+            epoch_cache::write(&*io, dir, &state.epochs)?;
+        }
+        if opened.rescanned.is_some() {
+            // Only now: the epochs of the rescanned batches are in the file, so the next open
+            // may skip scanning them.
+            checkpoint::write(&*io, dir, log_end)?;
+        }
+        // The recovery point is now the log end, or there is no file for a new log.
         let checkpointed = checkpoint::read(dir).filter(|&c| c == log_end);
         tracing::debug!(dir = %dir.display(), log_end, "log opened");
         Ok(Log {
@@ -317,79 +397,162 @@ impl Log {
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
         self.check_online()?;
-        // Framing first, without the lock: (position in `batches`, size, lastOffsetDelta, maxTs).
-        let mut parsed = Vec::new();
-        let mut it = Batches::new(batches);
-        loop {
-            let position = it.position();
-            let Some(item) = it.next() else { break };
-            let (h, bytes) = item?;
-            if h.magic != MAGIC_V2 {
-                return Err(BatchError::UnsupportedMagic(h.magic).into());
-            }
-            if h.last_offset_delta < 0 {
-                return Err(BatchError::InvalidRecordCount {
-                    records_count: h.records_count,
-                    last_offset_delta: h.last_offset_delta,
-                }
-                .into());
-            }
-            parsed.push((position, bytes.len(), h.last_offset_delta, h.max_timestamp));
-        }
-        if parsed.is_empty() {
-            return Err(BatchError::Empty.into());
-        }
-        let span: i64 = parsed.iter().map(|p| i64::from(p.2) + 1).sum();
-
+        // Framing first, without the lock.
+        let incoming = frame(batches, false)?;
         let mut st = self.lock_state()?;
         self.check_online()?;
+        self.write_batches(
+            &mut st,
+            batches,
+            &incoming,
+            Placement::Assign { leader_epoch },
+            now_ms,
+        )
+    }
+
+    /// Appends batches replicated from the leader, as they are: their base offsets and partition
+    /// leader epochs are kept, nothing in them is rewritten (Kafka's `appendAsFollower`). Each
+    /// must be a well-framed v2 batch with a valid CRC, each must start after the previous one
+    /// ends, and the first must start at or after the log end: a gap is allowed (a compacted
+    /// leader log has them) and the log end then jumps to the last offset + 1. Rolls like
+    /// [`Log::append_from`], taking the batches' largest timestamp as the time (the follower
+    /// rolls by the leader's record timestamps). Records a leader-epoch entry for every batch
+    /// whose epoch is newer than the latest. No fsync (see [`Log::flush`]).
+    ///
+    /// Refusals write nothing: `InvalidBatch` (framing, magic, CRC), `AppendBelowLogEnd` (the
+    /// follower must truncate or fetch from its log end), `InvalidOffsets` (not increasing, or
+    /// more than 2^32 offsets past the active segment's base).
+    pub fn append_as_follower(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
+        self.check_online()?;
+        let incoming = frame(batches, true)?;
+        for pair in incoming.windows(2) {
+            let (prev, h) = (pair[0].header, pair[1].header);
+            if h.base_offset <= prev.last_offset() {
+                return Err(LogError::InvalidOffsets {
+                    offset: Offset(h.base_offset),
+                    reason: format!(
+                        "offsets out of order: the batch before ends at {}",
+                        prev.last_offset()
+                    ),
+                });
+            }
+        }
+        let now_ms = incoming
+            .iter()
+            .map(|i| i.header.max_timestamp)
+            .max()
+            .unwrap_or(0);
+        let mut st = self.lock_state()?;
+        self.check_online()?;
+        self.write_batches(&mut st, batches, &incoming, Placement::AsGiven, now_ms)
+    }
+
+    /// The part of an append shared by leader and follower: roll if due, place the batches,
+    /// write them (the leader's with base offset and epoch patched into the first 16 bytes),
+    /// then update indexes, max timestamp and the epoch cache. Under the append lock.
+    fn write_batches(
+        &self,
+        st: &mut State,
+        batches: &[u8],
+        incoming: &[Incoming],
+        placement: Placement,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let log_end = st.log_end();
+        let (first, last) = match placement {
+            Placement::Assign { .. } => {
+                let span: i64 = incoming
+                    .iter()
+                    .map(|i| i64::from(i.header.last_offset_delta) + 1)
+                    .sum();
+                (log_end, log_end + span - 1)
+            }
+            Placement::AsGiven => (
+                incoming[0].header.base_offset,
+                incoming[incoming.len() - 1].header.last_offset(),
+            ),
+        };
+        if first < log_end {
+            return Err(LogError::AppendBelowLogEnd {
+                first_offset: Offset(first),
+                log_end: Offset(log_end),
+            });
+        }
         let len = batches.len() as u64;
         let config = st.config;
-        if st
-            .active()
-            .needs_roll(&config, len, st.log_end() + span - 1, now_ms)
-        {
-            self.roll(&mut st)?;
+        if st.active().needs_roll(&config, len, last, now_ms) {
+            self.roll(st)?;
         }
         let seg_base = st.active().base_offset;
-        if st.log_end() + span - 1 - seg_base > i64::from(u32::MAX) || len > u64::from(u32::MAX) {
-            // Only reachable with batches claiming billions of records.
-            let (_, _, delta, _) = parsed[0];
-            return Err(BatchError::InvalidRecordCount {
-                records_count: delta.saturating_add(1),
-                last_offset_delta: delta,
-            }
-            .into());
+        if last - seg_base > i64::from(u32::MAX) || len > u64::from(u32::MAX) {
+            return Err(match placement {
+                // Only reachable with batches claiming billions of records.
+                Placement::Assign { .. } => {
+                    let delta = incoming[0].header.last_offset_delta;
+                    BatchError::InvalidRecordCount {
+                        records_count: delta.saturating_add(1),
+                        last_offset_delta: delta,
+                    }
+                    .into()
+                }
+                Placement::AsGiven => LogError::InvalidOffsets {
+                    offset: Offset(last),
+                    reason: format!(
+                        "more than 2^32 offsets past the active segment's base {seg_base}"
+                    ),
+                },
+            });
         }
         let start_position = st.active().size;
-        let mut next = st.log_end();
-        let mut metas = Vec::with_capacity(parsed.len());
-        let mut prefixes = Vec::with_capacity(parsed.len());
-        for &(position, size, delta, max_timestamp) in &parsed {
-            let mut prefix = [0u8; PATCHED_PREFIX];
-            prefix.copy_from_slice(&batches[position..position + PATCHED_PREFIX]);
-            set_base_offset_prefix(&mut prefix, next);
-            set_leader_epoch_prefix(&mut prefix, leader_epoch);
-            prefixes.push(prefix);
+        let mut next = log_end;
+        let mut gaps = false;
+        let mut metas = Vec::with_capacity(incoming.len());
+        for inc in incoming {
+            let h = &inc.header;
+            let (base_offset, leader_epoch) = match placement {
+                Placement::Assign { leader_epoch } => (next, leader_epoch),
+                Placement::AsGiven => (h.base_offset, h.partition_leader_epoch),
+            };
+            gaps |= base_offset != next;
             metas.push(BatchMeta {
-                position: start_position + position as u64,
-                size: size as u64,
-                base_offset: next,
-                last_offset: next + i64::from(delta),
-                max_timestamp,
+                position: start_position + inc.position as u64,
+                size: h.total_size() as u64,
+                base_offset,
+                last_offset: base_offset + i64::from(h.last_offset_delta),
+                max_timestamp: h.max_timestamp,
+                leader_epoch,
             });
-            next += i64::from(delta) + 1;
+            next = base_offset + i64::from(h.last_offset_delta) + 1;
         }
-        let parts: Vec<&[u8]> = parsed
-            .iter()
-            .zip(&prefixes)
-            .flat_map(|(&(position, size, _, _), prefix)| {
-                [
-                    &prefix[..],
-                    &batches[position + PATCHED_PREFIX..position + size],
-                ]
-            })
-            .collect();
+        if gaps && !st.active().compacted {
+            self.allow_gaps(st)?;
+        }
+        let prefixes: Vec<[u8; PATCHED_PREFIX]> = match placement {
+            Placement::Assign { leader_epoch } => incoming
+                .iter()
+                .zip(&metas)
+                .map(|(inc, meta)| {
+                    let mut prefix = [0u8; PATCHED_PREFIX];
+                    prefix.copy_from_slice(&batches[inc.position..inc.position + PATCHED_PREFIX]);
+                    set_base_offset_prefix(&mut prefix, meta.base_offset);
+                    set_leader_epoch_prefix(&mut prefix, leader_epoch);
+                    prefix
+                })
+                .collect(),
+            Placement::AsGiven => Vec::new(),
+        };
+        let parts: Vec<&[u8]> = match placement {
+            Placement::Assign { .. } => incoming
+                .iter()
+                .zip(&prefixes)
+                .flat_map(|(inc, prefix)| {
+                    let end = inc.position + inc.header.total_size();
+                    [&prefix[..], &batches[inc.position + PATCHED_PREFIX..end]]
+                })
+                .collect(),
+            // Framing covered the whole buffer: it is the batches, back to back.
+            Placement::AsGiven => vec![batches],
+        };
         let io = &*self.io;
         st.active_mut()
             .append(io, &parts, &metas, &config, now_ms)
@@ -400,6 +563,7 @@ impl Log {
             if st.max_timestamp.is_none_or(|(ts, _)| m.max_timestamp > ts) {
                 st.max_timestamp = Some((m.max_timestamp, m.base_offset));
             }
+            self.note_epoch(st, m);
         }
         Ok(AppendInfo {
             base_offset: metas[0].base_offset,
@@ -407,6 +571,44 @@ impl Log {
             max_timestamp,
             log_start_offset: st.log_start(),
         })
+    }
+
+    /// Records the epoch of a batch just appended in the epoch cache, if it is a new one.
+    fn note_epoch(&self, st: &mut State, meta: &BatchMeta) {
+        if st.epochs.assign(meta.leader_epoch, meta.base_offset) {
+            st.epochs_dirty = true;
+            tracing::info!(
+                dir = %self.dir.display(),
+                epoch = meta.leader_epoch,
+                start_offset = meta.base_offset,
+                "new leader epoch"
+            );
+        } else if let Some(latest) = st.epochs.latest() {
+            if (0..latest.epoch.0).contains(&meta.leader_epoch) {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    epoch = meta.leader_epoch,
+                    offset = meta.base_offset,
+                    latest_epoch = latest.epoch.0,
+                    "batch carries an epoch older than the latest; epoch cache unchanged"
+                );
+            }
+        }
+    }
+
+    /// Lets the active segment take batches with offset gaps: an empty `<base>.gaps` marker
+    /// tells open to load it as it loads cleaned segments. The marker's directory entry is
+    /// made durable by the flush that syncs the gapped batches (it marks the directory dirty),
+    /// before they count as durable; without it recovery would cut the segment at the gap.
+    fn allow_gaps(&self, st: &mut State) -> Result<(), LogError> {
+        let base = st.active().base_offset;
+        self.io
+            .open(&Segment::gaps_marker(&self.dir, base))
+            .map_err(|e| self.fail(e))?;
+        st.active_mut().compacted = true;
+        st.dir_dirty = true;
+        tracing::info!(dir = %self.dir.display(), segment = base, "segment takes batches with offset gaps");
+        Ok(())
     }
 
     fn roll(&self, st: &mut State) -> Result<(), LogError> {
@@ -437,7 +639,7 @@ impl Log {
     /// Syncs every file with unsynced data up to a snapshot of the log end and publishes it as
     /// durable. With `closing`, also the active segment's indexes and an exact checkpoint.
     fn sync_locked(&self, flush: &mut FlushState, closing: bool) -> Result<(), LogError> {
-        let (log_end, files, dir, checkpoint_due) = {
+        let (log_end, files, dir, checkpoint_due, epochs) = {
             let mut st = self.lock_state()?;
             let log_end = st.log_end();
             let active = st.active().base_offset;
@@ -463,7 +665,8 @@ impl Log {
                 }
             }
             let dir = std::mem::take(&mut st.dir_dirty);
-            (log_end, files, dir, checkpoint_due)
+            let epochs = std::mem::take(&mut st.epochs_dirty).then(|| st.epochs.clone());
+            (log_end, files, dir, checkpoint_due, epochs)
         };
         // The append lock is released: appends go on while we wait for the disk.
         for file in &files {
@@ -471,6 +674,11 @@ impl Log {
         }
         if dir {
             self.io.sync_dir(&self.dir).map_err(|e| self.fail(e))?;
+        }
+        // Before the recovery point moves and before `durable` is published: every batch below
+        // the recovery point must have its epoch in the file (see `epoch_cache`).
+        if let Some(epochs) = epochs {
+            epoch_cache::write(&*self.io, &self.dir, &epochs).map_err(|e| self.fail(e))?;
         }
         if checkpoint_due {
             checkpoint::write(&*self.io, &self.dir, log_end).map_err(|e| self.fail(e))?;
@@ -600,13 +808,14 @@ impl Log {
         if offset >= st.log_end() {
             return Ok(());
         }
+        let full = offset <= st.log_start();
         let io = &*self.io;
         // Lower the recovery point first: a crash mid-truncation must rescan what is cut.
         if flush.checkpointed.is_some_and(|c| c > offset) {
             checkpoint::write(io, &self.dir, offset).map_err(|e| self.fail(e))?;
             flush.checkpointed = Some(offset);
         }
-        let result = if offset <= st.log_start() {
+        let result = if full {
             self.truncate_fully(&mut st, offset)
         } else {
             self.truncate_inside(&mut st, offset)
@@ -621,6 +830,15 @@ impl Log {
         })?;
         st.recompute_max_timestamp();
         let log_end = st.log_end();
+        // The batches of the dropped entries are gone (Kafka's `truncateFromEnd`, or
+        // `clearAndFlush` when the log is emptied). The file follows at the next flush round;
+        // until then recovery rescans from the lowered recovery point.
+        let epochs_changed = if full {
+            st.epochs.clear()
+        } else {
+            st.epochs.truncate_from_end(log_end)
+        };
+        st.epochs_dirty |= epochs_changed;
         self.durable.fetch_min(log_end, Ordering::SeqCst);
         tracing::info!(dir = %self.dir.display(), offset, log_end, "log truncated");
         Ok(())
@@ -719,6 +937,33 @@ impl Log {
         Ok(())
     }
 
+    /// The newest leader epoch with data in the log (Kafka's `latestEpoch`); `None` if no batch
+    /// carries an epoch.
+    pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
+        self.lock_state().ok()?.epochs.latest().map(|e| e.epoch)
+    }
+
+    /// The leader-epoch cache, oldest first: where each epoch with data in the log starts.
+    pub fn epoch_entries(&self) -> Vec<EpochEntry> {
+        self.lock_state()
+            .map_or_else(|_| Vec::new(), |s| s.epochs.entries().to_vec())
+    }
+
+    /// OffsetsForLeaderEpoch (KIP-101/279, Kafka's `endOffsetForEpoch`): the largest epoch at
+    /// or below `requested` and the offset where it ends.
+    ///
+    /// - `requested` is the latest epoch: `(latest, log end)`.
+    /// - an epoch between known ones: `(largest known epoch <= requested, start offset of the
+    ///   next higher epoch)`, so a follower truncates to where its last epoch diverged.
+    /// - below the first known epoch: `(requested, start offset of the first epoch)`, the start
+    ///   of what the log still has.
+    /// - `None`, Kafka's `UNDEFINED_EPOCH_OFFSET` (answer epoch -1, offset -1 on the wire): no
+    ///   entries, `requested` above the latest epoch, or `requested` is -1.
+    pub fn end_offset_for_epoch(&self, requested: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
+        let st = self.lock_state().ok()?;
+        st.epochs.end_offset_for(requested, Offset(st.log_end()))
+    }
+
     /// Flushes everything (indexes included) and writes an exact checkpoint, so the next
     /// `open(.., clean_shutdown = true)` trusts the files without scanning them.
     pub fn close(&self) -> Result<(), LogError> {
@@ -739,4 +984,57 @@ impl Log {
     pub fn segment_count(&self) -> usize {
         self.lock_state().map_or(0, |s| s.segments.len())
     }
+}
+
+/// The leader-epoch cache of a log just opened, and whether the file must be written before
+/// the recovery point moves (see `epoch_cache` and docs/STORAGE.md §3):
+/// - a usable checkpoint is trusted up to where recovery rescanned; from there on the entries
+///   are rebuilt from the scanned batches;
+/// - a missing or damaged one is rebuilt from every batch in the log (slower: reads every
+///   batch header);
+/// - then entries at or past the log end are dropped and the first moved up to the log start.
+fn open_epoch_cache(
+    dir: &Path,
+    st: &State,
+    rescanned: Option<&Rescanned>,
+) -> Result<(EpochCache, bool), LogError> {
+    let has_data = st.segments.values().any(|s| !s.is_empty());
+    let stored = match epoch_cache::read(dir) {
+        Ok(stored) => stored,
+        Err(reason) => {
+            tracing::warn!(dir = %dir.display(), %reason, "damaged leader-epoch checkpoint");
+            None
+        }
+    };
+    let mut cache = match (&stored, rescanned) {
+        (Some(stored), None) => stored.clone(),
+        (Some(stored), Some(rescanned)) => {
+            let mut cache = stored.clone();
+            cache.truncate_from_end(rescanned.from_offset);
+            rescanned.epoch_starts.apply(&mut cache);
+            cache
+        }
+        (None, _) if !has_data => EpochCache::default(),
+        (None, _) => {
+            let started = std::time::Instant::now();
+            let segments: Vec<&Segment> = st.segments.values().collect();
+            let mut cache = EpochCache::default();
+            recovery::epoch_starts_of(&segments)?.apply(&mut cache);
+            tracing::warn!(
+                dir = %dir.display(),
+                segments = segments.len(),
+                entries = cache.entries().len(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "leader-epoch checkpoint missing or damaged; rebuilt it from every batch"
+            );
+            cache
+        }
+    };
+    cache.truncate_from_end(st.log_end());
+    cache.truncate_from_start(st.log_start());
+    let write = match &stored {
+        Some(stored) => *stored != cache,
+        None => has_data,
+    };
+    Ok((cache, write))
 }

@@ -13,8 +13,11 @@
 //!   previous batch — rebuilding both indexes; at the first bad batch truncate the file there
 //!   and delete every later segment.
 //!
-//! After a recovery the surviving data is fsynced and the checkpoint moved to the log end, so
-//! the next crash does not scan it again. Nothing here panics on any disk content.
+//! Recovery also notes where the partition leader epoch changes in the batches it scans
+//! ([`Rescanned`]), from which `Log::open` rebuilds that part of the leader-epoch cache, as
+//! Kafka's segment recovery re-assigns epochs. After a recovery the surviving data is fsynced;
+//! the caller then writes the epoch checkpoint and only then moves the recovery point to the
+//! log end, so the next crash does not scan it again. Nothing here panics on any disk content.
 
 use std::fs::{self, File};
 use std::io;
@@ -26,12 +29,33 @@ use sluice_protocol::batch::{
 
 use crate::checkpoint;
 use crate::config::LogConfig;
+use crate::epoch_cache::EpochStarts;
 use crate::error::LogError;
 use crate::io::{read_exact_at, Io};
 use crate::segment::{
-    parse_file_name, BatchMeta, Segment, CLEANED_SUFFIX, INDEX_EXT, LOG_EXT, SWAP_SUFFIX,
+    parse_file_name, BatchMeta, Segment, CLEANED_SUFFIX, GAPS_EXT, INDEX_EXT, LOG_EXT, SWAP_SUFFIX,
     TIME_INDEX_EXT,
 };
+
+/// The segments of a directory, as [`open_segments`] found them.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    /// In offset order, at least one.
+    pub segments: Vec<Segment>,
+    /// `Some` if recovery rescanned part of the log: the recovery point must then be moved to
+    /// the log end by the caller, after the epoch checkpoint is written.
+    pub rescanned: Option<Rescanned>,
+}
+
+/// What recovery saw of the batches it scanned.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Rescanned {
+    /// Base offset of the first recovered segment: every batch from here to the log end was
+    /// scanned (and the epoch cache entries from here on are rebuilt from them).
+    pub from_offset: i64,
+    /// Where the partition leader epoch changes in the scanned batches.
+    pub epoch_starts: EpochStarts,
+}
 
 /// How a scan ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,6 +146,7 @@ pub(crate) fn scan(
             base_offset: header.base_offset,
             last_offset: header.last_offset(),
             max_timestamp: header.max_timestamp,
+            leader_epoch: header.partition_leader_epoch,
         });
         expected_base = header.last_offset() + 1;
         position += size;
@@ -129,12 +154,45 @@ pub(crate) fn scan(
     Ok(ScanEnd::Clean)
 }
 
+/// Where the partition leader epoch changes across every batch of `segments`, by header scan
+/// (no CRC): how a missing or damaged leader-epoch checkpoint is rebuilt. A segment whose
+/// headers stop checking out contributes its batches up to there.
+pub(crate) fn epoch_starts_of(segments: &[&Segment]) -> io::Result<EpochStarts> {
+    let mut starts = EpochStarts::default();
+    for seg in segments {
+        let checks = Checks {
+            crc: false,
+            gaps: seg.compacted,
+        };
+        let end = scan(
+            &seg.log,
+            0,
+            seg.size,
+            seg.base_offset,
+            seg.base_offset,
+            checks,
+            |m| starts.note(m.leader_epoch, m.base_offset),
+        )?;
+        if let ScanEnd::Invalid { position, reason } = end {
+            tracing::warn!(
+                segment = seg.base_offset,
+                position,
+                %reason,
+                "epoch rebuild stopped early in a segment"
+            );
+        }
+    }
+    Ok(starts)
+}
+
 /// Full recovery of one segment: every batch checked (CRC included), indexes rebuilt, the file
-/// cut at the first invalid batch. Returns whether it cut anything.
+/// cut at the first invalid batch, the epochs of the valid batches noted in `epochs`. Returns
+/// whether it cut anything.
 pub(crate) fn recover_segment(
     io: &dyn Io,
     seg: &mut Segment,
     config: &LogConfig,
+    epochs: &mut EpochStarts,
 ) -> Result<bool, LogError> {
     seg.reset_derived(io)?;
     let end = seg.size;
@@ -155,6 +213,7 @@ pub(crate) fn recover_segment(
     )?;
     for m in &metas {
         seg.track_batch(m, config.index_interval_bytes);
+        epochs.note(m.leader_epoch, m.base_offset);
     }
     let cut = match outcome {
         ScanEnd::Clean => false,
@@ -262,13 +321,13 @@ fn rebuild_indexes(io: &dyn Io, seg: &mut Segment, config: &LogConfig) -> Result
 }
 
 /// Finds, loads and (if needed) recovers the segments in `dir`, creating the directory and a
-/// first segment if there are none. Returns the segments in offset order, at least one.
+/// first segment if there are none.
 pub(crate) fn open_segments(
     io: &dyn Io,
     dir: &Path,
     config: &LogConfig,
     clean_shutdown: bool,
-) -> Result<Vec<Segment>, LogError> {
+) -> Result<Opened, LogError> {
     if !dir.exists() {
         io.create_dir_all(dir)?;
         if let Some(parent) = dir.parent() {
@@ -280,7 +339,10 @@ pub(crate) fn open_segments(
     if bases.is_empty() {
         let seg = Segment::create(io, dir, 0)?;
         io.sync_dir(dir)?;
-        return Ok(vec![seg]);
+        return Ok(Opened {
+            segments: vec![seg],
+            rescanned: None,
+        });
     }
     let recovery_point = checkpoint::read(dir);
     // Segments below the cleaner checkpoint may have been rewritten by the cleaner (which
@@ -288,10 +350,13 @@ pub(crate) fn open_segments(
     let compacted_below = checkpoint::read_named(dir, checkpoint::CLEANER_NAME).unwrap_or(0);
     if clean_shutdown {
         if let Some(rp) = recovery_point {
-            let (segments, consistent) = load(io, dir, config, &bases, None, compacted_below)?;
+            let (segments, consistent, _) = load(io, dir, config, &bases, None, compacted_below)?;
             let leo = segments.last().map_or(0, |s| s.next_offset);
             if consistent && leo == rp {
-                return Ok(segments);
+                return Ok(Opened {
+                    segments,
+                    rescanned: None,
+                });
             }
             tracing::warn!(
                 dir = %dir.display(),
@@ -309,7 +374,7 @@ pub(crate) fn open_segments(
         None => 0,
     };
     tracing::info!(dir = %dir.display(), from_segment = bases[from], "recovering log");
-    let (segments, _) = load(io, dir, config, &bases, Some(from), compacted_below)?;
+    let (segments, _, rescanned) = load(io, dir, config, &bases, Some(from), compacted_below)?;
     // Make what survived durable before the checkpoint says so.
     for seg in &segments[from.min(segments.len() - 1)..] {
         io.sync_data(&seg.log)?;
@@ -323,19 +388,26 @@ pub(crate) fn open_segments(
         }
     }
     io.sync_dir(dir)?;
-    let leo = segments.last().map_or(0, |s| s.next_offset);
-    checkpoint::write(io, dir, leo)?;
     let mut segments = segments;
     for seg in &mut segments {
         seg.log_dirty = false;
         seg.index_dirty = false;
     }
-    Ok(segments)
+    // Recovering from `from` always recovers something; the default is for the impossible case
+    // of no segment left, and scans nothing.
+    let rescanned = rescanned.unwrap_or_else(|| Rescanned {
+        from_offset: segments.last().map_or(0, |s| s.next_offset),
+        epoch_starts: EpochStarts::default(),
+    });
+    Ok(Opened {
+        segments,
+        rescanned: Some(rescanned),
+    })
 }
 
 /// Loads segments `bases` in order; from index `recover_from` on (or from the first one found
 /// inconsistent) with full recovery, which deletes everything after a cut or a gap.
-/// Returns the segments and whether no recovery was needed.
+/// Returns the segments, whether no recovery was needed, and what recovery scanned (if any).
 fn load(
     io: &dyn Io,
     dir: &Path,
@@ -343,10 +415,11 @@ fn load(
     bases: &[i64],
     recover_from: Option<usize>,
     compacted_below: i64,
-) -> Result<(Vec<Segment>, bool), LogError> {
+) -> Result<(Vec<Segment>, bool, Option<Rescanned>), LogError> {
     let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
     let mut consistent = true;
     let mut recovering = false;
+    let mut rescanned: Option<Rescanned> = None;
     for (i, &base) in bases.iter().enumerate() {
         if let Some(prev) = segments.last() {
             if prev.next_offset != base {
@@ -361,7 +434,7 @@ fn load(
             }
         }
         let mut seg = Segment::open_files(io, dir, base)?;
-        seg.compacted = base < compacted_below;
+        seg.compacted = base < compacted_below || Segment::gaps_marker(dir, base).exists();
         recovering |= recover_from.is_some_and(|f| i >= f);
         if !recovering && !load_trusted(io, &mut seg, config)? {
             tracing::warn!(
@@ -373,7 +446,11 @@ fn load(
         }
         let mut cut = false;
         if recovering {
-            cut = recover_segment(io, &mut seg, config)?;
+            let scan = rescanned.get_or_insert_with(|| Rescanned {
+                from_offset: base,
+                epoch_starts: EpochStarts::default(),
+            });
+            cut = recover_segment(io, &mut seg, config, &mut scan.epoch_starts)?;
         }
         if seg.first_batch_ts.is_none() {
             seg.first_batch_ts = read_header(&seg.log, 0, seg.size)?.map(|h| h.max_timestamp);
@@ -390,7 +467,7 @@ fn load(
             .map(|h| h.max_timestamp)
             .filter(|&ts| ts >= 0);
     }
-    Ok((segments, consistent))
+    Ok((segments, consistent, rescanned))
 }
 
 fn delete_segments(io: &dyn Io, dir: &Path, bases: &[i64]) -> Result<(), LogError> {
@@ -419,7 +496,9 @@ fn list_segments(io: &dyn Io, dir: &Path) -> Result<Vec<i64>, LogError> {
         }
         match parse_file_name(name) {
             Some((base, LOG_EXT)) => logs.push(base),
-            Some((base, INDEX_EXT | TIME_INDEX_EXT)) => others.push((base, entry.path())),
+            Some((base, INDEX_EXT | TIME_INDEX_EXT | GAPS_EXT)) => {
+                others.push((base, entry.path()))
+            }
             _ => {}
         }
     }

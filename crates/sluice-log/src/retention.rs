@@ -11,6 +11,10 @@
 //! before keeps reading the unlinked file. The directory is not fsynced after an unlink: a
 //! segment that comes back after a power loss is an older prefix of the log, which the next
 //! retention run deletes again (the persisted log start still hides it from readers).
+//!
+//! Both move the first leader-epoch entry up to the new log start (Kafka's
+//! `truncateFromStart`); the epoch checkpoint follows at the next flush, and open re-applies
+//! the log start to it in case a crash came first.
 
 use crate::checkpoint;
 use crate::error::LogError;
@@ -117,6 +121,7 @@ impl Log {
         let n = segments_to_delete(&summaries, policy, now_ms);
         let victims: Vec<i64> = st.segments.keys().take(n).copied().collect();
         let removed = take_segments(&mut st, &victims);
+        st.epochs_follow_log_start();
         let log_start_offset = st.log_start();
         drop(st);
         let bytes_deleted = self.unlink(&removed)?;
@@ -173,6 +178,7 @@ impl Log {
             .map(|w| w[0])
             .collect();
         let removed = take_segments(&mut st, &victims);
+        st.epochs_follow_log_start();
         let log_start = st.log_start();
         drop(st);
         self.unlink(&removed)?;

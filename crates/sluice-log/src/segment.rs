@@ -19,6 +19,10 @@ use crate::time_index::{TimeEntry, TimeIndex, TIME_ENTRY_LEN};
 pub(crate) const LOG_EXT: &str = "log";
 pub(crate) const INDEX_EXT: &str = "index";
 pub(crate) const TIME_INDEX_EXT: &str = "timeindex";
+/// `<base>.gaps`: an empty marker file saying the segment may have gaps between batches
+/// although it is not below the cleaner checkpoint (a follower copied a compacted leader log
+/// into it; see `Log::append_as_follower`).
+pub(crate) const GAPS_EXT: &str = "gaps";
 /// The three extensions of a segment, in the order [`Segment::paths`] returns them.
 pub(crate) const SEGMENT_EXTS: [&str; 3] = [LOG_EXT, INDEX_EXT, TIME_INDEX_EXT];
 /// Suffix of a segment file the cleaner is still writing (deleted on open).
@@ -50,6 +54,8 @@ pub(crate) struct BatchMeta {
     pub base_offset: i64,
     pub last_offset: i64,
     pub max_timestamp: i64,
+    /// partitionLeaderEpoch of the stored batch (-1: none).
+    pub leader_epoch: i32,
 }
 
 #[derive(Debug)]
@@ -66,8 +72,9 @@ pub(crate) struct Segment {
     pub max_timestamp: Option<(i64, i64)>,
     /// Log bytes appended since the last offset-index entry.
     pub bytes_since_index: u64,
-    /// Written by the cleaner (or below the cleaner checkpoint): batches may have gaps between
-    /// them. Only such segments accept a base offset beyond the previous batch's end.
+    /// Written by the cleaner (or below the cleaner checkpoint), or marked by a `.gaps` file:
+    /// batches may have gaps between them. Only such segments accept a base offset beyond the
+    /// previous batch's end.
     pub compacted: bool,
     /// maxTimestamp of the first batch (Kafka's "first batch timestamp"): how old the oldest
     /// data of a dirty segment is, for `max.compaction.lag.ms`.
@@ -130,11 +137,16 @@ impl Segment {
         Ok(seg)
     }
 
+    /// Removes the three files and the `.gaps` marker, if any.
     pub fn remove_files(io: &dyn Io, dir: &Path, base_offset: i64) -> io::Result<()> {
         for path in Self::paths(dir, base_offset) {
             io.remove_file(&path)?;
         }
-        Ok(())
+        io.remove_file(&Self::gaps_marker(dir, base_offset))
+    }
+
+    pub fn gaps_marker(dir: &Path, base_offset: i64) -> PathBuf {
+        dir.join(file_name(base_offset, GAPS_EXT))
     }
 
     pub fn is_empty(&self) -> bool {
