@@ -95,6 +95,7 @@ impl Broker {
         let store = MetadataStore::open(&dir, node_id)?;
         let replayed = store.state().clone();
         let replicas = Arc::new(ReplicaManager::with_io(
+            node_id,
             dir.clone(),
             config.durability,
             effective_settings(&config.settings, node_id, &replayed),

@@ -21,6 +21,8 @@ pub struct SessionPartition {
     pub partition: i32,
     pub fetch_offset: i64,
     pub max_bytes: i32,
+    /// The leader epoch the fetcher believes current (KIP-320); -1: it does not say.
+    pub current_leader_epoch: i32,
     /// High watermark and log start offset in the last response that included the partition;
     /// -1 until then, so the first response always includes it.
     pub last_high_watermark: i64,
@@ -54,6 +56,7 @@ impl FetchSession {
             Some(existing) => {
                 existing.fetch_offset = p.fetch_offset;
                 existing.max_bytes = p.max_bytes;
+                existing.current_leader_epoch = p.current_leader_epoch;
             }
             None => self.partitions.push(p),
         }
@@ -179,6 +182,7 @@ mod tests {
             partition,
             fetch_offset: offset,
             max_bytes: 1024,
+            current_leader_epoch: -1,
             last_high_watermark: -1,
             last_log_start_offset: -1,
         }

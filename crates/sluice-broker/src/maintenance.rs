@@ -68,6 +68,11 @@ fn compact(p: &Partition, now: i64) {
     }
 }
 
+/// How often every hosted partition's high watermark is written to
+/// `replication-offset-checkpoint` (Kafka's `replica.high.watermark.checkpoint.interval.ms`
+/// default). Also written at clean shutdown.
+const HW_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(5_000);
+
 pub async fn run(broker: Arc<Broker>) {
     let mut stopping = broker.stopping.subscribe();
     let settings = broker.settings();
@@ -84,12 +89,25 @@ pub async fn run(broker: Arc<Broker>) {
     let start = tokio::time::Instant::now();
     let mut next_retention = start + retention_every;
     let mut next_clean = start + cleaner_every;
+    let mut next_hw_checkpoint = start + HW_CHECKPOINT_INTERVAL;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep_until(next_retention.min(next_clean)) => {}
+            _ = tokio::time::sleep_until(next_retention.min(next_clean).min(next_hw_checkpoint)) => {}
             _ = stopping.wait_for(|s| *s) => return,
         }
         let now = tokio::time::Instant::now();
+        if now >= next_hw_checkpoint {
+            next_hw_checkpoint = now + HW_CHECKPOINT_INTERVAL;
+            let replicas = broker.replicas.clone();
+            if let Err(e) =
+                tokio::task::spawn_blocking(move || replicas.checkpoint_high_watermarks()).await
+            {
+                tracing::error!(error = %e, "high-watermark checkpoint task failed");
+            }
+        }
+        if now < next_retention && now < next_clean {
+            continue;
+        }
         let do_retention = now >= next_retention;
         let do_clean = now >= next_clean;
         if do_retention {

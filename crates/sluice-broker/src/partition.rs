@@ -1,9 +1,13 @@
-//! One partition replica hosted by this broker: its log, its high watermark, its topic's
-//! effective configs, its idempotent-producer state, and the fetches waiting for it to move.
+//! One partition replica hosted by this broker: its log, its replica state (role, leader epoch,
+//! ISR, high watermark: the pure `sluice-replica` machine), its topic's effective configs, its
+//! idempotent-producer state, and the fetches waiting for it to move.
 //!
-//! High watermark (HW): the offset below which consumers may read. On a single node it is the
-//! log end offset under `--durability relaxed`, and the durable (fsynced) offset under `fsync`, so a
-//! consumer never sees a record that a crash could take back.
+//! High watermark (HW): the offset below which consumers may read, computed by
+//! [`ReplicaState`] from the local end this shell reports: the log end offset under
+//! `--durability relaxed`, the durable (fsynced) offset under `fsync`, so a consumer never sees
+//! a record that a crash could take back. With one replica that end is the HW; with more, the
+//! least end over the ISR. The HW, the role and the leader epoch are mirrored in atomics so the
+//! read paths never take the replica lock.
 //!
 //! Producer state is checked and updated under one mutex around the append, so the sequence
 //! check and the write are atomic. It is snapshotted to `producer-state.json` in the partition
@@ -16,8 +20,10 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 use sluice_log::{AppendInfo, Log, LogError};
+use sluice_meta::PartitionInfo;
 use sluice_protocol::batch::Batches;
-use sluice_types::LeaderEpoch;
+use sluice_replica::{FollowerChange, LeaderChange, Output, ReplicaConfig, ReplicaState};
+use sluice_types::{BrokerId, LeaderEpoch, Offset, TopicPartition};
 use uuid::Uuid;
 
 use crate::config::Durability;
@@ -58,9 +64,11 @@ pub struct Partition {
     pub index: i32,
     pub log: Arc<Log>,
     durability: Durability,
+    /// The replica state machine; its outputs are applied under this lock.
+    replica: Mutex<ReplicaState>,
+    /// Mirrors of the replica state for lock-free reads: the HW, whether this broker leads, and
+    /// the leader epoch appends are stamped with and fetchers are checked against.
     high_watermark: AtomicI64,
-    /// Whether this broker leads the partition, and the leader epoch of the latest image:
-    /// appends are stamped with it and fetchers are checked against it.
     is_leader: AtomicBool,
     leader_epoch: AtomicI32,
     /// The topic's effective configs; replaced when they are altered.
@@ -72,22 +80,24 @@ pub struct Partition {
 
 impl Partition {
     pub fn new(
-        topic: String,
+        local: BrokerId,
+        tp: &TopicPartition,
         topic_id: Uuid,
-        index: i32,
         log: Log,
         durability: Durability,
         settings: Arc<TopicSettings>,
+        checkpointed_hw: Option<i64>,
     ) -> Partition {
-        // Everything found on disk at open time is either fsynced already or was recovered.
-        let hw = match durability {
-            Durability::Fsync => log.durable_offset(),
-            Durability::Relaxed => log.log_end_offset(),
-        };
+        // Until it leads, the HW is what was checkpointed (never past what the log holds now).
+        let hw = checkpointed_hw
+            .unwrap_or(0)
+            .clamp(log.log_start_offset(), log.log_end_offset());
+        let replica = ReplicaState::new(local, ReplicaConfig::default());
         Partition {
-            topic,
+            replica: Mutex::new(replica),
+            topic: tp.topic.clone(),
             topic_id,
-            index,
+            index: tp.partition.get(),
             log: Arc::new(log),
             durability,
             high_watermark: AtomicI64::new(hw),
@@ -107,12 +117,78 @@ impl Partition {
         *self.settings.write().expect("settings lock") = settings;
     }
 
-    /// Applies the leadership the metadata image gives this broker.
-    pub fn set_leadership(&self, leads: bool, epoch: LeaderEpoch) {
-        // The epoch first: whoever sees `is_leader` sees at least this epoch.
-        self.leader_epoch.store(epoch.get(), Ordering::Release);
-        self.is_leader.store(leads, Ordering::Release);
+    /// The local end the HW counts: what a crash cannot take back in fsync mode.
+    fn counted_end(&self) -> Offset {
+        Offset(match self.durability {
+            Durability::Fsync => self.log.durable_offset(),
+            Durability::Relaxed => self.log.log_end_offset(),
+        })
+    }
+
+    /// Applies what the metadata image says about this partition: this broker leads it (under
+    /// `info.leader_epoch`) or follows.
+    pub fn set_leadership(&self, leads: bool, info: &PartitionInfo, now_ms: i64) {
+        let mut replica = self.replica.lock().expect("replica lock");
+        if leads && info.leader_epoch > replica.leader_epoch() {
+            // The new epoch starts at the log end now, not at its first append.
+            if let Err(e) = self.log.assign_leader_epoch(info.leader_epoch) {
+                tracing::error!(topic = %self.topic, partition = self.index, error = %e,
+                    "could not record the new leader epoch");
+            }
+        }
+        let applied = if leads {
+            replica.become_leader(LeaderChange {
+                epoch: info.leader_epoch,
+                partition_epoch: info.partition_epoch,
+                replicas: info.replicas.clone(),
+                isr: info.isr.clone(),
+                local_end: self.counted_end(),
+                epoch_start: Offset(self.log.log_end_offset()),
+                hw: Offset(self.high_watermark()),
+                now_ms,
+            })
+        } else {
+            replica.become_follower(FollowerChange {
+                leader: info.has_leader().then_some(info.leader),
+                epoch: info.leader_epoch,
+                partition_epoch: info.partition_epoch,
+                replicas: info.replicas.clone(),
+            })
+        };
+        match applied {
+            Ok(out) => {
+                // The epoch first: whoever sees `is_leader` sees at least this epoch.
+                self.leader_epoch
+                    .store(replica.leader_epoch().get(), Ordering::Release);
+                self.is_leader.store(replica.is_leader(), Ordering::Release);
+                self.apply(out);
+            }
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e,
+                    "stale leadership change ignored");
+            }
+        }
+        drop(replica);
         self.waiters.wake_all();
+    }
+
+    /// Reports the counted local end to the replica state and applies what follows.
+    fn report_local_end(&self, now_ms: i64) {
+        let mut replica = self.replica.lock().expect("replica lock");
+        let out = replica.on_local_end(self.counted_end(), now_ms);
+        self.apply(out);
+    }
+
+    /// Acts on the replica state's outputs (called with its lock held).
+    fn apply(&self, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::HighWatermark(hw) => self.set_high_watermark(hw.get()),
+                // One replica: nothing to propose, no produce parked in the machine (acks=all
+                // waits on durability in `make_durable`). Replication wires these.
+                Output::ProposeIsr(_) | Output::ProduceDone { .. } => {}
+            }
+        }
     }
 
     pub fn is_leader(&self) -> bool {
@@ -127,9 +203,9 @@ impl Partition {
         self.high_watermark.load(Ordering::Acquire)
     }
 
-    fn advance_high_watermark(&self, to: i64) {
-        let prev = self.high_watermark.fetch_max(to, Ordering::AcqRel);
-        if to > prev {
+    fn set_high_watermark(&self, to: i64) {
+        let prev = self.high_watermark.swap(to, Ordering::AcqRel);
+        if to != prev {
             self.waiters.wake_all();
         }
     }
@@ -166,7 +242,7 @@ impl Partition {
         }
         drop(producers);
         if self.durability == Durability::Relaxed {
-            self.advance_high_watermark(info.last_offset + 1);
+            self.report_local_end(now_ms);
         }
         Ok(AppendOutcome::Appended(info))
     }
@@ -178,13 +254,10 @@ impl Partition {
             return Ok(());
         }
         let me = self.clone();
-        let durable = tokio::task::spawn_blocking(move || {
-            me.log.flush(end_offset)?;
-            Ok::<_, LogError>(me.log.durable_offset())
-        })
-        .await
-        .map_err(|e| LogError::Io(std::io::Error::other(e.to_string())))??;
-        self.advance_high_watermark(durable);
+        tokio::task::spawn_blocking(move || me.log.flush(end_offset))
+            .await
+            .map_err(|e| LogError::Io(std::io::Error::other(e.to_string())))??;
+        self.report_local_end(crate::handlers::now_ms());
         Ok(())
     }
 

@@ -3,19 +3,24 @@
 //! decided by the metadata: the publisher hands the replica manager the local changes of each
 //! new image ([`ReplicaManager::apply_local`], [`ReplicaManager::remove`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use sluice_log::{Io, Log, LogConfig, LogError, StdIo};
 use sluice_meta::{ClusterState, LocalChanges, TopicInfo, Uuid};
-use sluice_types::TopicPartition;
+use sluice_types::{BrokerId, Offset, TopicPartition};
 
 use crate::config::{Durability, Settings};
 use crate::partition::Partition;
 use crate::topic_config::TopicSettings;
 
 pub struct ReplicaManager {
+    /// This broker.
+    local: BrokerId,
+    /// High watermarks read from `replication-offset-checkpoint` at start-up: where each
+    /// partition's HW starts until it leads or hears from its leader.
+    checkpointed_hws: BTreeMap<TopicPartition, Offset>,
     data_dir: PathBuf,
     durability: Durability,
     /// Broker settings (static + dynamic): the defaults behind every topic config.
@@ -26,18 +31,26 @@ pub struct ReplicaManager {
 }
 
 impl ReplicaManager {
-    pub fn new(data_dir: PathBuf, durability: Durability, settings: Settings) -> Self {
-        Self::with_io(data_dir, durability, settings, Arc::new(StdIo))
+    pub fn new(
+        local: BrokerId,
+        data_dir: PathBuf,
+        durability: Durability,
+        settings: Settings,
+    ) -> Self {
+        Self::with_io(local, data_dir, durability, settings, Arc::new(StdIo))
     }
 
     /// [`ReplicaManager::new`] whose logs reach the disk through `io` (fault injection).
     pub fn with_io(
+        local: BrokerId,
         data_dir: PathBuf,
         durability: Durability,
         settings: Settings,
         io: Arc<dyn Io>,
     ) -> Self {
         ReplicaManager {
+            checkpointed_hws: sluice_log::high_watermark::read(&data_dir),
+            local,
             io,
             data_dir,
             durability,
@@ -118,7 +131,7 @@ impl ReplicaManager {
                     continue;
                 }
             };
-            partition.set_leadership(leads, change.info.leader_epoch);
+            partition.set_leadership(leads, &change.info, crate::handlers::now_ms());
             tracing::debug!(partition = %change.tp, leads, leader_epoch = %change.info.leader_epoch,
                 "partition leadership applied");
         }
@@ -147,12 +160,13 @@ impl ReplicaManager {
         tracing::debug!(partition = %tp, log_end_offset = log.log_end_offset(), "opened partition log");
         let non_empty = log.log_end_offset() > log.log_start_offset();
         let partition = Arc::new(Partition::new(
-            topic.name.clone(),
+            self.local,
+            tp,
             topic.topic_id,
-            index,
             log,
             self.durability,
             settings,
+            self.checkpointed_hws.get(tp).map(|o| o.get()),
         ));
         if non_empty {
             partition.load_producer_state(crate::handlers::now_ms())?;
@@ -220,6 +234,24 @@ impl ReplicaManager {
             .collect()
     }
 
+    /// Writes every hosted partition's high watermark to `replication-offset-checkpoint`.
+    /// Blocking (an fsync). Failures are logged: the file is only a starting point.
+    pub fn checkpoint_high_watermarks(&self) {
+        let hws: BTreeMap<TopicPartition, Offset> = self
+            .all()
+            .iter()
+            .map(|p| {
+                (
+                    TopicPartition::new(p.topic.clone(), p.index),
+                    Offset(p.high_watermark()),
+                )
+            })
+            .collect();
+        if let Err(e) = sluice_log::high_watermark::write(&*self.io, &self.data_dir, &hws) {
+            tracing::warn!(error = %e, "could not write the high-watermark checkpoint");
+        }
+    }
+
     /// Flushes and closes every log (clean shutdown).
     pub fn close_all(&self) -> Result<(), LogError> {
         let mut first_err = None;
@@ -230,6 +262,8 @@ impl ReplicaManager {
                 first_err.get_or_insert(e);
             }
         }
+        // After the logs closed: every HW is final and every log is durable up to it.
+        self.checkpoint_high_watermarks();
         first_err.map_or(Ok(()), Err)
     }
 }

@@ -964,6 +964,32 @@ impl Log {
         st.epochs.end_offset_for(requested, Offset(st.log_end()))
     }
 
+    /// This replica became leader under `epoch`: the epoch starts at the current log end, even
+    /// before a batch is appended under it (Kafka's `makeLeader`), so the previous epoch ends
+    /// here. Older or equal epochs change nothing. Persisted with the next flush.
+    pub fn assign_leader_epoch(&self, epoch: LeaderEpoch) -> Result<(), LogError> {
+        let mut st = self.lock_state()?;
+        let end = st.log_end();
+        if st.epochs.assign(epoch.0, end) {
+            st.epochs_dirty = true;
+            tracing::debug!(dir = %self.dir.display(), epoch = epoch.0, start_offset = end,
+                "leader epoch starts");
+        }
+        Ok(())
+    }
+
+    /// The leader epoch under which `offset` was written: the latest epoch starting at or
+    /// before it (Kafka's `epochForOffset`); `None` when no epoch covers it.
+    pub fn epoch_for_offset(&self, offset: Offset) -> Option<LeaderEpoch> {
+        let st = self.lock_state().ok()?;
+        st.epochs
+            .entries()
+            .iter()
+            .rev()
+            .find(|e| e.start_offset <= offset)
+            .map(|e| e.epoch)
+    }
+
     /// Flushes everything (indexes included) and writes an exact checkpoint, so the next
     /// `open(.., clean_shutdown = true)` trusts the files without scanning them.
     pub fn close(&self) -> Result<(), LogError> {

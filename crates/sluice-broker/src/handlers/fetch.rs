@@ -49,6 +49,7 @@ fn session_partition(
     partition: i32,
     offset: i64,
     max_bytes: i32,
+    current_leader_epoch: i32,
 ) -> SessionPartition {
     SessionPartition {
         topic,
@@ -56,6 +57,7 @@ fn session_partition(
         partition,
         fetch_offset: offset,
         max_bytes,
+        current_leader_epoch,
         last_high_watermark: -1,
         last_log_start_offset: -1,
     }
@@ -82,6 +84,24 @@ fn resolve(broker: &Broker, by_id: bool, name: &str, id: Uuid) -> (String, Uuid)
     }
 }
 
+/// Whether a consumer may read `p` here, as Kafka's `checkCurrentLeaderEpoch`: this broker
+/// must lead it, and a fetcher that names a leader epoch must name the current one (older:
+/// FENCED_LEADER_EPOCH, it must refresh its metadata; newer: UNKNOWN_LEADER_EPOCH, this broker
+/// has not caught up yet). -1 skips the epoch check (clients before KIP-320).
+pub fn check_leader(p: &Partition, current_leader_epoch: i32) -> Result<(), ResponseError> {
+    let epoch = p.leader_epoch().get();
+    if current_leader_epoch >= 0 && current_leader_epoch < epoch {
+        return Err(ResponseError::FencedLeaderEpoch);
+    }
+    if current_leader_epoch > epoch {
+        return Err(ResponseError::UnknownLeaderEpoch);
+    }
+    if !p.is_leader() {
+        return Err(ResponseError::NotLeaderOrFollower);
+    }
+    Ok(())
+}
+
 /// Reads every partition once, sharing the response byte budget. Blocking file reads: runs on
 /// the blocking pool.
 fn read_all(
@@ -106,6 +126,14 @@ fn read_all(
                     records: Bytes::new(),
                 };
             };
+            if let Err(error) = check_leader(p, sp.current_leader_epoch) {
+                return PartitionRead {
+                    error: Some(error),
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    records: Bytes::new(),
+                };
+            }
             let high_watermark = p.high_watermark();
             let limit = (sp.max_bytes.max(0) as usize).min(max_bytes.saturating_sub(used));
             let min_one = used == 0;
@@ -174,6 +202,7 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
                 p.partition,
                 p.fetch_offset,
                 p.partition_max_bytes,
+                p.current_leader_epoch,
             ));
         }
     }

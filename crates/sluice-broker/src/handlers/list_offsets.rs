@@ -12,7 +12,9 @@ use kafka_protocol::ResponseError;
 
 use crate::broker::Broker;
 use crate::error::ApiError;
+use crate::handlers::fetch::check_leader;
 use crate::partition::Partition;
+use sluice_types::Offset;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -48,6 +50,20 @@ fn lookup(p: &Partition, timestamp: i64) -> Result<(i64, i64), ApiError> {
     })
 }
 
+/// The leader epoch to report with an answer, as Kafka does: the current one for LATEST, else
+/// the epoch of the batch holding the offset found (-1 when none was found).
+fn epoch_of(p: &Partition, timestamp: i64, offset: i64) -> i32 {
+    if timestamp == LATEST {
+        return p.leader_epoch().get();
+    }
+    if offset < 0 {
+        return -1;
+    }
+    p.log
+        .epoch_for_offset(Offset(offset))
+        .map_or(-1, |e| e.get())
+}
+
 pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let topics = req
         .topics
@@ -63,13 +79,23 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                         .replicas
                         .get(t.name.as_str(), q.partition_index)
                         .ok_or_else(|| ApiError::from(ResponseError::UnknownTopicOrPartition))
-                        .and_then(|p| lookup(&p, q.timestamp));
+                        .and_then(|p| {
+                            // v4+ names the epoch the client believes current (KIP-320).
+                            let named = if version >= 4 {
+                                q.current_leader_epoch
+                            } else {
+                                -1
+                            };
+                            check_leader(&p, named)?;
+                            lookup(&p, q.timestamp)
+                                .map(|(ts, offset)| (ts, offset, epoch_of(&p, q.timestamp, offset)))
+                        });
                     match outcome {
-                        Ok((timestamp, offset)) => {
+                        Ok((timestamp, offset, epoch)) => {
                             let resp = resp.with_timestamp(timestamp).with_offset(offset);
                             // The leader epoch field exists from v4 on.
                             if version >= 4 {
-                                resp.with_leader_epoch(0)
+                                resp.with_leader_epoch(epoch)
                             } else {
                                 resp
                             }

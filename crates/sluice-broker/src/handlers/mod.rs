@@ -6,6 +6,7 @@ pub mod configs;
 pub mod delete_records;
 pub mod fetch;
 pub mod groups;
+pub mod leader_epochs;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -151,6 +152,10 @@ pub async fn dispatch(
         )),
         RequestKind::AlterConfigs(r) => Some(ResponseKind::AlterConfigs(
             configs::alter_configs(broker, r).await,
+        )),
+        // Reads the epoch cache, held in memory.
+        RequestKind::OffsetForLeaderEpoch(r) => Some(ResponseKind::OffsetForLeaderEpoch(
+            leader_epochs::handle(broker, r),
         )),
         RequestKind::DeleteRecords(r) => Some(ResponseKind::DeleteRecords(
             delete_records::handle(broker, r).await,
