@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use sluice_meta::{BrokerId, ClusterState, MetadataStore};
+use sluice_types::{Clock, SystemClock};
 use thiserror::Error;
 
 use crate::config::{BrokerConfig, Settings};
@@ -15,6 +16,7 @@ use crate::coordinator::Coordinator;
 use crate::error::ApiError;
 use crate::fetch_session::FetchSessionCache;
 use crate::image::{effective_settings, MetadataImage, MetadataPublisher};
+use crate::partition::PartitionEnv;
 use crate::replica_manager::ReplicaManager;
 
 /// Written on clean shutdown, removed at start-up; its absence means logs need recovery.
@@ -40,6 +42,8 @@ pub enum StartError {
 
 pub struct Broker {
     pub config: BrokerConfig,
+    /// Every timestamp the broker takes comes from here (tests can move time by hand).
+    pub clock: Arc<dyn Clock>,
     /// The applied metadata, read lock-free by every handler.
     pub image: Arc<MetadataImage>,
     /// Where every metadata change is decided and written.
@@ -75,6 +79,15 @@ impl Broker {
         config: BrokerConfig,
         io: Arc<dyn sluice_log::Io>,
     ) -> Result<Arc<Broker>, StartError> {
+        Self::open_with(config, io, Arc::new(SystemClock))
+    }
+
+    /// [`Broker::open_with_io`] on a chosen clock.
+    pub fn open_with(
+        config: BrokerConfig,
+        io: Arc<dyn sluice_log::Io>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Broker>, StartError> {
         let dir = config.data_dir.clone();
         std::fs::create_dir_all(&dir).map_err(dir_err(&dir))?;
         let lock = File::create(dir.join(LOCK_FILE)).map_err(dir_err(&dir))?;
@@ -95,9 +108,12 @@ impl Broker {
         let store = MetadataStore::open(&dir, node_id)?;
         let replayed = store.state().clone();
         let replicas = Arc::new(ReplicaManager::with_io(
-            node_id,
+            PartitionEnv {
+                local: node_id,
+                durability: config.durability,
+                clock: clock.clone(),
+            },
             dir.clone(),
-            config.durability,
             effective_settings(&config.settings, node_id, &replayed),
             io,
         ));
@@ -141,9 +157,15 @@ impl Broker {
             .load()
             .topic(OFFSETS_TOPIC)
             .map(|t| t.partitions.len());
-        let groups = Coordinator::open(&replicas, config.groups.clone(), offsets_partitions);
+        let groups = Coordinator::open(
+            &replicas,
+            config.groups.clone(),
+            offsets_partitions,
+            clock.clone(),
+        );
         Ok(Arc::new(Broker {
             config,
+            clock,
             image,
             controller,
             replicas,

@@ -76,8 +76,8 @@ pub fn group_error_code(e: &sluice_group::GroupError) -> ResponseError {
 }
 
 impl ApiError {
-    pub fn from_append(e: crate::partition::AppendError) -> ApiError {
-        use crate::partition::AppendError;
+    pub fn from_append(e: crate::append::AppendError) -> ApiError {
+        use crate::append::AppendError;
         use crate::producer_state::SequenceError;
         match e {
             AppendError::NotLeader => ResponseError::NotLeaderOrFollower.into(),

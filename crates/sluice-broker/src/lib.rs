@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`config`]: broker settings (Kafka names), validated into [`config::BrokerConfig`].
+//! - [`append`]: what an append did ([`append::AppendOutcome`]) or why it failed.
+//! - [`blocking`]: running disk-bound work off the reactor.
 //! - [`broker`]: shared state (metadata image, controller, hosted partitions, fetch sessions,
 //!   groups); start-up and shutdown.
 //! - [`controller`]: every metadata decision (placement, leaders and epochs, producer-id blocks,
@@ -21,6 +23,8 @@
 //! - [`producer_state`]: idempotent-producer sequence state of a partition.
 //! - [`error`]: the one place Kafka error codes are chosen.
 
+pub mod append;
+pub mod blocking;
 pub mod broker;
 pub mod config;
 pub mod connection;

@@ -12,7 +12,6 @@ use std::time::Duration;
 use sluice_log::{CleanOptions, RetentionPolicy};
 
 use crate::broker::Broker;
-use crate::handlers::now_ms;
 use crate::partition::Partition;
 
 /// One retention pass over a partition (blocking).
@@ -120,8 +119,8 @@ pub async fn run(broker: Arc<Broker>) {
             if *stopping.borrow() {
                 return;
             }
+            let now = broker.clock.now_ms();
             let work = tokio::task::spawn_blocking(move || {
-                let now = now_ms();
                 if do_retention {
                     retain(&p, now);
                 }

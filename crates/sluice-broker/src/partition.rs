@@ -19,37 +19,20 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
-use sluice_log::{AppendInfo, Log, LogError};
+use sluice_log::{Log, LogError};
 use sluice_meta::PartitionInfo;
 use sluice_protocol::batch::Batches;
 use sluice_replica::{FollowerChange, LeaderChange, Output, ReplicaConfig, ReplicaState};
-use sluice_types::{BrokerId, LeaderEpoch, Offset, TopicPartition};
+use sluice_types::{BrokerId, Clock, LeaderEpoch, Offset, TopicPartition};
 use uuid::Uuid;
 
+pub use crate::append::{AppendError, AppendOutcome};
 use crate::config::Durability;
-use crate::producer_state::{IncomingBatch, ProducerStateTable, SequenceError, Verdict};
+use crate::producer_state::{IncomingBatch, ProducerStateTable, Verdict};
 use crate::purgatory::Waiters;
 use crate::topic_config::TopicSettings;
 
 const PRODUCER_SNAPSHOT: &str = "producer-state.json";
-
-#[derive(Debug)]
-pub enum AppendError {
-    /// This broker does not lead the partition (any more).
-    NotLeader,
-    Log(LogError),
-    Sequence(SequenceError),
-}
-
-/// What an append did.
-#[derive(Debug, Clone, Copy)]
-pub enum AppendOutcome {
-    Appended(AppendInfo),
-    /// An idempotent retry of a batch already in the log, at these offsets; nothing written.
-    Duplicate {
-        base_offset: i64,
-    },
-}
 
 #[derive(Serialize, Deserialize)]
 struct ProducerSnapshot {
@@ -64,6 +47,7 @@ pub struct Partition {
     pub index: i32,
     pub log: Arc<Log>,
     durability: Durability,
+    clock: Arc<dyn Clock>,
     /// The replica state machine; its outputs are applied under this lock.
     replica: Mutex<ReplicaState>,
     /// Mirrors of the replica state for lock-free reads: the HW, whether this broker leads, and
@@ -78,13 +62,21 @@ pub struct Partition {
     pub waiters: Waiters,
 }
 
+/// What every partition of a broker shares: who it is, how durable an acknowledgement is, and
+/// the clock.
+#[derive(Clone)]
+pub struct PartitionEnv {
+    pub local: BrokerId,
+    pub durability: Durability,
+    pub clock: Arc<dyn Clock>,
+}
+
 impl Partition {
     pub fn new(
-        local: BrokerId,
+        env: &PartitionEnv,
         tp: &TopicPartition,
         topic_id: Uuid,
         log: Log,
-        durability: Durability,
         settings: Arc<TopicSettings>,
         checkpointed_hw: Option<i64>,
     ) -> Partition {
@@ -92,14 +84,15 @@ impl Partition {
         let hw = checkpointed_hw
             .unwrap_or(0)
             .clamp(log.log_start_offset(), log.log_end_offset());
-        let replica = ReplicaState::new(local, ReplicaConfig::default());
+        let replica = ReplicaState::new(env.local, ReplicaConfig::default());
         Partition {
+            clock: env.clock.clone(),
             replica: Mutex::new(replica),
             topic: tp.topic.clone(),
             topic_id,
             index: tp.partition.get(),
             log: Arc::new(log),
-            durability,
+            durability: env.durability,
             high_watermark: AtomicI64::new(hw),
             is_leader: AtomicBool::new(false),
             leader_epoch: AtomicI32::new(0),
@@ -257,7 +250,7 @@ impl Partition {
         tokio::task::spawn_blocking(move || me.log.flush(end_offset))
             .await
             .map_err(|e| LogError::Io(std::io::Error::other(e.to_string())))??;
-        self.report_local_end(crate::handlers::now_ms());
+        self.report_local_end(self.clock.now_ms());
         Ok(())
     }
 

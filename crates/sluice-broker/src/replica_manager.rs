@@ -9,20 +9,20 @@ use std::sync::{Arc, RwLock};
 
 use sluice_log::{Io, Log, LogConfig, LogError, StdIo};
 use sluice_meta::{ClusterState, LocalChanges, TopicInfo, Uuid};
-use sluice_types::{BrokerId, Offset, TopicPartition};
+use sluice_types::{Offset, TopicPartition};
 
-use crate::config::{Durability, Settings};
-use crate::partition::Partition;
+use crate::config::Settings;
+use crate::partition::{Partition, PartitionEnv};
 use crate::topic_config::TopicSettings;
 
 pub struct ReplicaManager {
-    /// This broker.
-    local: BrokerId,
+    /// Who this broker is, how durable an acknowledgement is, and the clock: handed to every
+    /// partition.
+    env: PartitionEnv,
     /// High watermarks read from `replication-offset-checkpoint` at start-up: where each
     /// partition's HW starts until it leads or hears from its leader.
     checkpointed_hws: BTreeMap<TopicPartition, Offset>,
     data_dir: PathBuf,
-    durability: Durability,
     /// Broker settings (static + dynamic): the defaults behind every topic config.
     settings: RwLock<Settings>,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
@@ -31,29 +31,22 @@ pub struct ReplicaManager {
 }
 
 impl ReplicaManager {
-    pub fn new(
-        local: BrokerId,
-        data_dir: PathBuf,
-        durability: Durability,
-        settings: Settings,
-    ) -> Self {
-        Self::with_io(local, data_dir, durability, settings, Arc::new(StdIo))
+    pub fn new(env: PartitionEnv, data_dir: PathBuf, settings: Settings) -> Self {
+        Self::with_io(env, data_dir, settings, Arc::new(StdIo))
     }
 
     /// [`ReplicaManager::new`] whose logs reach the disk through `io` (fault injection).
     pub fn with_io(
-        local: BrokerId,
+        env: PartitionEnv,
         data_dir: PathBuf,
-        durability: Durability,
         settings: Settings,
         io: Arc<dyn Io>,
     ) -> Self {
         ReplicaManager {
+            env,
             checkpointed_hws: sluice_log::high_watermark::read(&data_dir),
-            local,
             io,
             data_dir,
-            durability,
             settings: RwLock::new(settings),
             partitions: RwLock::default(),
         }
@@ -131,7 +124,7 @@ impl ReplicaManager {
                     continue;
                 }
             };
-            partition.set_leadership(leads, &change.info, crate::handlers::now_ms());
+            partition.set_leadership(leads, &change.info, self.env.clock.now_ms());
             tracing::debug!(partition = %change.tp, leads, leader_epoch = %change.info.leader_epoch,
                 "partition leadership applied");
         }
@@ -160,16 +153,15 @@ impl ReplicaManager {
         tracing::debug!(partition = %tp, log_end_offset = log.log_end_offset(), "opened partition log");
         let non_empty = log.log_end_offset() > log.log_start_offset();
         let partition = Arc::new(Partition::new(
-            self.local,
+            &self.env,
             tp,
             topic.topic_id,
             log,
-            self.durability,
             settings,
             self.checkpointed_hws.get(tp).map(|o| o.get()),
         ));
         if non_empty {
-            partition.load_producer_state(crate::handlers::now_ms())?;
+            partition.load_producer_state(self.env.clock.now_ms())?;
         }
         self.partitions
             .write()

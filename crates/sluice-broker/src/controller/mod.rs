@@ -23,6 +23,7 @@ use sluice_meta::{
 };
 use sluice_types::PartitionId;
 
+use crate::blocking::off_reactor;
 use crate::config::{check_setting, is_dynamic};
 use crate::error::ApiError;
 use crate::topic_config;
@@ -90,14 +91,6 @@ struct Inner {
     listener: Arc<dyn MetadataListener>,
 }
 
-/// Runs `f` on the blocking pool; a panic in it is re-raised here.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
-}
-
 impl Controller {
     pub fn new(
         node_id: BrokerId,
@@ -120,7 +113,7 @@ impl Controller {
         f: impl FnOnce(&Inner, &mut MetadataStore) -> T + Send + 'static,
     ) -> T {
         let inner = self.inner.clone();
-        blocking(move || {
+        off_reactor(move || {
             let mut store = inner.store.lock().unwrap_or_else(|e| e.into_inner());
             f(&inner, &mut store)
         })

@@ -30,8 +30,11 @@ use crate::config::GroupSettings;
 use crate::controller::NewTopic;
 use crate::error::ApiError;
 use offsets::{OffsetStore, OFFSETS_TOPIC};
+use sluice_types::Clock;
 
 pub struct Coordinator {
+    /// Group sessions, rebalance delays and offset expiry run on this clock.
+    clock: Arc<dyn Clock>,
     pub settings: GroupSettings,
     offsets: OnceCell<Arc<OffsetStore>>,
     machine: Mutex<Machine>,
@@ -65,10 +68,6 @@ impl Machine {
     }
 }
 
-pub fn now_ms() -> i64 {
-    crate::handlers::now_ms()
-}
-
 impl Coordinator {
     /// Loads the committed offsets if `__consumer_offsets` exists. Blocking (start-up). Never
     /// fails: damage in the offsets log is skipped or stops that partition's load (logged), and
@@ -78,6 +77,7 @@ impl Coordinator {
         broker_replicas: &crate::replica_manager::ReplicaManager,
         settings: GroupSettings,
         partitions: Option<usize>,
+        clock: Arc<dyn Clock>,
     ) -> Coordinator {
         let offsets = OnceCell::new();
         if let Some(n) = partitions {
@@ -113,6 +113,7 @@ impl Coordinator {
             }
         }
         Coordinator {
+            clock,
             settings,
             offsets,
             machine: Mutex::new(Machine {
@@ -130,7 +131,7 @@ impl Coordinator {
         f: impl FnOnce(&mut GroupCoordinator, i64) -> (T, Vec<Output>),
     ) -> T {
         let mut m = self.machine.lock().expect("group machine lock");
-        let (value, outputs) = f(&mut m.groups, now_ms());
+        let (value, outputs) = f(&mut m.groups, self.clock.now_ms());
         m.route(outputs);
         drop(m);
         self.timer.notify_one();
@@ -146,7 +147,7 @@ impl Coordinator {
         let rx = {
             let mut m = self.machine.lock().expect("group machine lock");
             let (id, rx) = m.park();
-            let outputs = m.groups.join_group(id, req, now_ms());
+            let outputs = m.groups.join_group(id, req, self.clock.now_ms());
             m.route(outputs);
             rx
         };
@@ -161,7 +162,7 @@ impl Coordinator {
         let rx = {
             let mut m = self.machine.lock().expect("group machine lock");
             let (id, rx) = m.park();
-            let outputs = m.groups.sync_group(id, req, now_ms());
+            let outputs = m.groups.sync_group(id, req, self.clock.now_ms());
             m.route(outputs);
             rx
         };
@@ -183,7 +184,7 @@ impl Coordinator {
             let deadline = self.read_machine(|g| g.next_deadline());
             let wake = match deadline {
                 Some(at) => {
-                    let wait = (at - now_ms()).max(0) as u64;
+                    let wait = (at - self.clock.now_ms()).max(0) as u64;
                     tokio::time::Instant::now() + Duration::from_millis(wait)
                 }
                 None => tokio::time::Instant::now() + Duration::from_secs(3600),
@@ -197,7 +198,7 @@ impl Coordinator {
             // Not `with_machine`: that wakes this very loop again, which would then spin.
             {
                 let mut m = self.machine.lock().expect("group machine lock");
-                let outputs = m.groups.tick(now_ms());
+                let outputs = m.groups.tick(self.clock.now_ms());
                 m.route(outputs);
             }
             if tokio::time::Instant::now() >= next_retention {
@@ -216,7 +217,7 @@ impl Coordinator {
         let Some(store) = self.offsets_if_loaded() else {
             return;
         };
-        let now = now_ms();
+        let now = self.clock.now_ms();
         for group in store.groups_idle_since(now - self.settings.offsets_retention_ms) {
             let state = self.read_machine(|g| g.describe_group(&group).state);
             if !matches!(state, GroupState::Empty | GroupState::Dead) {
@@ -244,7 +245,7 @@ impl Coordinator {
         let Some(store) = self.offsets_if_loaded() else {
             return;
         };
-        let emptied = store.forget_topic(topic, now_ms()).await;
+        let emptied = store.forget_topic(topic, self.clock.now_ms()).await;
         if !emptied.is_empty() {
             let mut m = self.machine.lock().expect("group machine lock");
             for group in &emptied {
@@ -328,7 +329,7 @@ async fn create_offsets_topic(broker: &Arc<Broker>) -> Result<Arc<OffsetStore>, 
         .collect::<Option<Vec<_>>>()
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
     // Loading reads the offsets logs: off the reactor.
-    let store = crate::handlers::off_reactor(move || OffsetStore::load(parts)).await;
+    let store = crate::blocking::off_reactor(move || OffsetStore::load(parts)).await;
     tracing::info!(partitions, "group coordinator ready");
     Ok(Arc::new(store))
 }

@@ -495,7 +495,7 @@ impl OffsetStore {
         // is held across it so the cache changes in log order.
         let (cache, appender, group_name) =
             (self.cache.clone(), partition.clone(), group.to_string());
-        let end = crate::handlers::off_reactor(move || -> Result<i64, ApiError> {
+        let end = crate::blocking::off_reactor(move || -> Result<i64, ApiError> {
             let mut cache = cache.lock().expect("offset cache lock");
             let info = match appender
                 .append(&batch, now_ms, None)

@@ -46,7 +46,7 @@ use sluice_group::{
     SyncRequest,
 };
 
-use super::{now_ms, str_bytes, topic_name};
+use super::{str_bytes, topic_name};
 use crate::broker::Broker;
 use crate::coordinator::offsets::{CommittedOffset, OffsetStore};
 use crate::error::{group_error_code, ApiError};
@@ -368,7 +368,7 @@ pub async fn offset_commit(
         Ok(_) => broker.groups.offsets(broker).await.map_err(|e| e.code),
         Err(code) => Err(code),
     };
-    let now = now_ms();
+    let now = broker.clock.now_ms();
     // Per-partition checks first; only valid partitions are written.
     let mut codes: Vec<Vec<i16>> = Vec::new();
     let mut writes = Vec::new();
@@ -655,7 +655,7 @@ pub async fn delete_groups(broker: &Arc<Broker>, req: DeleteGroupsRequest) -> De
             .with_machine(|g, _| (g.delete_group(&group), Vec::new()));
         let code = match deleted {
             Ok(()) => match broker.groups.offsets_if_loaded() {
-                Some(store) => match store.delete(&group, None, now_ms()).await {
+                Some(store) => match store.delete(&group, None, broker.clock.now_ms()).await {
                     Ok(_) => 0,
                     Err(e) => e.code.code(),
                 },
@@ -717,7 +717,7 @@ pub async fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> Of
         return OffsetDeleteResponse::default()
             .with_error_code(ResponseError::NonEmptyGroup.code());
     };
-    let now = now_ms();
+    let now = broker.clock.now_ms();
     let mut topics = Vec::new();
     for t in &req.topics {
         let name = t.name.as_str().to_string();

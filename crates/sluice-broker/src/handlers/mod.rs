@@ -51,16 +51,7 @@ pub async fn begin(broker: &Arc<Broker>, request: Request, peer: SocketAddr) -> 
     }
 }
 
-/// Runs synchronous handler work that may wait on a disk (a metadata or log fsync, a `pwrite`
-/// the kernel throttles, directory removal, reading indexes) or burn CPU (decompression) on the
-/// blocking pool, so it never holds a reactor thread that other connections need. A panic in
-/// `f` is a bug; it is re-raised in the calling task.
-pub async fn off_reactor<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(v) => v,
-        Err(e) => std::panic::resume_unwind(e.into_panic()),
-    }
-}
+pub use crate::blocking::off_reactor;
 
 /// [`off_reactor`] for handler work that needs the broker.
 pub async fn with_broker_off_reactor<T: Send + 'static>(
@@ -174,11 +165,4 @@ pub(crate) fn str_bytes(s: &str) -> StrBytes {
 
 pub(crate) fn topic_name(s: &str) -> TopicName {
     TopicName(str_bytes(s))
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

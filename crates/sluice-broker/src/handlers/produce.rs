@@ -20,7 +20,7 @@ use kafka_protocol::ResponseError;
 use sluice_protocol::batch::{self, BatchError};
 use sluice_protocol::validate::{self, RecordsError, WalkSummary};
 
-use super::{now_ms, str_bytes};
+use super::str_bytes;
 use crate::broker::Broker;
 use crate::error::ApiError;
 use crate::partition::{AppendOutcome, Partition};
@@ -334,7 +334,7 @@ pub async fn start(broker: &Arc<Broker>, req: ProduceRequest) -> PendingProduce 
 
 fn start_blocking(broker: &Arc<Broker>, req: ProduceRequest) -> PendingProduce {
     let acks = req.acks;
-    let now = now_ms();
+    let now = broker.clock.now_ms();
     let mut responses = Vec::with_capacity(req.topic_data.len());
     // (topic slot, partition slot, partition, end offset) of each successful append.
     let mut appended = Vec::new();
