@@ -155,7 +155,12 @@ impl ReplicaManager {
             settings,
         ));
         if non_empty {
-            partition.load_producer_state(crate::handlers::now_ms())?;
+            let expiration_ms = self
+                .settings
+                .read()
+                .expect("settings lock")
+                .int("producer.id.expiration.ms");
+            partition.load_producer_state(crate::handlers::now_ms(), expiration_ms)?;
         }
         self.partitions
             .write()
