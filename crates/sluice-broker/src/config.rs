@@ -264,6 +264,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "1800000",
         "Largest session timeout a consumer may ask for.",
     ),
+    (
+        "producer.id.expiration.ms",
+        "86400000",
+        "Idempotent-producer state of a producer silent this long is dropped when its partition is opened.",
+    ),
 ];
 
 /// The documentation line of a broker setting.
@@ -333,6 +338,8 @@ fn kind(key: &str) -> Option<Kind> {
         "group.initial.rebalance.delay.ms" => Kind::Int(0, i32::MAX as i64),
         "group.min.session.timeout.ms" => Kind::Int(0, i32::MAX as i64),
         "group.max.session.timeout.ms" => Kind::Int(0, i32::MAX as i64),
+        // A long, where Kafka has an int (at most ~24.8 days): state may be kept longer.
+        "producer.id.expiration.ms" => Kind::Int(1, i64::MAX),
         _ => return None,
     })
 }
@@ -458,7 +465,7 @@ impl Settings {
             .unwrap_or(ConfigSource::Default)
     }
 
-    fn int(&self, key: &str) -> i64 {
+    pub(crate) fn int(&self, key: &str) -> i64 {
         self.values[key].parse().expect("validated on load")
     }
 

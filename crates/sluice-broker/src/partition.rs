@@ -263,9 +263,9 @@ impl Partition {
         self.log.dir().join(PRODUCER_SNAPSHOT)
     }
 
-    /// Rebuilds the producer state: the snapshot, then every idempotent batch after it.
-    /// Blocking (start-up).
-    pub fn load_producer_state(&self, now_ms: i64) -> Result<(), LogError> {
+    /// Rebuilds the producer state: the snapshot, then every idempotent batch after it; drops
+    /// producers silent for `expiration_ms`. Blocking (start-up).
+    pub fn load_producer_state(&self, now_ms: i64, expiration_ms: i64) -> Result<(), LogError> {
         let start = self.log.log_start_offset();
         let end = self.log.log_end_offset();
         let (mut table, mut offset) = match std::fs::read(self.snapshot_path())
@@ -300,7 +300,7 @@ impl Partition {
                 }
             }
         }
-        table.expire(now_ms);
+        table.expire(now_ms, expiration_ms);
         *self.producers.lock().expect("producer state lock") = table;
         if end > replay_from {
             tracing::debug!(topic = %self.topic, partition = self.index, from = replay_from, to = end,

@@ -20,9 +20,6 @@ use serde::{Deserialize, Serialize};
 /// matching `max.in.flight.requests.per.connection` <= 5 for idempotent producers).
 pub const BATCHES_PER_PRODUCER: usize = 5;
 
-/// Kafka's `producer.id.expiration.ms` default: state of a silent producer is dropped after a day.
-pub const PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchMeta {
     pub first_seq: i32,
@@ -162,10 +159,10 @@ impl ProducerStateTable {
         self.record(b, first_offset, last_offset, ts_ms);
     }
 
-    /// Drops producers silent for longer than `PRODUCER_ID_EXPIRATION_MS`.
-    pub fn expire(&mut self, now_ms: i64) {
+    /// Drops producers silent for `expiration_ms` or longer (`producer.id.expiration.ms`).
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) {
         self.producers
-            .retain(|_, e| now_ms - e.last_update_ms < PRODUCER_ID_EXPIRATION_MS);
+            .retain(|_, e| now_ms - e.last_update_ms < expiration_ms);
     }
 
     /// Forgets batches at or after `offset` (the log was truncated there).
@@ -267,9 +264,10 @@ mod tests {
     fn silent_producers_expire() {
         let mut t = ProducerStateTable::default();
         t.record(&batch(1, 0, 0, 0), 0, 0, 1_000);
-        t.expire(1_000 + PRODUCER_ID_EXPIRATION_MS - 1);
+        let day = 86_400_000;
+        t.expire(1_000 + day - 1, day);
         assert_eq!(t.producers().count(), 1);
-        t.expire(1_000 + PRODUCER_ID_EXPIRATION_MS);
+        t.expire(1_000 + day, day);
         assert_eq!(t.producers().count(), 0);
     }
 }

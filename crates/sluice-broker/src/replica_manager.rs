@@ -161,7 +161,12 @@ impl ReplicaManager {
             self.checkpointed_hws.get(tp).map(|o| o.get()),
         ));
         if non_empty {
-            partition.load_producer_state(self.env.clock.now_ms())?;
+            let expiration_ms = self
+                .settings
+                .read()
+                .expect("settings lock")
+                .int("producer.id.expiration.ms");
+            partition.load_producer_state(self.env.clock.now_ms(), expiration_ms)?;
         }
         self.partitions
             .write()

@@ -192,33 +192,6 @@ fn poll_all(consumers: &[&LoggedConsumer]) -> Vec<Got> {
     got
 }
 
-/// Committed offsets of `group` for `topic`'s partitions, via OffsetFetch from a consumer that
-/// never joins. Retries while the coordinator is (re)loading, with a deadline.
-fn committed(broker: &Broker, group: &str, topic: &str, partitions: i32) -> BTreeMap<i32, Offset> {
-    let c = consumer(broker, &[("group.id", group)]);
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    wait_for(
-        &format!("OffsetFetch of group {group}"),
-        CLIENT_TIMEOUT,
-        Duration::from_millis(100),
-        || match c.committed_offsets(tpl.clone(), Duration::from_secs(5)) {
-            Ok(res) => Some(
-                res.elements()
-                    .iter()
-                    .map(|e| (e.partition(), e.offset()))
-                    .collect(),
-            ),
-            Err(e) => {
-                eprintln!("committed_offsets({group}) failed, retrying: {e}");
-                None
-            }
-        },
-    )
-}
-
 fn high_watermarks(broker: &Broker, topic: &str, partitions: i32) -> BTreeMap<i32, i64> {
     let c = consumer(broker, &[]);
     (0..partitions)

@@ -21,25 +21,12 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use common::*;
 use kafka_protocol::messages::describe_producers_request::{
     DescribeProducersRequest, TopicRequest,
 };
-use kafka_protocol::messages::describe_producers_response::ProducerState;
-use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
-use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
-use kafka_protocol::messages::list_offsets_request::{
-    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
-};
-use kafka_protocol::messages::produce_request::{
-    PartitionProduceData, ProduceRequest, TopicProduceData,
-};
-use kafka_protocol::messages::produce_response::PartitionProduceResponse;
-use kafka_protocol::messages::{BrokerId, ProducerId, TopicName, TransactionalId};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::messages::TopicName;
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -60,9 +47,6 @@ const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
 const INVALID_PRODUCER_EPOCH: i16 = 47;
 const UNKNOWN_PRODUCER_ID: i16 = 59;
 const INVALID_RECORD: i16 = 87;
-
-/// Produce version used for raw requests (flexible, topic names, one batch per partition).
-const PRODUCE_VERSION: i16 = 9;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -659,121 +643,6 @@ fn proxy_faults_duplicate_records_without_idempotence() {
         got.len(),
         proxy.stats()
     );
-}
-
-// ----------------------------------------------------------------------------------------------
-// Raw requests
-// ----------------------------------------------------------------------------------------------
-
-fn init_producer_id(
-    conn: &mut RawConn,
-    version: i16,
-    producer_id: i64,
-    epoch: i16,
-    transactional_id: Option<&str>,
-) -> InitProducerIdResponse {
-    let req = InitProducerIdRequest::default()
-        .with_transactional_id(transactional_id.map(|t| TransactionalId(kstr(t))))
-        .with_transaction_timeout_ms(60_000)
-        .with_producer_id(ProducerId(producer_id))
-        .with_producer_epoch(epoch);
-    conn.call(version, &req)
-}
-
-/// One record batch (`count` records) from `producer_id`/`epoch` starting at `base_seq`
-/// (`producer_id` -1: a plain batch without producer).
-fn batch(producer_id: i64, epoch: i16, base_seq: i32, count: usize, ts: i64, tag: &str) -> Bytes {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder splits batches where `offset - sequence` changes: keep it constant.
-            sequence: base_seq.wrapping_add(i as i32),
-            timestamp: ts,
-            key: None,
-            value: Some(Bytes::from(format!("{tag}-{i}"))),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode record batch");
-    buf.freeze()
-}
-
-fn produce_raw(
-    conn: &mut RawConn,
-    topic: &str,
-    partition: i32,
-    records: Bytes,
-) -> PartitionProduceResponse {
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(kstr(topic)))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(partition)
-                .with_records(Some(records))])]);
-    let resp = conn.call(PRODUCE_VERSION, &req);
-    assert_eq!(resp.responses.len(), 1);
-    assert_eq!(resp.responses[0].partition_responses.len(), 1);
-    resp.responses[0].partition_responses[0].clone()
-}
-
-/// The partition's log end offset (ListOffsets, latest).
-fn log_end(conn: &mut RawConn, topic: &str, partition: i32) -> i64 {
-    let req = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![ListOffsetsTopic::default()
-            .with_name(TopicName(kstr(topic)))
-            .with_partitions(vec![ListOffsetsPartition::default()
-                .with_partition_index(partition)
-                .with_timestamp(-1)])]);
-    // v4+: ListOffsets v1-v3 responses currently fail to encode (leader_epoch set; see report).
-    let resp = conn.call(4, &req);
-    let p = &resp.topics[0].partitions[0];
-    assert_eq!(p.error_code, NONE, "ListOffsets {topic}-{partition}");
-    p.offset
-}
-
-fn describe_producers(conn: &mut RawConn, topic: &str, partition: i32) -> Vec<ProducerState> {
-    let req = DescribeProducersRequest::default().with_topics(vec![TopicRequest::default()
-        .with_name(TopicName(kstr(topic)))
-        .with_partition_indexes(vec![partition])]);
-    let resp = conn.call(0, &req);
-    assert_eq!(resp.topics.len(), 1);
-    assert_eq!(resp.topics[0].partitions.len(), 1);
-    let p = &resp.topics[0].partitions[0];
-    assert_eq!(p.partition_index, partition);
-    assert_eq!(p.error_code, NONE, "DescribeProducers {topic}-{partition}");
-    p.active_producers.clone()
-}
-
-/// Asserts a produce answer: `code`, and for success the base offset.
-#[track_caller]
-fn expect_produce(r: &PartitionProduceResponse, code: i16, base_offset: Option<i64>, what: &str) {
-    assert_eq!(
-        r.error_code, code,
-        "{what}: error code (message {:?})",
-        r.error_message
-    );
-    if let Some(b) = base_offset {
-        assert_eq!(r.base_offset, b, "{what}: base offset");
-    }
 }
 
 #[test]
