@@ -145,7 +145,7 @@ impl Broker {
                 replication_factor: config.default_replication_factor,
             },
             store,
-            publisher,
+            publisher.clone(),
         );
         controller.register(Registration {
             host: config.advertised_host.clone(),
@@ -157,12 +157,13 @@ impl Broker {
             .load()
             .topic(OFFSETS_TOPIC)
             .map(|t| t.partitions.len());
-        let groups = Coordinator::open(
+        let groups = Arc::new(Coordinator::open(
             &replicas,
             config.groups.clone(),
             offsets_partitions,
             clock.clone(),
-        );
+        ));
+        publisher.subscribe(groups.clone());
         Ok(Arc::new(Broker {
             config,
             clock,
@@ -170,7 +171,7 @@ impl Broker {
             controller,
             replicas,
             fetch_sessions,
-            groups: Arc::new(groups),
+            groups,
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             stopping: tokio::sync::watch::Sender::new(false),
             _lock: lock,

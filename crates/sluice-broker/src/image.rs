@@ -46,6 +46,13 @@ pub fn effective_settings(base: &Settings, node_id: BrokerId, state: &ClusterSta
     )
 }
 
+/// Something besides the replica manager that reacts to metadata changes (the group
+/// coordinator). Called after the new image is published, on the publishing thread (the
+/// blocking pool), in commit order.
+pub trait DeltaListener: Send + Sync {
+    fn on_delta(&self, delta: &MetadataDelta, image: &Arc<ClusterState>);
+}
+
 /// Applies committed metadata to this broker.
 pub struct MetadataPublisher {
     node_id: BrokerId,
@@ -56,6 +63,7 @@ pub struct MetadataPublisher {
     static_settings: Settings,
     /// Publishes happen one at a time, in commit order.
     order: Mutex<()>,
+    listeners: std::sync::RwLock<Vec<Arc<dyn DeltaListener>>>,
 }
 
 impl MetadataPublisher {
@@ -73,7 +81,16 @@ impl MetadataPublisher {
             fetch_sessions,
             static_settings,
             order: Mutex::new(()),
+            listeners: std::sync::RwLock::default(),
         }
+    }
+
+    /// Adds a listener for every later publish.
+    pub fn subscribe(&self, listener: Arc<dyn DeltaListener>) {
+        self.listeners
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(listener);
     }
 
     /// Makes `next` the current image and brings the hosted partitions in line with it.
@@ -96,10 +113,19 @@ impl MetadataPublisher {
                 self.replicas.apply_topic_configs(topic);
             }
         }
-        self.image.current.store(Arc::new(next));
+        let next = Arc::new(next);
+        self.image.current.store(next.clone());
         self.replicas.remove(&delta.local.removed);
         for topic in &delta.deleted_topics {
             self.fetch_sessions.forget_topic(&topic.name);
+        }
+        let listeners = self
+            .listeners
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for l in listeners {
+            l.on_delta(&delta, &next);
         }
         opened.map_err(ApiError::from_log)
     }

@@ -68,6 +68,28 @@ impl Machine {
     }
 }
 
+impl crate::image::DeltaListener for Coordinator {
+    /// A deleted topic's committed offsets go with it, so a topic created later under the same
+    /// name starts without them. Runs on the controller's publishing thread (the blocking
+    /// pool), so the deletion is answered only once they are gone; without a runtime (start-up)
+    /// there is nothing loaded to forget, and start-up sweeps offsets of vanished topics anyway.
+    fn on_delta(
+        &self,
+        delta: &sluice_meta::MetadataDelta,
+        _image: &Arc<sluice_meta::ClusterState>,
+    ) {
+        if delta.deleted_topics.is_empty() {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for topic in &delta.deleted_topics {
+            runtime.block_on(self.forget_topic(&topic.name));
+        }
+    }
+}
+
 impl Coordinator {
     /// Loads the committed offsets if `__consumer_offsets` exists. Blocking (start-up). Never
     /// fails: damage in the offsets log is skipped or stops that partition's load (logged), and

@@ -192,11 +192,6 @@ pub async fn delete_topics(
                 .expect("the controller answers every topic it was given")
                 .map(|n| (n, id))
         });
-        if let Ok((deleted, _)) = &outcome {
-            // A deleted topic's committed offsets go with it, so a topic created later under
-            // the same name starts without them.
-            broker.groups.forget_topic(deleted).await;
-        }
         let result = DeletableTopicResult::default().with_name(name.as_deref().map(topic_name));
         responses.push(match outcome {
             Ok((deleted, id)) => result
