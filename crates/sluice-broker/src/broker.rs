@@ -11,7 +11,6 @@ use thiserror::Error;
 
 use crate::config::{BrokerConfig, Settings};
 use crate::controller::{Controller, Registration, TopicDefaults};
-use crate::coordinator::offsets::OFFSETS_TOPIC;
 use crate::coordinator::Coordinator;
 use crate::error::ApiError;
 use crate::fetch_session::FetchSessionCache;
@@ -47,7 +46,7 @@ pub struct Broker {
     /// The applied metadata, read lock-free by every handler.
     pub image: Arc<MetadataImage>,
     /// Where every metadata change is decided and written.
-    pub controller: Controller,
+    pub controller: Arc<Controller>,
     pub replicas: Arc<ReplicaManager>,
     pub fetch_sessions: Arc<FetchSessionCache>,
     pub groups: Arc<Coordinator>,
@@ -138,7 +137,7 @@ impl Broker {
         });
         tracing::info!(topics = state.topics().count(), "logs open");
 
-        let controller = Controller::new(
+        let controller = Arc::new(Controller::new(
             node_id,
             TopicDefaults {
                 num_partitions: config.num_partitions,
@@ -146,21 +145,18 @@ impl Broker {
             },
             store,
             publisher.clone(),
-        );
+        ));
         controller.register(Registration {
             host: config.advertised_host.clone(),
             port: config.advertised_port as i32,
             rack: None,
         })?;
 
-        let offsets_partitions = image
-            .load()
-            .topic(OFFSETS_TOPIC)
-            .map(|t| t.partitions.len());
         let groups = Arc::new(Coordinator::open(
-            &replicas,
+            image.clone(),
+            controller.clone(),
+            replicas.clone(),
             config.groups.clone(),
-            offsets_partitions,
             clock.clone(),
         ));
         publisher.subscribe(groups.clone());

@@ -44,7 +44,12 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
     let refused = RateLimitedWarning::default();
     let accept_failed = RateLimitedWarning::default();
     let mut connections = JoinSet::new();
-    let timers = tokio::spawn(broker.groups.clone().run_timers(broker.clone()));
+    let timers = tokio::spawn(
+        broker
+            .groups
+            .clone()
+            .run_timers(broker.stopping.subscribe()),
+    );
     let maintenance = tokio::spawn(crate::maintenance::run(broker.clone()));
     tokio::pin!(shutdown);
     loop {

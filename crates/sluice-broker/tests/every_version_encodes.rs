@@ -325,7 +325,12 @@ async fn every_advertised_version_encodes() {
         .unwrap()
         .unwrap();
     // The group coordinator's timers complete join phases (server::run starts them normally).
-    tokio::spawn(broker.groups.clone().run_timers(broker.clone()));
+    tokio::spawn(
+        broker
+            .groups
+            .clone()
+            .run_timers(broker.stopping.subscribe()),
+    );
     let t = broker
         .controller
         .create_topics(

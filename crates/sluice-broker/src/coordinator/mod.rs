@@ -25,16 +25,22 @@ use sluice_group::{
 use sluice_meta::TopicConfigs;
 use tokio::sync::{oneshot, Notify, OnceCell};
 
-use crate::broker::Broker;
 use crate::config::GroupSettings;
-use crate::controller::NewTopic;
+use crate::controller::{Controller, NewTopic};
 use crate::error::ApiError;
+use crate::image::MetadataImage;
+use crate::replica_manager::ReplicaManager;
 use offsets::{OffsetStore, OFFSETS_TOPIC};
 use sluice_types::Clock;
 
 pub struct Coordinator {
     /// Group sessions, rebalance delays and offset expiry run on this clock.
     clock: Arc<dyn Clock>,
+    /// What creating and opening `__consumer_offsets` needs: the metadata image, the
+    /// controller that creates the topic, the partitions that hold it.
+    image: Arc<MetadataImage>,
+    controller: Arc<Controller>,
+    replicas: Arc<ReplicaManager>,
     pub settings: GroupSettings,
     offsets: OnceCell<Arc<OffsetStore>>,
     machine: Mutex<Machine>,
@@ -96,15 +102,20 @@ impl Coordinator {
     /// if the topic's partitions are not all open the store is left unloaded, so
     /// FindCoordinator answers COORDINATOR_NOT_AVAILABLE instead of the broker not starting.
     pub fn open(
-        broker_replicas: &crate::replica_manager::ReplicaManager,
+        image: Arc<MetadataImage>,
+        controller: Arc<Controller>,
+        replicas: Arc<ReplicaManager>,
         settings: GroupSettings,
-        partitions: Option<usize>,
         clock: Arc<dyn Clock>,
     ) -> Coordinator {
+        let partitions = image
+            .load()
+            .topic(OFFSETS_TOPIC)
+            .map(|t| t.partitions.len());
         let offsets = OnceCell::new();
         if let Some(n) = partitions {
             let parts: Option<Vec<_>> = (0..n as i32)
-                .map(|i| broker_replicas.get(OFFSETS_TOPIC, i))
+                .map(|i| replicas.get(OFFSETS_TOPIC, i))
                 .collect();
             match parts {
                 Some(parts) => {
@@ -136,6 +147,9 @@ impl Coordinator {
         }
         Coordinator {
             clock,
+            image,
+            controller,
+            replicas,
             settings,
             offsets,
             machine: Mutex::new(Machine {
@@ -196,9 +210,8 @@ impl Coordinator {
     }
 
     /// Fires the machine's timers until shutdown, then unloads every group.
-    pub async fn run_timers(self: Arc<Self>, broker: Arc<Broker>) {
-        self.forget_deleted_topics(&broker).await;
-        let mut stopping = broker.stopping.subscribe();
+    pub async fn run_timers(self: Arc<Self>, mut stopping: tokio::sync::watch::Receiver<bool>) {
+        self.forget_deleted_topics().await;
         let retention_every =
             Duration::from_millis(self.settings.offsets_retention_check_interval_ms);
         let mut next_retention = tokio::time::Instant::now() + retention_every;
@@ -278,11 +291,11 @@ impl Coordinator {
 
     /// Forgets the offsets of topics that no longer exist: a crash between a topic's deletion
     /// and its offsets' tombstones leaves them behind.
-    async fn forget_deleted_topics(&self, broker: &Broker) {
+    async fn forget_deleted_topics(&self) {
         let Some(store) = self.offsets_if_loaded() else {
             return;
         };
-        let image = broker.metadata();
+        let image = self.image.load();
         let gone: Vec<String> = store
             .topics()
             .into_iter()
@@ -295,63 +308,66 @@ impl Coordinator {
     }
 
     /// The offset store, creating `__consumer_offsets` on first use.
-    pub async fn offsets(&self, broker: &Arc<Broker>) -> Result<Arc<OffsetStore>, ApiError> {
+    pub async fn offsets(&self) -> Result<Arc<OffsetStore>, ApiError> {
         self.offsets
-            .get_or_try_init(|| create_offsets_topic(broker))
+            .get_or_try_init(|| self.create_offsets_topic())
             .await
             .cloned()
+    }
+
+    /// Creates `__consumer_offsets` (through the controller) if it does not exist, then loads
+    /// it.
+    async fn create_offsets_topic(&self) -> Result<Arc<OffsetStore>, ApiError> {
+        let settings = &self.settings;
+        if self.image.load().topic(OFFSETS_TOPIC).is_none() {
+            let configs = TopicConfigs::from([
+                ("cleanup.policy".to_string(), "compact".to_string()),
+                ("compression.type".to_string(), "producer".to_string()),
+                (
+                    "segment.bytes".to_string(),
+                    settings.offsets_topic_segment_bytes.to_string(),
+                ),
+            ]);
+            let created = self
+                .controller
+                .create_topics(
+                    vec![NewTopic {
+                        name: OFFSETS_TOPIC.to_string(),
+                        num_partitions: settings.offsets_topic_partitions,
+                        replication_factor: 1,
+                        assignment: None,
+                        configs,
+                    }],
+                    false,
+                )
+                .await;
+            match created.into_iter().next() {
+                // Created, or by someone else meanwhile.
+                Some(Ok(_)) => {}
+                Some(Err(e)) if e.code == ResponseError::TopicAlreadyExists => {}
+                other => {
+                    tracing::error!(error = ?other, "could not create __consumer_offsets");
+                    return Err(ResponseError::CoordinatorNotAvailable.into());
+                }
+            }
+        }
+        let partitions = self
+            .image
+            .load()
+            .topic(OFFSETS_TOPIC)
+            .map_or(0, |t| t.partitions.len());
+        let parts = (0..partitions as i32)
+            .map(|i| self.replicas.get(OFFSETS_TOPIC, i))
+            .collect::<Option<Vec<_>>>()
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        // Loading reads the offsets logs: off the reactor.
+        let store = crate::blocking::off_reactor(move || OffsetStore::load(parts)).await;
+        tracing::info!(partitions, "group coordinator ready");
+        Ok(Arc::new(store))
     }
 
     /// The offset store if it exists, without creating it.
     pub fn offsets_if_loaded(&self) -> Option<Arc<OffsetStore>> {
         self.offsets.get().cloned()
     }
-}
-
-async fn create_offsets_topic(broker: &Arc<Broker>) -> Result<Arc<OffsetStore>, ApiError> {
-    let settings = &broker.config.groups;
-    if broker.metadata().topic(OFFSETS_TOPIC).is_none() {
-        let configs = TopicConfigs::from([
-            ("cleanup.policy".to_string(), "compact".to_string()),
-            ("compression.type".to_string(), "producer".to_string()),
-            (
-                "segment.bytes".to_string(),
-                settings.offsets_topic_segment_bytes.to_string(),
-            ),
-        ]);
-        let created = broker
-            .controller
-            .create_topics(
-                vec![NewTopic {
-                    name: OFFSETS_TOPIC.to_string(),
-                    num_partitions: settings.offsets_topic_partitions,
-                    replication_factor: 1,
-                    assignment: None,
-                    configs,
-                }],
-                false,
-            )
-            .await;
-        match created.into_iter().next() {
-            // Created, or by someone else meanwhile.
-            Some(Ok(_)) => {}
-            Some(Err(e)) if e.code == ResponseError::TopicAlreadyExists => {}
-            other => {
-                tracing::error!(error = ?other, "could not create __consumer_offsets");
-                return Err(ResponseError::CoordinatorNotAvailable.into());
-            }
-        }
-    }
-    let partitions = broker
-        .metadata()
-        .topic(OFFSETS_TOPIC)
-        .map_or(0, |t| t.partitions.len());
-    let parts = (0..partitions as i32)
-        .map(|i| broker.replicas.get(OFFSETS_TOPIC, i))
-        .collect::<Option<Vec<_>>>()
-        .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    // Loading reads the offsets logs: off the reactor.
-    let store = crate::blocking::off_reactor(move || OffsetStore::load(parts)).await;
-    tracing::info!(partitions, "group coordinator ready");
-    Ok(Arc::new(store))
 }

@@ -80,7 +80,7 @@ pub async fn find_coordinator(
     let mut coordinators = Vec::with_capacity(keys.len());
     for key in keys {
         let outcome: Result<(), ApiError> = match req.key_type {
-            0 => broker.groups.offsets(broker).await.map(|_| ()),
+            0 => broker.groups.offsets().await.map(|_| ()),
             1 => Err(ApiError::new(
                 ResponseError::CoordinatorNotAvailable,
                 "transactions are not supported yet",
@@ -365,7 +365,7 @@ pub async fn offset_commit(
             .map_err(|e| group_error_code(&e))
     };
     let store = match validated {
-        Ok(_) => broker.groups.offsets(broker).await.map_err(|e| e.code),
+        Ok(_) => broker.groups.offsets().await.map_err(|e| e.code),
         Err(code) => Err(code),
     };
     let now = broker.clock.now_ms();
