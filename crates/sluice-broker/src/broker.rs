@@ -16,6 +16,7 @@ use crate::error::ApiError;
 use crate::fetch_session::FetchSessionCache;
 use crate::image::{effective_settings, MetadataImage, MetadataPublisher};
 use crate::partition::PartitionEnv;
+use crate::producer_ids::ProducerIds;
 use crate::replica_manager::ReplicaManager;
 
 /// Written on clean shutdown, removed at start-up; its absence means logs need recovery.
@@ -50,9 +51,7 @@ pub struct Broker {
     pub replicas: Arc<ReplicaManager>,
     pub fetch_sessions: Arc<FetchSessionCache>,
     pub groups: Arc<Coordinator>,
-    /// The current block of producer ids: `(next, end)`; a tokio mutex because refilling it
-    /// awaits the controller.
-    producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    pub producer_ids: ProducerIds,
     /// Flipped to true when shutdown starts: parked fetches answer at once.
     pub stopping: tokio::sync::watch::Sender<bool>,
     /// Held for the broker's lifetime: an advisory lock on `<data-dir>/.lock`.
@@ -160,6 +159,7 @@ impl Broker {
             clock.clone(),
         ));
         publisher.subscribe(groups.clone());
+        let producer_ids = ProducerIds::new(node_id, image.clone(), controller.clone());
         Ok(Arc::new(Broker {
             config,
             clock,
@@ -168,7 +168,7 @@ impl Broker {
             replicas,
             fetch_sessions,
             groups,
-            producer_ids: tokio::sync::Mutex::new((0, 0)),
+            producer_ids,
             stopping: tokio::sync::watch::Sender::new(false),
             _lock: lock,
         }))
@@ -203,26 +203,6 @@ impl Broker {
     /// The broker settings in force: static ones with the dynamic configs laid over them.
     pub fn settings(&self) -> Settings {
         effective_settings(&self.config.settings, self.node_id(), &self.metadata())
-    }
-
-    /// Hands out a never-used producer id, asking the controller for a new block when the
-    /// current one is spent.
-    pub async fn allocate_producer_id(&self) -> Result<i64, ApiError> {
-        let mut ids = self.producer_ids.lock().await;
-        if ids.0 >= ids.1 {
-            *ids = self
-                .controller
-                .allocate_producer_ids(self.node_id())
-                .await?;
-        }
-        let id = ids.0;
-        ids.0 += 1;
-        Ok(id)
-    }
-
-    /// Whether `id` was ever handed out by this cluster.
-    pub fn is_issued_producer_id(&self, id: i64) -> bool {
-        id >= 0 && id < self.metadata().next_producer_id
     }
 
     pub fn cluster_id(&self) -> String {

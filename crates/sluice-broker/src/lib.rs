@@ -20,6 +20,7 @@
 //! - [`coordinator`]: consumer groups (the `sluice-group` machine driven by tokio) and committed
 //!   offsets in `__consumer_offsets`.
 //! - [`topic_config`]: topic configs, their broker synonyms and defaults, typed per topic.
+//! - [`producer_ids`]: producer ids from controller-allocated blocks.
 //! - [`producer_state`]: idempotent-producer sequence state of a partition.
 //! - [`error`]: the one place Kafka error codes are chosen.
 
@@ -36,6 +37,7 @@ pub mod handlers;
 pub mod image;
 pub mod maintenance;
 pub mod partition;
+pub mod producer_ids;
 pub mod producer_state;
 pub mod purgatory;
 pub mod replica_manager;

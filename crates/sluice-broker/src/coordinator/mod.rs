@@ -97,6 +97,11 @@ impl crate::image::DeltaListener for Coordinator {
 }
 
 impl Coordinator {
+    /// The coordinator's clock: session deadlines and commit timestamps.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     /// Loads the committed offsets if `__consumer_offsets` exists. Blocking (start-up). Never
     /// fails: damage in the offsets log is skipped or stops that partition's load (logged), and
     /// if the topic's partitions are not all open the store is left unloaded, so

@@ -2,25 +2,23 @@
 //! Offset -1 means "up to the high watermark"; beyond it is OFFSET_OUT_OF_RANGE. Whole segments
 //! below the new start are deleted; the start itself is persisted by the log.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::delete_records_request::DeleteRecordsRequest;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsResponse, DeleteRecordsTopicResult,
 };
 use kafka_protocol::ResponseError;
 
-use crate::broker::Broker;
 use crate::error::ApiError;
+use crate::replica_manager::ReplicaManager;
 
-pub async fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub async fn handle(replicas: &ReplicaManager, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for q in &t.partitions {
             let resp =
                 DeleteRecordsPartitionResult::default().with_partition_index(q.partition_index);
-            let outcome = match broker.replicas.get(t.name.as_str(), q.partition_index) {
+            let outcome = match replicas.get(t.name.as_str(), q.partition_index) {
                 None => Err(ApiError::from(ResponseError::UnknownTopicOrPartition)),
                 Some(p) => {
                     let hw = p.high_watermark();

@@ -4,7 +4,6 @@
 //! the group semantics live in `sluice-group`, the offsets in `coordinator::offsets`.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::messages::delete_groups_request::DeleteGroupsRequest;
@@ -47,9 +46,12 @@ use sluice_group::{
 };
 
 use super::{str_bytes, topic_name};
-use crate::broker::Broker;
+use crate::config::BrokerConfig;
 use crate::coordinator::offsets::{CommittedOffset, OffsetStore};
+use crate::coordinator::Coordinator as GroupCoordinator;
 use crate::error::{group_error_code, ApiError};
+use crate::image::MetadataImage;
+use sluice_types::PartitionId;
 
 /// Kafka's `offset.metadata.max.bytes`.
 const OFFSET_METADATA_MAX_BYTES: usize = 4096;
@@ -65,7 +67,8 @@ fn opt(s: &Option<StrBytes>) -> Option<String> {
 // ---------------------------------------------------------------- FindCoordinator
 
 pub async fn find_coordinator(
-    broker: &Arc<Broker>,
+    groups: &GroupCoordinator,
+    config: &BrokerConfig,
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
@@ -80,7 +83,7 @@ pub async fn find_coordinator(
     let mut coordinators = Vec::with_capacity(keys.len());
     for key in keys {
         let outcome: Result<(), ApiError> = match req.key_type {
-            0 => broker.groups.offsets().await.map(|_| ()),
+            0 => groups.offsets().await.map(|_| ()),
             1 => Err(ApiError::new(
                 ResponseError::CoordinatorNotAvailable,
                 "transactions are not supported yet",
@@ -93,9 +96,9 @@ pub async fn find_coordinator(
         let c = Coordinator::default().with_key(str_bytes(&key));
         coordinators.push(match outcome {
             Ok(()) => c
-                .with_node_id(BrokerId(broker.config.node_id))
-                .with_host(str_bytes(&broker.config.advertised_host))
-                .with_port(broker.config.advertised_port as i32),
+                .with_node_id(BrokerId(config.node_id))
+                .with_host(str_bytes(&config.advertised_host))
+                .with_port(config.advertised_port as i32),
             Err(e) => c
                 .with_node_id(BrokerId(-1))
                 .with_port(-1)
@@ -121,7 +124,7 @@ pub async fn find_coordinator(
 // ---------------------------------------------------------------- JoinGroup / SyncGroup
 
 pub async fn join_group(
-    broker: &Arc<Broker>,
+    groups: &GroupCoordinator,
     req: JoinGroupRequest,
     version: i16,
     client_id: &str,
@@ -168,7 +171,7 @@ pub async fn join_group(
         supports_skip_assignment: version >= 9,
         reason: opt(&req.reason),
     };
-    match broker.groups.join(join).await {
+    match groups.join(join).await {
         Ok(r) => {
             let mut resp = JoinGroupResponse::default()
                 .with_generation_id(r.generation_id)
@@ -211,7 +214,7 @@ pub async fn join_group(
 }
 
 pub async fn sync_group(
-    broker: &Arc<Broker>,
+    groups: &GroupCoordinator,
     req: SyncGroupRequest,
     version: i16,
 ) -> SyncGroupResponse {
@@ -242,7 +245,7 @@ pub async fn sync_group(
     if sync.group_id.is_empty() {
         return SyncGroupResponse::default().with_error_code(ResponseError::InvalidGroupId.code());
     }
-    match broker.groups.sync(sync).await {
+    match groups.sync(sync).await {
         Ok(r) => {
             let mut resp = SyncGroupResponse::default().with_assignment(r.assignment);
             if version >= 5 {
@@ -263,11 +266,11 @@ use kafka_protocol::messages::sync_group_response::SyncGroupResponse;
 
 // ---------------------------------------------------------------- Heartbeat / LeaveGroup
 
-pub fn heartbeat(broker: &Arc<Broker>, req: HeartbeatRequest) -> HeartbeatResponse {
+pub fn heartbeat(groups: &GroupCoordinator, req: HeartbeatRequest) -> HeartbeatResponse {
     let group = req.group_id.as_str().to_string();
     let member = req.member_id.as_str().to_string();
     let instance = opt(&req.group_instance_id);
-    let result = broker.groups.with_machine(|g, now| {
+    let result = groups.with_machine(|g, now| {
         (
             g.heartbeat(&group, &member, instance.as_deref(), req.generation_id, now),
             Vec::new(),
@@ -280,7 +283,7 @@ pub fn heartbeat(broker: &Arc<Broker>, req: HeartbeatRequest) -> HeartbeatRespon
 }
 
 pub fn leave_group(
-    broker: &Arc<Broker>,
+    groups: &GroupCoordinator,
     req: LeaveGroupRequest,
     version: i16,
 ) -> LeaveGroupResponse {
@@ -299,15 +302,13 @@ pub fn leave_group(
             group_instance_id: None,
         }]
     };
-    let result = broker
-        .groups
-        .with_machine(|g, now| match g.leave_group(&group, &members, now) {
-            Ok(r) => {
-                let outputs = r.outputs.clone();
-                (Ok(r), outputs)
-            }
-            Err(e) => (Err(e), Vec::new()),
-        });
+    let result = groups.with_machine(|g, now| match g.leave_group(&group, &members, now) {
+        Ok(r) => {
+            let outputs = r.outputs.clone();
+            (Ok(r), outputs)
+        }
+        Err(e) => (Err(e), Vec::new()),
+    });
     let result = match result {
         Ok(r) => r,
         Err(e) => {
@@ -339,7 +340,8 @@ pub fn leave_group(
 // ---------------------------------------------------------------- OffsetCommit / OffsetFetch
 
 pub async fn offset_commit(
-    broker: &Arc<Broker>,
+    groups: &GroupCoordinator,
+    image: &MetadataImage,
     req: OffsetCommitRequest,
     version: i16,
 ) -> OffsetCommitResponse {
@@ -354,8 +356,7 @@ pub async fn offset_commit(
     let validated: Result<CommitKind, ResponseError> = if group.is_empty() {
         Err(ResponseError::InvalidGroupId)
     } else {
-        broker
-            .groups
+        groups
             .with_machine(|g, now| {
                 (
                     g.validate_offset_commit(&group, &member, instance.as_deref(), generation, now),
@@ -365,10 +366,13 @@ pub async fn offset_commit(
             .map_err(|e| group_error_code(&e))
     };
     let store = match validated {
-        Ok(_) => broker.groups.offsets().await.map_err(|e| e.code),
+        Ok(_) => groups.offsets().await.map_err(|e| e.code),
         Err(code) => Err(code),
     };
-    let now = broker.clock.now_ms();
+    let now = groups.now_ms();
+    // Kafka checks the metadata, not the local partitions: the topic's partitions may live on
+    // other brokers.
+    let image = image.load();
     // Per-partition checks first; only valid partitions are written.
     let mut codes: Vec<Vec<i16>> = Vec::new();
     let mut writes = Vec::new();
@@ -378,9 +382,9 @@ pub async fn offset_commit(
             let code = match &store {
                 Err(code) => code.code(),
                 Ok(_)
-                    if broker
-                        .replicas
-                        .get(t.name.as_str(), p.partition_index)
+                    if image
+                        .topic(t.name.as_str())
+                        .and_then(|t| t.partition(PartitionId(p.partition_index)))
                         .is_none() =>
                 {
                     ResponseError::UnknownTopicOrPartition.code()
@@ -416,9 +420,7 @@ pub async fn offset_commit(
         if !writes.is_empty() {
             let outcome = store.commit(&group, writes, now).await;
             match outcome {
-                Ok(()) => broker
-                    .groups
-                    .with_machine(|g, _| (g.set_has_offsets(&group, true), Vec::new())),
+                Ok(()) => groups.with_machine(|g, _| (g.set_has_offsets(&group, true), Vec::new())),
                 Err(e) => {
                     for c in codes.iter_mut().flatten() {
                         if *c == 0 {
@@ -487,11 +489,11 @@ fn fetch_offsets(
 }
 
 pub async fn offset_fetch(
-    broker: &Arc<Broker>,
+    groups: &GroupCoordinator,
     req: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
-    let store = broker.groups.offsets_if_loaded();
+    let store = groups.offsets_if_loaded();
     let store = store.as_deref();
     if version >= 8 {
         let groups = req
@@ -570,14 +572,15 @@ fn committed_fields(v: Option<CommittedOffset>) -> (i64, i32, String) {
 
 // ---------------------------------------------------------------- Describe / List / Delete
 
-pub fn describe_groups(broker: &Arc<Broker>, req: DescribeGroupsRequest) -> DescribeGroupsResponse {
+pub fn describe_groups(
+    groups: &GroupCoordinator,
+    req: DescribeGroupsRequest,
+) -> DescribeGroupsResponse {
     let groups = req
         .groups
         .iter()
         .map(|gid| {
-            let d = broker
-                .groups
-                .read_machine(|g| g.describe_group(gid.as_str()));
+            let d = groups.read_machine(|g| g.describe_group(gid.as_str()));
             DescribedGroup::default()
                 .with_group_id(gid.clone())
                 .with_group_state(str_bytes(d.state.as_str()))
@@ -605,7 +608,7 @@ pub fn describe_groups(broker: &Arc<Broker>, req: DescribeGroupsRequest) -> Desc
 }
 
 pub fn list_groups(
-    broker: &Arc<Broker>,
+    groups: &GroupCoordinator,
     req: ListGroupsRequest,
     version: i16,
 ) -> ListGroupsResponse {
@@ -620,7 +623,7 @@ pub fn list_groups(
             .iter()
             .any(|t| t.as_str().eq_ignore_ascii_case("classic"));
     let groups = if classic_wanted {
-        broker.groups.read_machine(|g| g.list_groups::<&str>(&[]))
+        groups.read_machine(|g| g.list_groups::<&str>(&[]))
     } else {
         Vec::new()
     };
@@ -646,16 +649,17 @@ pub fn list_groups(
     )
 }
 
-pub async fn delete_groups(broker: &Arc<Broker>, req: DeleteGroupsRequest) -> DeleteGroupsResponse {
+pub async fn delete_groups(
+    groups: &GroupCoordinator,
+    req: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(req.groups_names.len());
     for gid in &req.groups_names {
         let group = gid.as_str().to_string();
-        let deleted = broker
-            .groups
-            .with_machine(|g, _| (g.delete_group(&group), Vec::new()));
+        let deleted = groups.with_machine(|g, _| (g.delete_group(&group), Vec::new()));
         let code = match deleted {
-            Ok(()) => match broker.groups.offsets_if_loaded() {
-                Some(store) => match store.delete(&group, None, broker.clock.now_ms()).await {
+            Ok(()) => match groups.offsets_if_loaded() {
+                Some(store) => match store.delete(&group, None, groups.now_ms()).await {
                     Ok(_) => 0,
                     Err(e) => e.code.code(),
                 },
@@ -694,10 +698,13 @@ fn subscribed_topics(mut metadata: Bytes) -> Option<Vec<String>> {
     Some(topics)
 }
 
-pub async fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub async fn offset_delete(
+    groups: &GroupCoordinator,
+    req: OffsetDeleteRequest,
+) -> OffsetDeleteResponse {
     let group = req.group_id.as_str().to_string();
-    let store = broker.groups.offsets_if_loaded();
-    let d = broker.groups.read_machine(|g| g.describe_group(&group));
+    let store = groups.offsets_if_loaded();
+    let d = groups.read_machine(|g| g.describe_group(&group));
     let known =
         store.as_ref().is_some_and(|s| s.has_offsets(&group)) || d.state != GroupState::Dead;
     if !known {
@@ -717,7 +724,7 @@ pub async fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> Of
         return OffsetDeleteResponse::default()
             .with_error_code(ResponseError::NonEmptyGroup.code());
     };
-    let now = broker.clock.now_ms();
+    let now = groups.now_ms();
     let mut topics = Vec::new();
     for t in &req.topics {
         let name = t.name.as_str().to_string();
@@ -750,9 +757,7 @@ pub async fn offset_delete(broker: &Arc<Broker>, req: OffsetDeleteRequest) -> Of
     }
     if let Some(store) = &store {
         let still = store.has_offsets(&group);
-        broker
-            .groups
-            .with_machine(|g, _| (g.set_has_offsets(&group, still), Vec::new()));
+        groups.with_machine(|g, _| (g.set_has_offsets(&group, still), Vec::new()));
     }
     OffsetDeleteResponse::default().with_topics(topics)
 }

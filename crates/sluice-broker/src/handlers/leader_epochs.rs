@@ -7,8 +7,6 @@
 //! `end` is the first offset of the epoch after E' (the log end if E' is the latest). An epoch
 //! below every one the log knows, or a log with no epochs, is answered (-1, -1).
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::offset_for_leader_epoch_request::OffsetForLeaderEpochRequest;
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderEpochResponse, OffsetForLeaderTopicResult,
@@ -17,10 +15,10 @@ use kafka_protocol::ResponseError;
 use sluice_types::LeaderEpoch;
 
 use super::fetch::check_leader;
-use crate::broker::Broker;
+use crate::replica_manager::ReplicaManager;
 
 pub fn handle(
-    broker: &Arc<Broker>,
+    replicas: &ReplicaManager,
     req: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
     let topics = req
@@ -35,7 +33,7 @@ pub fn handle(
                         .with_partition(q.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
-                    let Some(p) = broker.replicas.get(t.topic.as_str(), q.partition) else {
+                    let Some(p) = replicas.get(t.topic.as_str(), q.partition) else {
                         return resp.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
                     if let Err(e) = check_leader(&p, q.current_leader_epoch) {

@@ -2,18 +2,16 @@
 //! earliest without tiered storage), or the first offset whose timestamp is >= a given time.
 //! Only offsets below the high watermark are ever reported, like everything consumers see.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::list_offsets_request::ListOffsetsRequest;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::ResponseError;
 
-use crate::broker::Broker;
 use crate::error::ApiError;
 use crate::handlers::fetch::check_leader;
 use crate::partition::Partition;
+use crate::replica_manager::ReplicaManager;
 use sluice_types::Offset;
 
 const LATEST: i64 = -1;
@@ -64,7 +62,11 @@ fn epoch_of(p: &Partition, timestamp: i64, offset: i64) -> i32 {
         .map_or(-1, |e| e.get())
 }
 
-pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub fn handle(
+    replicas: &ReplicaManager,
+    req: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     let topics = req
         .topics
         .iter()
@@ -75,8 +77,7 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Li
                 .map(|q| {
                     let resp = ListOffsetsPartitionResponse::default()
                         .with_partition_index(q.partition_index);
-                    let outcome = broker
-                        .replicas
+                    let outcome = replicas
                         .get(t.name.as_str(), q.partition_index)
                         .ok_or_else(|| ApiError::from(ResponseError::UnknownTopicOrPartition))
                         .and_then(|p| {

@@ -2,8 +2,6 @@
 //! Unknown topics named in the request are created when `auto.create.topics.enable` and the
 //! request allow it (v4+ carries `allow_auto_topic_creation`; older versions always allow).
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::metadata_request::MetadataRequest;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
@@ -13,8 +11,8 @@ use kafka_protocol::ResponseError;
 use sluice_meta::{ClusterState, TopicConfigs, TopicInfo, Uuid};
 
 use super::{str_bytes, topic_name};
-use crate::broker::Broker;
-use crate::controller::NewTopic;
+use crate::controller::{Controller, NewTopic};
+use crate::image::MetadataImage;
 
 fn topic_entry(t: &TopicInfo) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
@@ -49,16 +47,25 @@ fn error_entry(name: Option<&str>, id: Uuid, error: ResponseError) -> MetadataRe
         .with_error_code(error.code())
 }
 
-pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> MetadataResponse {
+/// Metadata reads the image; `auto_create` is `auto.create.topics.enable`, `controller_id` the
+/// node reported as the controller.
+pub async fn handle(
+    image: &MetadataImage,
+    controller: &Controller,
+    auto_create: bool,
+    controller_id: i32,
+    req: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     // v0 uses an empty list for "all topics"; v1+ uses null.
     let requested = match req.topics {
         Some(t) if !(version == 0 && t.is_empty()) => Some(t),
         _ => None,
     };
-    let allow_create =
-        broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+    let allow_create = auto_create && (version < 4 || req.allow_auto_topic_creation);
 
-    let mut image = broker.metadata();
+    let handle = image;
+    let mut image = handle.load();
     // Topics whose auto-creation was refused, with why.
     let mut refused = std::collections::HashMap::new();
     if let (Some(wanted), true) = (&requested, allow_create) {
@@ -76,7 +83,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
             .collect();
         if !missing.is_empty() {
             let names: Vec<String> = missing.iter().map(|t| t.name.clone()).collect();
-            let created = broker.controller.create_topics(missing, false).await;
+            let created = controller.create_topics(missing, false).await;
             for (name, result) in names.into_iter().zip(created) {
                 match result {
                     // Lost a race with another creator: what exists is reported below.
@@ -86,7 +93,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                     _ => {}
                 }
             }
-            image = broker.metadata();
+            image = handle.load();
         }
     }
 
@@ -119,11 +126,11 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
             })
             .collect(),
     };
-    response(broker, &image, topics)
+    response(controller_id, &image, topics)
 }
 
 fn response(
-    broker: &Broker,
+    controller_id: i32,
     image: &ClusterState,
     topics: Vec<MetadataResponseTopic>,
 ) -> MetadataResponse {
@@ -141,6 +148,6 @@ fn response(
         .with_brokers(brokers)
         .with_cluster_id(image.cluster_id.as_deref().map(str_bytes))
         // A single node is its own controller (a quorum of one, combined mode).
-        .with_controller_id(BrokerId(broker.config.node_id))
+        .with_controller_id(BrokerId(controller_id))
         .with_topics(topics)
 }

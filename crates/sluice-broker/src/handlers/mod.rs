@@ -38,7 +38,7 @@ pub enum Reply {
 pub async fn begin(broker: &Arc<Broker>, request: Request, peer: SocketAddr) -> Reply {
     match request.body {
         RequestKind::Produce(r) => {
-            let pending = produce::start(broker, r).await;
+            let pending = produce::start(&broker.replicas, &broker.clock, r).await;
             Reply::Later(Box::pin(async move {
                 pending.finish().await.map(ResponseKind::Produce)
             }))
@@ -79,60 +79,78 @@ pub async fn dispatch(
         // Metadata reads the image; what it auto-creates, and the topic changes below, are
         // written by the controller on the blocking pool.
         RequestKind::Metadata(r) => Some(ResponseKind::Metadata(
-            metadata::handle(broker, r, version).await,
+            metadata::handle(
+                &broker.image,
+                &broker.controller,
+                broker.config.auto_create_topics,
+                broker.config.node_id,
+                r,
+                version,
+            )
+            .await,
         )),
         RequestKind::CreateTopics(r) => Some(ResponseKind::CreateTopics(
-            topics::create_topics(broker, r, version).await,
+            topics::create_topics(&broker.controller, r, version).await,
         )),
         RequestKind::DeleteTopics(r) => Some(ResponseKind::DeleteTopics(
-            topics::delete_topics(broker, r, version).await,
+            topics::delete_topics(&broker.image, &broker.controller, r, version).await,
         )),
         RequestKind::CreatePartitions(r) => Some(ResponseKind::CreatePartitions(
-            topics::create_partitions(broker, r).await,
+            topics::create_partitions(&broker.controller, r).await,
         )),
         // Index lookups read files; by-time lookups decompress batches.
-        RequestKind::ListOffsets(r) => Some(ResponseKind::ListOffsets(
-            with_broker_off_reactor(broker, move |b| list_offsets::handle(b, r, version)).await,
-        )),
-        RequestKind::Produce(r) => produce::handle(broker, r).await.map(ResponseKind::Produce),
+        RequestKind::ListOffsets(r) => Some(ResponseKind::ListOffsets({
+            let replicas = broker.replicas.clone();
+            off_reactor(move || list_offsets::handle(&replicas, r, version)).await
+        })),
+        RequestKind::Produce(r) => produce::handle(&broker.replicas, &broker.clock, r)
+            .await
+            .map(ResponseKind::Produce),
         RequestKind::Fetch(r) => Some(ResponseKind::Fetch(fetch::handle(broker, r, version).await)),
         RequestKind::FindCoordinator(r) => Some(ResponseKind::FindCoordinator(
-            groups::find_coordinator(broker, r, version).await,
+            groups::find_coordinator(&broker.groups, &broker.config, r, version).await,
         )),
         RequestKind::JoinGroup(r) => Some(ResponseKind::JoinGroup(
-            groups::join_group(broker, r, version, &client_id, peer).await,
+            groups::join_group(&broker.groups, r, version, &client_id, peer).await,
         )),
         RequestKind::SyncGroup(r) => Some(ResponseKind::SyncGroup(
-            groups::sync_group(broker, r, version).await,
+            groups::sync_group(&broker.groups, r, version).await,
         )),
-        RequestKind::Heartbeat(r) => Some(ResponseKind::Heartbeat(groups::heartbeat(broker, r))),
+        RequestKind::Heartbeat(r) => Some(ResponseKind::Heartbeat(groups::heartbeat(
+            &broker.groups,
+            r,
+        ))),
         RequestKind::LeaveGroup(r) => Some(ResponseKind::LeaveGroup(groups::leave_group(
-            broker, r, version,
+            &broker.groups,
+            r,
+            version,
         ))),
         RequestKind::OffsetCommit(r) => Some(ResponseKind::OffsetCommit(
-            groups::offset_commit(broker, r, version).await,
+            groups::offset_commit(&broker.groups, &broker.image, r, version).await,
         )),
         RequestKind::OffsetFetch(r) => Some(ResponseKind::OffsetFetch(
-            groups::offset_fetch(broker, r, version).await,
+            groups::offset_fetch(&broker.groups, r, version).await,
         )),
         RequestKind::DescribeGroups(r) => Some(ResponseKind::DescribeGroups(
-            groups::describe_groups(broker, r),
+            groups::describe_groups(&broker.groups, r),
         )),
         RequestKind::ListGroups(r) => Some(ResponseKind::ListGroups(groups::list_groups(
-            broker, r, version,
+            &broker.groups,
+            r,
+            version,
         ))),
         RequestKind::DeleteGroups(r) => Some(ResponseKind::DeleteGroups(
-            groups::delete_groups(broker, r).await,
+            groups::delete_groups(&broker.groups, r).await,
         )),
         RequestKind::OffsetDelete(r) => Some(ResponseKind::OffsetDelete(
-            groups::offset_delete(broker, r).await,
+            groups::offset_delete(&broker.groups, r).await,
         )),
         // May ask the controller for a new producer-id block.
         RequestKind::InitProducerId(r) => Some(ResponseKind::InitProducerId(
-            producers::init_producer_id(broker, r).await,
+            producers::init_producer_id(&broker.producer_ids, r).await,
         )),
         RequestKind::DescribeProducers(r) => Some(ResponseKind::DescribeProducers(
-            producers::describe_producers(broker, r),
+            producers::describe_producers(&broker.replicas, r),
         )),
         // Reads the image; changes are written by the controller on the blocking pool.
         RequestKind::DescribeConfigs(r) => Some(ResponseKind::DescribeConfigs(
@@ -146,10 +164,10 @@ pub async fn dispatch(
         )),
         // Reads the epoch cache, held in memory.
         RequestKind::OffsetForLeaderEpoch(r) => Some(ResponseKind::OffsetForLeaderEpoch(
-            leader_epochs::handle(broker, r),
+            leader_epochs::handle(&broker.replicas, r),
         )),
         RequestKind::DeleteRecords(r) => Some(ResponseKind::DeleteRecords(
-            delete_records::handle(broker, r).await,
+            delete_records::handle(&broker.replicas, r).await,
         )),
         other => {
             // The version table and this match disagree: a bug, not the client's fault.

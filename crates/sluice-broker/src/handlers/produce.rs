@@ -21,11 +21,12 @@ use sluice_protocol::batch::{self, BatchError};
 use sluice_protocol::validate::{self, RecordsError, WalkSummary};
 
 use super::str_bytes;
-use crate::broker::Broker;
 use crate::error::ApiError;
 use crate::partition::{AppendOutcome, Partition};
 use crate::producer_state::IncomingBatch;
+use crate::replica_manager::ReplicaManager;
 use crate::topic_config::TopicSettings;
+use sluice_types::Clock;
 
 fn batch_error(e: BatchError) -> ApiError {
     let code = match e {
@@ -168,7 +169,7 @@ fn stamp_batch(batch: &mut [u8], (log_append, max_timestamp): (bool, i64)) -> Re
 
 /// Validates and appends one partition's records.
 fn append_one(
-    broker: &Broker,
+    replicas: &ReplicaManager,
     topic: &str,
     data: &PartitionProduceData,
     now: i64,
@@ -182,8 +183,7 @@ fn append_one(
         )
         .into());
     }
-    let partition = broker
-        .replicas
+    let partition = replicas
         .get(topic, data.index)
         .ok_or(ResponseError::UnknownTopicOrPartition)?;
     let settings = partition.settings();
@@ -303,8 +303,12 @@ fn append_one(
     })
 }
 
-pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest) -> Option<ProduceResponse> {
-    start(broker, req).await.finish().await
+pub async fn handle(
+    replicas: &Arc<ReplicaManager>,
+    clock: &Arc<dyn Clock>,
+    req: ProduceRequest,
+) -> Option<ProduceResponse> {
+    start(replicas, clock, req).await.finish().await
 }
 
 /// A background wait for one partition's appended data to become durable.
@@ -328,13 +332,17 @@ pub struct PendingProduce {
 /// a decompressing walk is CPU work, and a `pwrite` can stall when the kernel throttles dirty
 /// pages. Neither may hold a reactor thread that other connections need. The caller awaits the
 /// result before reading its next request, so request order is kept.
-pub async fn start(broker: &Arc<Broker>, req: ProduceRequest) -> PendingProduce {
-    super::with_broker_off_reactor(broker, move |b| start_blocking(b, req)).await
+pub async fn start(
+    replicas: &Arc<ReplicaManager>,
+    clock: &Arc<dyn Clock>,
+    req: ProduceRequest,
+) -> PendingProduce {
+    let (replicas, now) = (replicas.clone(), clock.now_ms());
+    super::off_reactor(move || start_blocking(&replicas, now, req)).await
 }
 
-fn start_blocking(broker: &Arc<Broker>, req: ProduceRequest) -> PendingProduce {
+fn start_blocking(replicas: &ReplicaManager, now: i64, req: ProduceRequest) -> PendingProduce {
     let acks = req.acks;
-    let now = broker.clock.now_ms();
     let mut responses = Vec::with_capacity(req.topic_data.len());
     // (topic slot, partition slot, partition, end offset) of each successful append.
     let mut appended = Vec::new();
@@ -346,7 +354,7 @@ fn start_blocking(broker: &Arc<Broker>, req: ProduceRequest) -> PendingProduce {
             let outcome = if !matches!(acks, -1..=1) {
                 Err(Refused::from(ResponseError::InvalidRequiredAcks))
             } else {
-                append_one(broker, name, data, now)
+                append_one(replicas, name, data, now)
             };
             partitions.push(match outcome {
                 Ok(a) => {

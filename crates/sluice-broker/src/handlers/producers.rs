@@ -6,8 +6,6 @@
 //! Transactions do not exist yet: a transactional id is answered COORDINATOR_NOT_AVAILABLE, as a
 //! cluster without a transaction coordinator would.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::describe_producers_request::DescribeProducersRequest;
 use kafka_protocol::messages::describe_producers_response::{
     DescribeProducersResponse, PartitionResponse, ProducerState, TopicResponse,
@@ -17,10 +15,11 @@ use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
 use kafka_protocol::messages::ProducerId;
 use kafka_protocol::ResponseError;
 
-use crate::broker::Broker;
+use crate::producer_ids::ProducerIds;
+use crate::replica_manager::ReplicaManager;
 
 pub async fn init_producer_id(
-    broker: &Arc<Broker>,
+    ids: &ProducerIds,
     req: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let failed = |code: ResponseError| {
@@ -33,12 +32,12 @@ pub async fn init_producer_id(
         return failed(ResponseError::CoordinatorNotAvailable);
     }
     let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
-    if pid >= 0 && epoch >= 0 && broker.is_issued_producer_id(pid) && epoch < i16::MAX - 1 {
+    if pid >= 0 && epoch >= 0 && ids.is_issued(pid) && epoch < i16::MAX - 1 {
         return InitProducerIdResponse::default()
             .with_producer_id(ProducerId(pid))
             .with_producer_epoch(epoch + 1);
     }
-    match broker.allocate_producer_id().await {
+    match ids.allocate().await {
         Ok(id) => InitProducerIdResponse::default()
             .with_producer_id(ProducerId(id))
             .with_producer_epoch(0),
@@ -47,7 +46,7 @@ pub async fn init_producer_id(
 }
 
 pub fn describe_producers(
-    broker: &Arc<Broker>,
+    replicas: &ReplicaManager,
     req: DescribeProducersRequest,
 ) -> DescribeProducersResponse {
     let topics = req
@@ -59,7 +58,7 @@ pub fn describe_producers(
                 .iter()
                 .map(|&i| {
                     let resp = PartitionResponse::default().with_partition_index(i);
-                    let Some(p) = broker.replicas.get(t.name.as_str(), i) else {
+                    let Some(p) = replicas.get(t.name.as_str(), i) else {
                         return resp.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
                     let table = p.producer_state();

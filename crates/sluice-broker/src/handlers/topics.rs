@@ -1,7 +1,5 @@
 //! Topic administration: CreateTopics, DeleteTopics, CreatePartitions.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsRequest;
 use kafka_protocol::messages::create_partitions_response::{
     CreatePartitionsResponse, CreatePartitionsTopicResult,
@@ -19,9 +17,9 @@ use sluice_meta::BrokerId;
 use sluice_meta::{TopicConfigs, Uuid};
 
 use super::{str_bytes, topic_name};
-use crate::broker::Broker;
-use crate::controller::NewTopic;
+use crate::controller::{Controller, NewTopic};
 use crate::error::ApiError;
+use crate::image::MetadataImage;
 use crate::topic_config;
 
 fn topic_configs(t: &CreatableTopic) -> Result<TopicConfigs, ApiError> {
@@ -93,7 +91,7 @@ fn new_topic(t: &CreatableTopic) -> Result<NewTopic, ApiError> {
 }
 
 pub async fn create_topics(
-    broker: &Arc<Broker>,
+    controller: &Controller,
     req: CreateTopicsRequest,
     version: i16,
 ) -> CreateTopicsResponse {
@@ -120,8 +118,7 @@ pub async fn create_topics(
         })
         .collect();
     let valid: Vec<NewTopic> = checked.iter().flatten().cloned().collect();
-    let mut decided = broker
-        .controller
+    let mut decided = controller
         .create_topics(valid, req.validate_only)
         .await
         .into_iter();
@@ -155,7 +152,8 @@ pub async fn create_topics(
 }
 
 pub async fn delete_topics(
-    broker: &Arc<Broker>,
+    image: &MetadataImage,
+    controller: &Controller,
     req: DeleteTopicsRequest,
     version: i16,
 ) -> DeleteTopicsResponse {
@@ -171,7 +169,7 @@ pub async fn delete_topics(
             .map(|n| (Some(n.as_str().to_string()), Uuid::nil()))
             .collect()
     };
-    let image = broker.metadata();
+    let image = image.load();
     let resolved: Vec<Result<Uuid, ApiError>> = targets
         .iter()
         .map(|(name, id)| match name {
@@ -183,7 +181,7 @@ pub async fn delete_topics(
         })
         .collect();
     let ids: Vec<Uuid> = resolved.iter().flatten().copied().collect();
-    let mut decided = broker.controller.delete_topics(ids).await.into_iter();
+    let mut decided = controller.delete_topics(ids).await.into_iter();
     let mut responses = Vec::with_capacity(targets.len());
     for ((name, requested_id), resolved) in targets.into_iter().zip(resolved) {
         let outcome = resolved.and_then(|id| {
@@ -213,7 +211,7 @@ pub async fn delete_topics(
 }
 
 pub async fn create_partitions(
-    broker: &Arc<Broker>,
+    controller: &Controller,
     req: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(req.topics.len());
@@ -224,8 +222,7 @@ pub async fn create_partitions(
                 .collect()
         });
         let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-        let outcome = broker
-            .controller
+        let outcome = controller
             .create_partitions(
                 t.name.as_str().to_string(),
                 t.count,
