@@ -2,11 +2,12 @@
 # Fetch throughput against the loopback bound: consume 64 KiB records from the page cache, with
 # a loopback TCP probe in the same run, so the two are compared on the same machine and hour.
 #
-# Usage: AFTER=/path/to/sluice [BEFORE=/path/to/old/sluice] bench/fetch.sh
+# Usage: BINS="before=/path/to/old/sluice after=/path/to/new/sluice" bench/fetch.sh
 # Environment:
-#   AFTER             a release build of `sluice` (`cargo build --release -p sluice-cli`); it
-#                     fills the topic and is the bench client for every run.
-#   BEFORE            optional second build, measured in the same rounds (only its broker).
+#   BINS              space-separated label=path release builds of `sluice`
+#                     (`cargo build --release -p sluice-cli`), measured in the same rounds in
+#                     this order; the last one fills the topic and is the bench client for
+#                     every run, so only the broker differs.
 #   GB                data to fill and read back per run (default 4; it must fit in RAM).
 #   ROUNDS            rounds of probe + consume per build, interleaved (default 3).
 #   CONSUMERS         consumer threads (default 4, as consume-1k in bench/run.sh).
@@ -19,8 +20,9 @@
 # Prints a markdown report on stdout.
 set -euo pipefail
 
-: "${AFTER:?set AFTER to the sluice binary to measure}"
-BEFORE=${BEFORE:-}
+: "${BINS:?set BINS to label=path of the sluice builds to measure}"
+read -r -a BUILDS <<<"$BINS"
+CLIENT=${BUILDS[-1]#*=}
 GB=${GB:-4}
 ROUNDS=${ROUNDS:-3}
 CONSUMERS=${CONSUMERS:-4}
@@ -78,22 +80,19 @@ PY
 
 MESSAGES=$(python3 -c "print(int($GB * 1e9 / 65536))")
 echo "== fill: $MESSAGES x 64 KiB" >&2
-start_broker "$AFTER"
-"$AFTER" bench produce -b "127.0.0.1:$PORT" --topic f64k --partitions 4 --record-size 65536 \
+start_broker "$CLIENT"
+"$CLIENT" bench produce -b "127.0.0.1:$PORT" --topic f64k --partitions 4 --record-size 65536 \
     --messages "$MESSAGES" --acks 1 --json | tail -1 >"$WORK/fill.json"
 stop_broker
 
-BUILDS=(after)
-[[ -n $BEFORE ]] && BUILDS=(before after)
 for round in $(seq "$ROUNDS"); do
     mbs=$(probe)
     echo "== round $round: loopback probe $mbs MB/s" >&2
     echo "$round probe $mbs" >>"$WORK/results"
-    for which in "${BUILDS[@]}"; do
-        bin=$AFTER
-        [[ $which == before ]] && bin=$BEFORE
-        start_broker "$bin"
-        "$AFTER" bench consume -b "127.0.0.1:$PORT" --topic f64k --consumers "$CONSUMERS" \
+    for build in "${BUILDS[@]}"; do
+        which=${build%%=*}
+        start_broker "${build#*=}"
+        "$CLIENT" bench consume -b "127.0.0.1:$PORT" --topic f64k --consumers "$CONSUMERS" \
             -X fetch.max.bytes=104857600 -X max.partition.fetch.bytes=16777216 --json |
             tail -1 >"$WORK/consume.json"
         stop_broker
@@ -103,7 +102,7 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
-python3 - "$WORK/results" "${BUILDS[@]}" <<'PY'
+python3 - "$WORK/results" "${BUILDS[@]%%=*}" <<'PY'
 import sys
 rows = [l.split() for l in open(sys.argv[1])]
 builds = sys.argv[2:]
@@ -111,9 +110,15 @@ cols = ["probe"] + builds
 print("| round | loopback probe MB/s | " + " | ".join(f"consume {b} MB/s" for b in builds)
       + " | " + " | ".join(f"{b} / probe" for b in builds) + " |")
 print("|---|" + "---:|" * (1 + 2 * len(builds)))
+med = lambda xs: sorted(xs)[len(xs) // 2]
 for r in sorted({int(r[0]) for r in rows}):
     v = {k: int(m) for (n, k, m) in rows if int(n) == r}
     ratios = [f"{v[b] / v['probe']:.2f}" for b in builds]
     print(f"| {r} | {v['probe']:,} | " + " | ".join(f"{v[b]:,}" for b in builds)
           + " | " + " | ".join(ratios) + " |")
+runs = {k: [int(m) for (_, b, m) in rows if b == k] for k in cols}
+ratios = {b: med([int(m) / int(p) for (n, k, m) in rows if k == b
+                  for (n2, k2, p) in rows if k2 == "probe" and n2 == n]) for b in builds}
+print(f"| median | {med(runs['probe']):,} | " + " | ".join(f"{med(runs[b]):,}" for b in builds)
+      + " | " + " | ".join(f"{ratios[b]:.2f}" for b in builds) + " |")
 PY
