@@ -31,18 +31,19 @@
 //! key, an unsupported version or an undecodable body closes *this* connection with a warning.
 //! The one exception is ApiVersions at an unknown version, which is answered (KIP-511).
 
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use kafka_protocol::ResponseError;
 use sluice_protocol::frame::check_request_size;
 use sluice_protocol::request::{decode_request, RequestError};
-use sluice_protocol::response::encode_response;
+use sluice_protocol::response::{encode_response, Frame};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -157,8 +158,9 @@ impl Limits {
 /// An answer to write, in its turn.
 enum Outgoing {
     /// Encoded by the reader; `_bytes` holds its size in the connection's budget until written.
+    /// A fetch answer's record sets are chunks shared with the log read, not copies.
     Frame {
-        frame: Bytes,
+        frame: Frame,
         _bytes: OwnedSemaphorePermit,
     },
     /// A produce waiting for durability; encoded by the writer.
@@ -538,24 +540,31 @@ async fn write_answers(
     let _ = flush_with_progress(&mut w, stall).await;
 }
 
-/// Writes all of `buf`, failing when one write makes no progress for `stall` (a client that
+/// Writes all of `frame`, failing when one write makes no progress for `stall` (a client that
 /// stopped reading).
+///
+/// The chunks go out in vectored writes: through the `BufWriter` a frame smaller than its
+/// buffer is gathered there (so a burst of small answers leaves in few writes), and a larger
+/// one goes to the socket straight from its chunks, record sets included, with no copy in
+/// between.
 async fn write_with_progress(
     w: &mut (impl AsyncWrite + Unpin),
-    mut buf: &[u8],
+    frame: &Frame,
     stall: Option<Duration>,
 ) -> std::io::Result<()> {
-    while !buf.is_empty() {
+    let mut slices: Vec<IoSlice<'_>> = frame.chunks().iter().map(|c| IoSlice::new(c)).collect();
+    let mut bufs: &mut [IoSlice<'_>] = &mut slices;
+    while !bufs.is_empty() {
         let n = match stall {
-            Some(stall) => tokio::time::timeout(stall, w.write(buf))
+            Some(stall) => tokio::time::timeout(stall, w.write_vectored(bufs))
                 .await
                 .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??,
-            None => w.write(buf).await?,
+            None => w.write_vectored(bufs).await?,
         };
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        buf = &buf[n..];
+        IoSlice::advance_slices(&mut bufs, n);
     }
     Ok(())
 }
@@ -607,6 +616,80 @@ mod tests {
         assert_eq!(body.len(), len);
         assert!(body.iter().enumerate().all(|(i, b)| *b == i as u8));
         assert!(body.capacity() <= 2 * len, "{}", body.capacity());
+    }
+
+    /// A fetch answer made of several chunks (header, shared record sets) arrives whole and in
+    /// order after a small answer still in the buffer, through partial writes: a duplex pipe
+    /// (plain writes) and a TCP socket with a small send buffer (vectored writes).
+    #[tokio::test]
+    async fn chunked_frames_are_written_whole() {
+        use bytes::Bytes;
+        use kafka_protocol::messages::fetch_response::{
+            FetchResponse, FetchableTopicResponse, PartitionData,
+        };
+        let records = |n: usize, seed: u8| -> Bytes {
+            (0..n)
+                .map(|i| (i as u8).wrapping_add(seed))
+                .collect::<Vec<u8>>()
+                .into()
+        };
+        let partitions = (0..3)
+            .map(|i| {
+                PartitionData::default()
+                    .with_partition_index(i)
+                    .with_records(Some(records(100_000 + i as usize, i as u8)))
+            })
+            .collect();
+        let body = ResponseKind::Fetch(FetchResponse::default().with_responses(vec![
+            FetchableTopicResponse::default().with_partitions(partitions),
+        ]));
+        let fetch = encode_response(ApiKey::Fetch, 16, 7, &body).unwrap();
+        assert!(fetch.chunks().len() > 3, "{}", fetch.chunks().len());
+        let small = ResponseKind::Fetch(FetchResponse::default());
+        let small = encode_response(ApiKey::Fetch, 16, 6, &small).unwrap();
+        let mut want = small.to_bytes().to_vec();
+        want.extend_from_slice(&fetch.to_bytes());
+
+        async fn send(w: impl AsyncWrite + Unpin, frames: &[&Frame]) {
+            let mut w = BufWriter::with_capacity(64 * 1024, w);
+            let stall = Some(Duration::from_secs(10));
+            for f in frames {
+                write_with_progress(&mut w, f, stall).await.unwrap();
+            }
+            flush_with_progress(&mut w, stall).await.unwrap();
+            w.shutdown().await.unwrap();
+        }
+        async fn receive(mut r: impl AsyncRead + Unpin + Send + 'static) -> Vec<u8> {
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                r.read_to_end(&mut got).await.unwrap();
+                got
+            })
+            .await
+            .unwrap()
+        }
+
+        let frames = [&small, &fetch];
+        let (client, server) = tokio::io::duplex(4096);
+        let (_, got) = tokio::join!(send(client, &frames), receive(server));
+        assert!(
+            got == want,
+            "duplex: {} bytes, want {}",
+            got.len(),
+            want.len()
+        );
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_send_buffer_size(4096).unwrap();
+        let client = socket
+            .connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        assert!(client.is_write_vectored());
+        let (_, got) = tokio::join!(send(client, &frames), receive(server));
+        assert!(got == want, "tcp: {} bytes, want {}", got.len(), want.len());
     }
 
     #[tokio::test]

@@ -85,6 +85,26 @@ pub fn read_exact_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<()> {
     file.read_exact_at(buf, pos)
 }
 
+/// pread of exactly `len` bytes at `pos` into a new buffer that is not zero-filled first: the
+/// kernel writes into the vector's spare capacity and only the bytes it reports become part of
+/// the vector (`rustix::buffer::spare_capacity`: no unsafe code, no uninitialised bytes ever
+/// visible). This is the fetch path's read; zero-filling would be one more pass over every byte
+/// served. A short file is `UnexpectedEof`.
+pub fn read_vec_at(file: &File, len: usize, mut pos: u64) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(len);
+    while buf.len() < len {
+        // If the allocation has room beyond `len`, the read may fill some of it: cut below.
+        match rustix::io::pread(file, rustix::buffer::spare_capacity(&mut buf), pos) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => pos += n as u64,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
+}
+
 /// [`StdIo`] with switchable faults, for tests of this crate and of the broker.
 #[derive(Debug, Default)]
 pub struct FaultInjectingIo {
@@ -188,5 +208,25 @@ impl Io for FaultInjectingIo {
 
     fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
         self.inner.remove_dir_all(dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_vec_at_reads_exactly_the_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        for (pos, len) in [(0, 0), (0, 1), (7, 65_536), (0, 100_000), (99_999, 1)] {
+            let got = read_vec_at(&file, len, pos as u64).unwrap();
+            assert_eq!(got, &data[pos..pos + len], "{pos} {len}");
+        }
+        let short = read_vec_at(&file, 10, 99_995).unwrap_err();
+        assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

@@ -52,6 +52,9 @@ pub struct ReadResult {
     pub log_end_offset: i64,
 }
 
+/// Unused capacity a read buffer may keep; beyond this it is shrunk to its length.
+const READ_SLACK: usize = 64 * 1024;
+
 /// The leading bytes of a batch the log rewrites: base offset (0..8), batch length (8..12,
 /// unchanged) and partition leader epoch (12..16).
 const PATCHED_PREFIX: usize = 16;
@@ -725,7 +728,14 @@ impl Log {
                 .map_or((0, base), |s| s.scan_start_for(offset));
             (st.views_from(offset), start, log_start, log_end)
         };
-        let data = read_batches(&views, start, offset, max_bytes, max_offset, min_one)?;
+        let mut data = read_batches(&views, start, offset, max_bytes, max_offset, min_one)?;
+        // A read can keep much less than it took from the file (the high watermark, a batch
+        // cut by the limit). The fetch answer holds this buffer until the client has it, and
+        // only its length counts against `connection.max.inflight.bytes`: give the rest back
+        // (a shrinking realloc, which does not copy).
+        if data.capacity() - data.len() > READ_SLACK {
+            data.shrink_to_fit();
+        }
         Ok(ReadResult {
             data: Bytes::from(data),
             log_start_offset: log_start,

@@ -3,7 +3,10 @@
 //! # Layout
 //! - [`frame`]: the 4-byte size prefix and its limits, checked before anything is allocated.
 //! - [`request`]: request header parsing and body decoding into `kafka-protocol` messages.
-//! - [`response`]: response framing (size prefix, the right header version per API).
+//! - [`response`]: response framing (size prefix, the right header version per API) into
+//!   [`response::Frame`]s: chunks written in order.
+//! - `fetch_response`: the Fetch body, encoded by hand around its record sets so they go out
+//!   as the log read them, without a copy (byte-for-byte what `kafka-protocol` writes).
 //! - [`versions`]: the one table of API versions Sluice implements; ApiVersions is built from it.
 //! - [`batch`]: zero-copy views of RecordBatch v2 (header fields, CRC32C, offset rewrite).
 //! - [`validate`]: the log validator: walks every record of a batch in place (streaming through
@@ -14,6 +17,7 @@
 //! JSON schemas); it is re-exported as [`kafka`] so every layer uses the same version.
 
 pub mod batch;
+mod fetch_response;
 pub mod frame;
 pub mod records;
 pub mod request;
