@@ -21,10 +21,12 @@ use sluice_meta::Uuid;
 use tokio::sync::Notify;
 
 use super::topic_name;
-use crate::broker::Broker;
 use crate::error::ApiError;
-use crate::fetch_session::{next_epoch, FetchSession, SessionPartition};
+use crate::fetch_session::{next_epoch, FetchSession, FetchSessionCache, SessionPartition};
+use crate::image::MetadataImage;
 use crate::partition::Partition;
+use crate::replica_manager::ReplicaManager;
+use sluice_meta::ClusterState;
 
 /// What one partition contributes to a response.
 struct PartitionRead {
@@ -63,23 +65,19 @@ fn session_partition(
     }
 }
 
-/// Resolves a topic named by id (v13+) or by name to (name, id); unknown ids keep an empty name.
-/// Uses the replica manager's own maps: the fetch path never takes the metadata lock.
-fn resolve(broker: &Broker, by_id: bool, name: &str, id: Uuid) -> (String, Uuid) {
+/// Resolves a topic named by id (v13+) or by name to (name, id) from the metadata image (no
+/// lock); unknown ones keep an empty name or a nil id.
+fn resolve(image: &ClusterState, by_id: bool, name: &str, id: Uuid) -> (String, Uuid) {
     if by_id {
         (
-            broker
-                .metadata()
+            image
                 .topic_by_id(&id)
                 .map(|t| t.name.clone())
                 .unwrap_or_default(),
             id,
         )
     } else {
-        let id = broker
-            .replicas
-            .get(name, 0)
-            .map_or(Uuid::nil(), |p| p.topic_id);
+        let id = image.topic(name).map_or(Uuid::nil(), |t| t.topic_id);
         (name.to_string(), id)
     }
 }
@@ -167,23 +165,32 @@ fn read_all(
         .collect()
 }
 
-pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> FetchResponse {
+/// Fetch for consumers: reads the hosted partitions (`replicas`), names topics through the
+/// `image`, keeps KIP-227 `sessions`, caps answers at `fetch_max_bytes`, and stops waiting when
+/// `stopping` turns true.
+pub async fn handle(
+    replicas: &ReplicaManager,
+    image: &MetadataImage,
+    sessions: &FetchSessionCache,
+    fetch_max_bytes: usize,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+    req: FetchRequest,
+    version: i16,
+) -> FetchResponse {
+    let image = image.load();
     let by_id = version >= 13;
     let mode = if version < 7 || (req.session_id == 0 && req.session_epoch == -1) {
         Mode::Sessionless
     } else if req.session_epoch == -1 {
-        broker.fetch_sessions.remove(req.session_id);
+        sessions.remove(req.session_id);
         Mode::Sessionless
     } else if req.session_epoch == 0 {
         if req.session_id != 0 {
-            broker.fetch_sessions.remove(req.session_id);
+            sessions.remove(req.session_id);
         }
         Mode::NewSession
     } else {
-        match broker
-            .fetch_sessions
-            .take(req.session_id, req.session_epoch)
-        {
+        match sessions.take(req.session_id, req.session_epoch) {
             Ok(s) => Mode::Incremental(req.session_id, s),
             Err(code) => {
                 tracing::debug!(session_id = req.session_id, epoch = req.session_epoch, error = ?code, "fetch session refused");
@@ -194,7 +201,7 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
 
     let mut requested = Vec::new();
     for t in &req.topics {
-        let (name, id) = resolve(broker, by_id, t.topic.as_str(), t.topic_id);
+        let (name, id) = resolve(&image, by_id, t.topic.as_str(), t.topic_id);
         for p in &t.partitions {
             requested.push(session_partition(
                 name.clone(),
@@ -213,7 +220,7 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
                 session.upsert(p);
             }
             for f in &req.forgotten_topics_data {
-                let (name, _) = resolve(broker, by_id, f.topic.as_str(), f.topic_id);
+                let (name, _) = resolve(&image, by_id, f.topic.as_str(), f.topic_id);
                 for partition in &f.partitions {
                     session.forget(&name, *partition);
                 }
@@ -227,16 +234,15 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
     let resolved: Vec<(SessionPartition, Option<Arc<Partition>>)> = parts
         .drain(..)
         .map(|sp| {
-            let p = broker.replicas.get(&sp.topic, sp.partition);
+            let p = replicas.get(&sp.topic, sp.partition);
             (sp, p)
         })
         .collect();
     let resolved = Arc::new(resolved);
-    let max_bytes = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
+    let max_bytes = (req.max_bytes.max(0) as usize).min(fetch_max_bytes);
     let min_bytes = req.min_bytes.max(0) as usize;
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
-    let mut stopping = broker.stopping.subscribe();
 
     let reads = loop {
         // Register before reading so a HW advance in between still wakes us.
@@ -254,7 +260,7 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
             Err(e) => {
                 tracing::error!(error = %e, "fetch read task failed");
                 if let Mode::Incremental(id, session) = mode {
-                    broker.fetch_sessions.put_back(id, session);
+                    sessions.put_back(id, session);
                 }
                 return FetchResponse::default()
                     .with_error_code(ResponseError::UnknownServerError.code());
@@ -333,10 +339,10 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
                 Mode::Incremental(id, mut session) => {
                     session.partitions = partitions;
                     session.next_epoch = next_epoch(req.session_epoch);
-                    broker.fetch_sessions.put_back(id, session);
+                    sessions.put_back(id, session);
                     id
                 }
-                _ => broker.fetch_sessions.create(FetchSession::new(partitions)),
+                _ => sessions.create(FetchSession::new(partitions)),
             }
         }
     };

@@ -106,7 +106,18 @@ pub async fn dispatch(
         RequestKind::Produce(r) => produce::handle(&broker.replicas, &broker.clock, r)
             .await
             .map(ResponseKind::Produce),
-        RequestKind::Fetch(r) => Some(ResponseKind::Fetch(fetch::handle(broker, r, version).await)),
+        RequestKind::Fetch(r) => Some(ResponseKind::Fetch(
+            fetch::handle(
+                &broker.replicas,
+                &broker.image,
+                &broker.fetch_sessions,
+                broker.config.fetch_max_bytes,
+                broker.stopping.subscribe(),
+                r,
+                version,
+            )
+            .await,
+        )),
         RequestKind::FindCoordinator(r) => Some(ResponseKind::FindCoordinator(
             groups::find_coordinator(&broker.groups, &broker.config, r, version).await,
         )),
