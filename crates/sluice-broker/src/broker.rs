@@ -9,7 +9,7 @@ use sluice_meta::{BrokerId, ClusterState, MetadataStore};
 use sluice_types::{Clock, SystemClock};
 use thiserror::Error;
 
-use crate::config::{BrokerConfig, Settings};
+use crate::config::{BrokerConfig, BrokerSettings, Settings};
 use crate::controller::{Controller, Registration, TopicDefaults};
 use crate::coordinator::offsets::OFFSETS_TOPIC;
 use crate::coordinator::Coordinator;
@@ -114,7 +114,11 @@ impl Broker {
                 clock: clock.clone(),
             },
             dir.clone(),
-            effective_settings(&config.settings, node_id, &replayed),
+            BrokerSettings::from_settings(&effective_settings(
+                &config.raw_settings,
+                node_id,
+                &replayed,
+            )),
             io,
         ));
         let fetch_sessions = Arc::new(FetchSessionCache::new(1000));
@@ -124,7 +128,7 @@ impl Broker {
             image.clone(),
             replicas.clone(),
             fetch_sessions.clone(),
-            config.settings.clone(),
+            config.raw_settings.clone(),
         ));
         // The replayed metadata first: this opens (and if needed recovers) every local log.
         publisher
@@ -141,8 +145,8 @@ impl Broker {
         let controller = Controller::new(
             node_id,
             TopicDefaults {
-                num_partitions: config.num_partitions,
-                replication_factor: config.default_replication_factor,
+                num_partitions: config.settings.num_partitions,
+                replication_factor: config.settings.default_replication_factor,
             },
             store,
             publisher.clone(),
@@ -159,7 +163,7 @@ impl Broker {
             .map(|t| t.partitions.len());
         let groups = Arc::new(Coordinator::open(
             &replicas,
-            config.groups.clone(),
+            config.settings.groups.clone(),
             offsets_partitions,
             clock.clone(),
         ));
@@ -204,9 +208,11 @@ impl Broker {
         }
     }
 
-    /// The broker settings in force: static ones with the dynamic configs laid over them.
-    pub fn settings(&self) -> Settings {
-        effective_settings(&self.config.settings, self.node_id(), &self.metadata())
+    /// The broker settings in force by Kafka name, with their sources: static ones with the
+    /// dynamic configs laid over them (DescribeConfigs and the alter-config APIs). The typed
+    /// ones are [`ReplicaManager::broker_settings`].
+    pub fn raw_settings(&self) -> Settings {
+        effective_settings(&self.config.raw_settings, self.node_id(), &self.metadata())
     }
 
     /// Hands out a never-used producer id, asking the controller for a new block when the

@@ -309,7 +309,7 @@ impl Coordinator {
 }
 
 async fn create_offsets_topic(broker: &Arc<Broker>) -> Result<Arc<OffsetStore>, ApiError> {
-    let settings = &broker.config.groups;
+    let settings = &broker.config.settings.groups;
     if broker.metadata().topic(OFFSETS_TOPIC).is_none() {
         let configs = TopicConfigs::from([
             ("cleanup.policy".to_string(), "compact".to_string()),

@@ -201,7 +201,7 @@ pub fn describe_configs(
     req: DescribeConfigsRequest,
     version: i16,
 ) -> DescribeConfigsResponse {
-    let settings = broker.settings();
+    let settings = broker.raw_settings();
     let results = req
         .resources
         .iter()
@@ -373,7 +373,7 @@ fn plan_alter(
             } else {
                 current
             };
-            let settings = broker.settings();
+            let settings = broker.raw_settings();
             let new = apply_ops(
                 start,
                 ops,
@@ -393,7 +393,7 @@ fn plan_alter(
             } else {
                 dynamic_broker_configs(broker, target)
             };
-            let settings = broker.settings();
+            let settings = broker.raw_settings();
             let new = apply_ops(
                 start,
                 ops,

@@ -232,7 +232,7 @@ pub async fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Fe
         })
         .collect();
     let resolved = Arc::new(resolved);
-    let max_bytes = (req.max_bytes.max(0) as usize).min(broker.config.fetch_max_bytes);
+    let max_bytes = (req.max_bytes.max(0) as usize).min(broker.config.settings.fetch_max_bytes);
     let min_bytes = req.min_bytes.max(0) as usize;
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);

@@ -56,7 +56,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         _ => None,
     };
     let allow_create =
-        broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
+        broker.config.settings.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
 
     let mut image = broker.metadata();
     // Topics whose auto-creation was refused, with why.
