@@ -9,7 +9,7 @@ use sluice_meta::{BrokerId, ClusterState, MetadataStore};
 use sluice_types::{Clock, SystemClock};
 use thiserror::Error;
 
-use crate::config::{BrokerConfig, Settings};
+use crate::config::{BrokerConfig, BrokerSettings};
 use crate::controller::{Controller, Registration, TopicDefaults};
 use crate::coordinator::Coordinator;
 use crate::error::ApiError;
@@ -112,7 +112,11 @@ impl Broker {
                 clock: clock.clone(),
             },
             dir.clone(),
-            effective_settings(&config.settings, node_id, &replayed),
+            BrokerSettings::from_settings(&effective_settings(
+                &config.raw_settings,
+                node_id,
+                &replayed,
+            )),
             io,
         ));
         let fetch_sessions = Arc::new(FetchSessionCache::new(1000));
@@ -122,7 +126,7 @@ impl Broker {
             image.clone(),
             replicas.clone(),
             fetch_sessions.clone(),
-            config.settings.clone(),
+            config.raw_settings.clone(),
         ));
         // The replayed metadata first: this opens (and if needed recovers) every local log.
         publisher
@@ -139,8 +143,8 @@ impl Broker {
         let controller = Arc::new(Controller::new(
             node_id,
             TopicDefaults {
-                num_partitions: config.num_partitions,
-                replication_factor: config.default_replication_factor,
+                num_partitions: config.settings.num_partitions,
+                replication_factor: config.settings.default_replication_factor,
             },
             store,
             publisher.clone(),
@@ -155,7 +159,7 @@ impl Broker {
             image.clone(),
             controller.clone(),
             replicas.clone(),
-            config.groups.clone(),
+            config.settings.groups.clone(),
             clock.clone(),
         ));
         publisher.subscribe(groups.clone());
@@ -198,11 +202,6 @@ impl Broker {
             }
             Err(_) => tracing::error!("not every log closed cleanly; the next start recovers"),
         }
-    }
-
-    /// The broker settings in force: static ones with the dynamic configs laid over them.
-    pub fn settings(&self) -> Settings {
-        effective_settings(&self.config.settings, self.node_id(), &self.metadata())
     }
 
     pub fn cluster_id(&self) -> String {

@@ -3,17 +3,28 @@
 //! Settings use Kafka's broker config names so operators can carry their `server.properties`
 //! knowledge over. They come from defaults, then a TOML file (`--config`), then `--override
 //! key=value` flags, in that order. Every key is checked against [`SETTINGS`]: an unknown key or
-//! an invalid value fails start-up with a message naming both. The result is destructured into
-//! [`BrokerConfig`] field by field, so a new setting cannot be half-wired.
+//! an invalid value fails start-up with a message naming both.
+//!
+//! Two layers:
+//! - [`Settings`], the raw one: every setting by name as a string, with where its value came
+//!   from (default, static, dynamic). DescribeConfigs reports it, and dynamic broker configs are
+//!   laid over it ([`Settings::with_dynamic`]).
+//! - [`BrokerSettings`], the typed one the broker runs on: one field (or one part of a field)
+//!   per setting, built in one function, [`BrokerSettings::from_settings`], that reads every row
+//!   of [`SETTINGS`]; a unit test fails when a row is added there and not read here. It is
+//!   rebuilt from the raw layer whenever dynamic broker configs change.
+//!
+//! Adding a setting: a row in [`SETTINGS`], its validation in `kind`, and its field in
+//! [`BrokerSettings`] read in [`BrokerSettings::from_settings`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::topic_config::ConfigSource;
+use crate::topic_config::{ConfigSource, TopicConfigDef, TopicSettings};
 
 #[derive(Debug, Error, PartialEq)]
 pub enum ConfigError {
@@ -465,19 +476,6 @@ impl Settings {
             .unwrap_or(ConfigSource::Default)
     }
 
-    pub(crate) fn int(&self, key: &str) -> i64 {
-        self.values[key].parse().expect("validated on load")
-    }
-
-    /// An `IntOrUnbounded` setting: `None` for -1.
-    fn int_or_unbounded(&self, key: &str) -> Option<i64> {
-        Some(self.int(key)).filter(|n| *n != -1)
-    }
-
-    fn bool(&self, key: &str) -> bool {
-        self.values[key] == "true"
-    }
-
     /// A setting's value ("" for unset optional ones).
     pub fn get(&self, key: &str) -> Option<&str> {
         self.values.get(key).map(String::as_str)
@@ -526,20 +524,27 @@ fn flatten(
 }
 
 /// Group coordinator settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct GroupSettings {
+    /// `offsets.topic.num.partitions`.
     pub offsets_topic_partitions: i32,
+    /// `offsets.topic.segment.bytes`.
     pub offsets_topic_segment_bytes: u64,
+    /// `offsets.retention.minutes`, in ms.
     pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`.
     pub offsets_retention_check_interval_ms: u64,
+    /// `group.initial.rebalance.delay.ms`.
     pub initial_rebalance_delay_ms: i64,
+    /// `group.min.session.timeout.ms`.
     pub min_session_timeout_ms: i64,
+    /// `group.max.session.timeout.ms`.
     pub max_session_timeout_ms: i64,
 }
 
 /// Bounds on what clients can make the network layer hold (see "Resource bounds" in
 /// docs/ARCHITECTURE.md).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NetworkSettings {
     /// `queued.max.request.bytes`; `None`: unbounded.
     pub queued_max_request_bytes: Option<usize>,
@@ -555,6 +560,190 @@ pub struct NetworkSettings {
     pub request_read_timeout: Duration,
 }
 
+/// Every broker setting, typed: what the broker runs on. Built only by
+/// [`BrokerSettings::from_settings`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BrokerSettings {
+    /// `num.partitions`.
+    pub num_partitions: i32,
+    /// `default.replication.factor`.
+    pub default_replication_factor: i16,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// `socket.request.max.bytes`.
+    pub socket_request_max_bytes: usize,
+    /// `fetch.max.bytes`.
+    pub fetch_max_bytes: usize,
+    /// Connection and request-memory bounds.
+    pub network: NetworkSettings,
+    /// The log-level defaults of topic configs (`log.*`, `message.max.bytes`,
+    /// `compression.type`, `min.insync.replicas`): the settings of a topic without overrides.
+    /// The only settings that can change at run time: the current ones are the replica
+    /// manager's ([`crate::replica_manager::ReplicaManager::broker_settings`]).
+    pub log: TopicSettings,
+    /// `log.retention.check.interval.ms`.
+    pub log_retention_check_interval: Duration,
+    /// `log.cleaner.backoff.ms`.
+    pub log_cleaner_backoff: Duration,
+    /// `offsets.*` and `group.*`.
+    pub groups: GroupSettings,
+    /// `producer.id.expiration.ms`.
+    pub producer_id_expiration_ms: i64,
+}
+
+impl BrokerSettings {
+    /// The typed view of `settings` (static, or with dynamic configs laid over them).
+    pub fn from_settings(settings: &Settings) -> BrokerSettings {
+        Self::read(&mut Reader::new(settings))
+    }
+
+    /// Reads every row of [`SETTINGS`] (`every_setting_is_carried` checks that none is left
+    /// out). A `-1` meaning "no limit" becomes `None` here, units become `Duration` or a name
+    /// ending in `_ms`, and the alternative-unit forms Kafka has for one setting
+    /// (`log.retention.{ms,minutes,hours}`, `log.roll.{ms,hours}`) become one field, the
+    /// most precise form that is set winning as it does for a topic's synonyms.
+    fn read(r: &mut Reader) -> BrokerSettings {
+        // Accepted only at its default (Sluice removes a deleted segment's files at once).
+        r.without_effect("log.segment.delete.delay.ms");
+        let (compact, delete) = crate::topic_config::cleanup_policy(r.str("log.cleanup.policy"));
+        let log = TopicSettings {
+            compact,
+            delete,
+            retention_ms: match (
+                r.opt_int("log.retention.ms"),
+                r.opt_int("log.retention.minutes"),
+                r.int("log.retention.hours"),
+            ) {
+                (Some(ms), _, _) => ms,
+                (None, Some(minutes), _) => scale(minutes, 60_000),
+                (None, None, hours) => scale(hours, 3_600_000),
+            },
+            retention_bytes: r.int("log.retention.bytes"),
+            delete_retention_ms: r.int("log.cleaner.delete.retention.ms"),
+            min_compaction_lag_ms: r.int("log.cleaner.min.compaction.lag.ms"),
+            max_compaction_lag_ms: r.int("log.cleaner.max.compaction.lag.ms"),
+            min_cleanable_dirty_ratio: r
+                .str("log.cleaner.min.cleanable.ratio")
+                .parse()
+                .unwrap_or(0.5),
+            max_message_bytes: r.int("message.max.bytes").max(0) as usize,
+            log_append_time: r.str("log.message.timestamp.type") == "LogAppendTime",
+            timestamp_before_max_ms: r.int("log.message.timestamp.before.max.ms"),
+            timestamp_after_max_ms: r.int("log.message.timestamp.after.max.ms"),
+            segment_bytes: r.int("log.segment.bytes").max(14) as u64,
+            segment_ms: match r.opt_int("log.roll.ms") {
+                Some(ms) => ms,
+                None => scale(r.int("log.roll.hours"), 3_600_000),
+            }
+            .max(1) as u64,
+            // As a topic's segment.index.bytes: room for at least one entry.
+            segment_index_bytes: r.int("log.index.size.max.bytes").clamp(8, i32::MAX as i64) as u32,
+            index_interval_bytes: r.int("log.index.interval.bytes").clamp(0, i32::MAX as i64)
+                as u32,
+            min_insync_replicas: r.int("min.insync.replicas").clamp(1, i32::MAX as i64) as i32,
+            compression: crate::topic_config::compression(r.str("compression.type")),
+        };
+        BrokerSettings {
+            num_partitions: r.int("num.partitions") as i32,
+            default_replication_factor: r.int("default.replication.factor") as i16,
+            auto_create_topics: r.bool("auto.create.topics.enable"),
+            socket_request_max_bytes: r.int("socket.request.max.bytes") as usize,
+            fetch_max_bytes: r.int("fetch.max.bytes") as usize,
+            network: NetworkSettings {
+                queued_max_request_bytes: r
+                    .int_or_unbounded("queued.max.request.bytes")
+                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+                connection_max_inflight_bytes: r.int("connection.max.inflight.bytes") as usize,
+                max_connections: r.int("max.connections") as usize,
+                max_connections_per_ip: r.int("max.connections.per.ip") as usize,
+                connections_max_idle: r
+                    .int_or_unbounded("connections.max.idle.ms")
+                    .map(|ms| Duration::from_millis(ms as u64)),
+                request_read_timeout: r.millis("socket.request.read.timeout.ms"),
+            },
+            log,
+            log_retention_check_interval: r.millis("log.retention.check.interval.ms"),
+            log_cleaner_backoff: r.millis("log.cleaner.backoff.ms"),
+            groups: GroupSettings {
+                offsets_topic_partitions: r.int("offsets.topic.num.partitions") as i32,
+                offsets_topic_segment_bytes: r.int("offsets.topic.segment.bytes") as u64,
+                offsets_retention_ms: r.int("offsets.retention.minutes") * 60_000,
+                offsets_retention_check_interval_ms: r.int("offsets.retention.check.interval.ms")
+                    as u64,
+                initial_rebalance_delay_ms: r.int("group.initial.rebalance.delay.ms"),
+                min_session_timeout_ms: r.int("group.min.session.timeout.ms"),
+                max_session_timeout_ms: r.int("group.max.session.timeout.ms"),
+            },
+            producer_id_expiration_ms: r.int("producer.id.expiration.ms"),
+        }
+    }
+}
+
+/// `n` in a unit `unit` ms long, in ms; -1 ("forever") stays -1.
+fn scale(n: i64, unit: i64) -> i64 {
+    if n >= 0 {
+        n.saturating_mul(unit)
+    } else {
+        n
+    }
+}
+
+/// Reads [`Settings`] by name for [`BrokerSettings::read`], noting every key it reads.
+///
+/// Static values were validated on load and dynamic ones when they were altered. A dynamic
+/// value read back from the metadata log that no longer parses (written by another release)
+/// reads as a topic override would: `i64::MAX`.
+struct Reader<'a> {
+    settings: &'a Settings,
+    read: BTreeSet<&'static str>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(settings: &'a Settings) -> Reader<'a> {
+        Reader {
+            settings,
+            read: BTreeSet::new(),
+        }
+    }
+
+    /// The value of `key` ("" for an unset optional one). Panics for a key not in [`SETTINGS`]:
+    /// every test that builds a broker would fail.
+    fn str(&mut self, key: &'static str) -> &'a str {
+        self.read.insert(key);
+        let settings: &'a Settings = self.settings;
+        &settings.values[key]
+    }
+
+    fn int(&mut self, key: &'static str) -> i64 {
+        self.str(key).parse().unwrap_or(i64::MAX)
+    }
+
+    /// A setting whose default is unset (""): `None` while it is.
+    fn opt_int(&mut self, key: &'static str) -> Option<i64> {
+        let v = self.str(key);
+        (!v.is_empty()).then(|| v.parse().unwrap_or(i64::MAX))
+    }
+
+    /// An `IntOrUnbounded` setting: `None` for -1.
+    fn int_or_unbounded(&mut self, key: &'static str) -> Option<i64> {
+        Some(self.int(key)).filter(|n| *n != -1)
+    }
+
+    fn bool(&mut self, key: &'static str) -> bool {
+        self.str(key) == "true"
+    }
+
+    /// A setting in ms (never negative: validated).
+    fn millis(&mut self, key: &'static str) -> Duration {
+        Duration::from_millis(self.int(key).max(0) as u64)
+    }
+
+    /// A setting accepted but carried nowhere (its documentation says why).
+    fn without_effect(&mut self, key: &'static str) {
+        self.str(key);
+    }
+}
+
 /// The runtime configuration of one broker.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -566,15 +755,12 @@ pub struct BrokerConfig {
     pub advertised_port: u16,
     pub data_dir: PathBuf,
     pub durability: Durability,
-    pub num_partitions: i32,
-    pub default_replication_factor: i16,
-    pub auto_create_topics: bool,
-    pub socket_request_max_bytes: usize,
-    pub fetch_max_bytes: usize,
-    pub network: NetworkSettings,
-    pub groups: GroupSettings,
-    /// Every broker setting by Kafka name: the defaults of topic configs and DescribeConfigs.
-    pub settings: Settings,
+    /// The broker settings as started (file and overrides), typed. The log defaults in it can
+    /// change at run time (dynamic broker configs); everything else is fixed.
+    pub settings: BrokerSettings,
+    /// The same settings by Kafka name with their sources: the base dynamic broker configs are
+    /// laid over (`image::effective_settings`) and DescribeConfigs reports.
+    pub raw_settings: Settings,
 }
 
 impl BrokerConfig {
@@ -608,38 +794,8 @@ impl BrokerConfig {
             advertised_port,
             data_dir,
             durability,
-            num_partitions: settings.int("num.partitions") as i32,
-            default_replication_factor: settings.int("default.replication.factor") as i16,
-            auto_create_topics: settings.bool("auto.create.topics.enable"),
-            socket_request_max_bytes: settings.int("socket.request.max.bytes") as usize,
-            fetch_max_bytes: settings.int("fetch.max.bytes") as usize,
-            network: NetworkSettings {
-                queued_max_request_bytes: settings
-                    .int_or_unbounded("queued.max.request.bytes")
-                    .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
-                connection_max_inflight_bytes: settings.int("connection.max.inflight.bytes")
-                    as usize,
-                max_connections: settings.int("max.connections") as usize,
-                max_connections_per_ip: settings.int("max.connections.per.ip") as usize,
-                connections_max_idle: settings
-                    .int_or_unbounded("connections.max.idle.ms")
-                    .map(|ms| Duration::from_millis(ms as u64)),
-                request_read_timeout: Duration::from_millis(
-                    settings.int("socket.request.read.timeout.ms") as u64,
-                ),
-            },
-            groups: GroupSettings {
-                offsets_topic_partitions: settings.int("offsets.topic.num.partitions") as i32,
-                offsets_topic_segment_bytes: settings.int("offsets.topic.segment.bytes") as u64,
-                offsets_retention_ms: settings.int("offsets.retention.minutes") * 60_000,
-                offsets_retention_check_interval_ms: settings
-                    .int("offsets.retention.check.interval.ms")
-                    as u64,
-                initial_rebalance_delay_ms: settings.int("group.initial.rebalance.delay.ms"),
-                min_session_timeout_ms: settings.int("group.min.session.timeout.ms"),
-                max_session_timeout_ms: settings.int("group.max.session.timeout.ms"),
-            },
-            settings: settings.clone(),
+            settings: BrokerSettings::from_settings(settings),
+            raw_settings: settings.clone(),
         })
     }
 }
@@ -654,9 +810,34 @@ pub fn parse_host_port(s: &str) -> Option<(String, u16)> {
     Some((host.to_string(), port.parse().ok()?))
 }
 
+/// The effective value of topic config `d` given the topic's overrides and the broker settings
+/// by name, and where it came from (what DescribeConfigs reports).
+pub fn effective_topic_config(
+    d: &TopicConfigDef,
+    overrides: &sluice_meta::TopicConfigs,
+    broker: &Settings,
+) -> (String, ConfigSource) {
+    if let Some(v) = overrides.get(d.name) {
+        return (v.clone(), ConfigSource::DynamicTopic);
+    }
+    for s in d.synonyms {
+        if broker.is_explicit(s.broker_key) {
+            let v = broker.get(s.broker_key).unwrap_or_default();
+            let v = match (s.scale, v.parse::<i64>()) {
+                (1, _) => v.to_string(),
+                (scale, Ok(n)) if n >= 0 => n.saturating_mul(scale).to_string(),
+                (_, _) => v.to_string(),
+            };
+            return (v, broker.source(s.broker_key));
+        }
+    }
+    (d.default.to_string(), ConfigSource::Default)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topic_config::{def, validate, TOPIC_CONFIGS};
 
     #[test]
     fn layering_and_validation() {
@@ -674,11 +855,10 @@ mod tests {
             &s,
         )
         .unwrap();
-        assert_eq!(c.num_partitions, 5);
-        assert!(!c.auto_create_topics);
-        let topic = crate::topic_config::TopicSettings::resolve(&Default::default(), &c.settings);
-        assert_eq!(topic.segment_bytes, 4096);
-        assert_eq!(topic.segment_ms, 168 * 3_600_000);
+        assert_eq!(c.settings.num_partitions, 5);
+        assert!(!c.settings.auto_create_topics);
+        assert_eq!(c.settings.log.segment_bytes, 4096);
+        assert_eq!(c.settings.log.segment_ms, 168 * 3_600_000);
         assert_eq!(
             (c.advertised_host.as_str(), c.advertised_port),
             ("127.0.0.1", 9092)
@@ -724,7 +904,7 @@ mod tests {
                 &s,
             )
         };
-        let n = config(&[]).unwrap().network;
+        let n = config(&[]).unwrap().settings.network;
         assert_eq!(n.queued_max_request_bytes, Some(512 << 20));
         assert_eq!(n.connection_max_inflight_bytes, 16 << 20);
         assert_eq!(n.max_connections, 10_000);
@@ -741,6 +921,7 @@ mod tests {
             "connection.max.inflight.bytes=4096",
         ])
         .unwrap()
+        .settings
         .network;
         assert_eq!(n.queued_max_request_bytes, None);
         assert_eq!(n.connections_max_idle, None);
@@ -792,6 +973,147 @@ mod tests {
     }
 
     #[test]
+    fn every_setting_is_carried() {
+        // The guard against a forgotten setting: a row added to SETTINGS that the typed
+        // settings do not read fails here.
+        let settings = Settings::load(None, &[]).unwrap();
+        let mut r = Reader::new(&settings);
+        BrokerSettings::read(&mut r);
+        let all: BTreeSet<&str> = SETTINGS.iter().map(|(k, _, _)| *k).collect();
+        let missing: Vec<&&str> = all.difference(&r.read).collect();
+        assert!(
+            missing.is_empty(),
+            "settings BrokerSettings::read does not read: {missing:?}; give each a typed field \
+             (or Reader::without_effect if Sluice only accepts its default)"
+        );
+        assert_eq!(r.read, all);
+    }
+
+    #[test]
+    fn every_setting_is_validated_and_its_default_is_valid() {
+        for (key, default, doc) in SETTINGS {
+            assert!(kind(key).is_some(), "{key} has no kind");
+            assert!(!doc.is_empty(), "{key} is documented");
+            if !default.is_empty() {
+                assert_eq!(
+                    check_setting(key, default).as_deref(),
+                    Ok(*default),
+                    "{key}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn typed_values_and_units() {
+        let typed = |o: &[&str]| {
+            let o: Vec<String> = o.iter().map(|s| s.to_string()).collect();
+            BrokerSettings::from_settings(&Settings::load(None, &o).unwrap())
+        };
+        let d = typed(&[]);
+        assert_eq!(d.log.retention_ms, 7 * 24 * 3_600_000);
+        assert_eq!(d.log.retention_bytes, -1);
+        assert_eq!(d.log.segment_ms, 7 * 24 * 3_600_000);
+        assert!(d.log.delete && !d.log.compact && !d.log.log_append_time);
+        assert_eq!(d.log.compression, None);
+        assert_eq!(d.log_retention_check_interval, Duration::from_secs(300));
+        assert_eq!(d.log_cleaner_backoff, Duration::from_secs(15));
+        assert_eq!(d.producer_id_expiration_ms, 86_400_000);
+        assert_eq!(d.groups.offsets_retention_ms, 10_080 * 60_000);
+        assert_eq!(d.fetch_max_bytes, 57_671_680);
+
+        // The most precise retention and roll forms that are set win; -1 stays "forever".
+        assert_eq!(
+            typed(&["log.retention.hours=1"]).log.retention_ms,
+            3_600_000
+        );
+        let r = typed(&["log.retention.hours=1", "log.retention.minutes=2"]);
+        assert_eq!(r.log.retention_ms, 120_000);
+        let r = typed(&["log.retention.minutes=2", "log.retention.ms=5"]);
+        assert_eq!(r.log.retention_ms, 5);
+        assert_eq!(typed(&["log.retention.hours=-1"]).log.retention_ms, -1);
+        assert_eq!(typed(&["log.retention.minutes=-1"]).log.retention_ms, -1);
+        assert_eq!(typed(&["log.roll.hours=2"]).log.segment_ms, 7_200_000);
+        let r = typed(&["log.roll.hours=2", "log.roll.ms=10"]);
+        assert_eq!(r.log.segment_ms, 10);
+        let r = typed(&["log.cleanup.policy=compact,delete", "compression.type=zstd"]);
+        assert!(r.log.compact && r.log.delete);
+        assert_eq!(
+            r.log.compression,
+            Some(sluice_protocol::batch::Compression::Zstd)
+        );
+        let r = typed(&[
+            "log.retention.check.interval.ms=10",
+            "log.cleaner.backoff.ms=20",
+            "producer.id.expiration.ms=30",
+        ]);
+        assert_eq!(r.log_retention_check_interval, Duration::from_millis(10));
+        assert_eq!(r.log_cleaner_backoff, Duration::from_millis(20));
+        assert_eq!(r.producer_id_expiration_ms, 30);
+
+        // Dynamic configs reach the typed view when it is rebuilt.
+        let dynamic = BTreeMap::from([("log.retention.ms".to_string(), "7".to_string())]);
+        let own = BTreeMap::from([("log.roll.ms".to_string(), "9".to_string())]);
+        let raw = Settings::load(None, &[]).unwrap();
+        let r = BrokerSettings::from_settings(&raw.with_dynamic(Some(&dynamic), Some(&own)));
+        assert_eq!((r.log.retention_ms, r.log.segment_ms), (7, 9));
+    }
+
+    #[test]
+    fn typed_log_defaults_agree_with_what_describe_configs_reports() {
+        // DescribeConfigs computes a topic's values from the raw layer (by synonym name);
+        // partitions run on the typed one. For a topic without overrides they must agree,
+        // whatever broker settings are set.
+        let cases: &[&[&str]] = &[
+            &[],
+            &["log.retention.hours=1"],
+            &["log.retention.hours=-1"],
+            &["log.retention.minutes=3", "log.retention.hours=1"],
+            &["log.retention.minutes=-1"],
+            &["log.retention.ms=-1", "log.retention.minutes=3"],
+            &["log.retention.ms=9"],
+            &["log.roll.hours=1"],
+            &["log.roll.ms=1", "log.roll.hours=5"],
+            &["log.cleanup.policy=compact"],
+            &["log.cleanup.policy=compact,delete"],
+            &["compression.type=lz4"],
+            &["compression.type=uncompressed"],
+            &["log.cleaner.delete.retention.ms=0"],
+            &["log.cleaner.min.compaction.lag.ms=5"],
+            &["log.cleaner.max.compaction.lag.ms=6"],
+            &["log.cleaner.min.cleanable.ratio=0.9"],
+            &["message.max.bytes=0"],
+            &["message.max.bytes=100"],
+            &["log.message.timestamp.type=LogAppendTime"],
+            &["log.message.timestamp.before.max.ms=0"],
+            &["log.message.timestamp.after.max.ms=1"],
+            &["log.segment.bytes=14"],
+            &["log.index.size.max.bytes=4"],
+            &["log.index.size.max.bytes=100"],
+            &["log.index.interval.bytes=0"],
+            &["min.insync.replicas=2"],
+            &["log.retention.bytes=1000"],
+        ];
+        let none = sluice_meta::TopicConfigs::new();
+        for case in cases {
+            let o: Vec<String> = case.iter().map(|s| s.to_string()).collect();
+            let raw = Settings::load(None, &o).unwrap();
+            let typed = BrokerSettings::from_settings(&raw).log;
+            let described: sluice_meta::TopicConfigs = TOPIC_CONFIGS
+                .iter()
+                .map(|d| (d.name.to_string(), effective_topic_config(d, &none, &raw).0))
+                .collect();
+            let from_described = TopicSettings::resolve(&described, &typed_defaults());
+            assert_eq!(typed, from_described, "{case:?}");
+        }
+    }
+
+    /// The typed log defaults of a broker with every setting at its default.
+    fn typed_defaults() -> TopicSettings {
+        BrokerSettings::from_settings(&Settings::load(None, &[]).unwrap()).log
+    }
+
+    #[test]
     fn host_port() {
         assert_eq!(
             parse_host_port("example:19092"),
@@ -800,5 +1122,95 @@ mod tests {
         assert_eq!(parse_host_port("[::1]:9092"), Some(("::1".into(), 9092)));
         assert_eq!(parse_host_port("nohost"), None);
         assert_eq!(parse_host_port(":1"), None);
+    }
+
+    #[test]
+    fn precedence_topic_then_broker_then_default() {
+        let broker = Settings::load(None, &["log.retention.hours=1".into()]).unwrap();
+        let d = def("retention.ms").unwrap();
+        let none = sluice_meta::TopicConfigs::new();
+        assert_eq!(
+            effective_topic_config(d, &none, &broker),
+            ("3600000".to_string(), ConfigSource::StaticBroker)
+        );
+        let own = sluice_meta::TopicConfigs::from([("retention.ms".into(), "5".into())]);
+        assert_eq!(
+            effective_topic_config(d, &own, &broker),
+            ("5".to_string(), ConfigSource::DynamicTopic)
+        );
+        let plain = Settings::load(None, &[]).unwrap();
+        assert_eq!(
+            effective_topic_config(d, &none, &plain),
+            ("604800000".to_string(), ConfigSource::Default)
+        );
+        let defaults = BrokerSettings::from_settings(&plain).log;
+        let s = TopicSettings::resolve(&own, &defaults);
+        assert_eq!(s.retention_ms, 5);
+        assert!(s.delete && !s.compact);
+        assert_eq!(s.max_message_bytes, 1_048_588);
+    }
+
+    #[test]
+    fn every_topic_config_is_applied() {
+        // The guard against a topic config the typed settings forget: each one with an effect
+        // must change them, each one without must not.
+        let defaults = BrokerSettings::from_settings(&Settings::load(None, &[]).unwrap()).log;
+        // A valid value other than the default; `None` for configs accepted without effect.
+        let samples: &[(&str, Option<&str>)] = &[
+            ("cleanup.policy", Some("compact")),
+            ("compression.type", Some("gzip")),
+            ("delete.retention.ms", Some("1")),
+            ("file.delete.delay.ms", None),
+            ("flush.messages", None),
+            ("flush.ms", None),
+            ("index.interval.bytes", Some("1")),
+            ("max.compaction.lag.ms", Some("1")),
+            ("max.message.bytes", Some("1")),
+            ("message.timestamp.after.max.ms", Some("1")),
+            ("message.timestamp.before.max.ms", Some("1")),
+            ("message.timestamp.type", Some("LogAppendTime")),
+            ("min.cleanable.dirty.ratio", Some("0.1")),
+            ("min.compaction.lag.ms", Some("1")),
+            ("min.insync.replicas", Some("2")),
+            ("preallocate", None),
+            ("retention.bytes", Some("1")),
+            ("retention.ms", Some("1")),
+            ("segment.bytes", Some("1000")),
+            ("segment.index.bytes", Some("1000")),
+            ("segment.jitter.ms", None),
+            ("segment.ms", Some("1")),
+            ("unclean.leader.election.enable", None),
+        ];
+        for d in TOPIC_CONFIGS {
+            let Some((_, sample)) = samples.iter().find(|(n, _)| *n == d.name) else {
+                panic!(
+                    "{}: add a sample value here and apply it in TopicSettings::apply",
+                    d.name
+                );
+            };
+            let value = sample.unwrap_or(d.default);
+            assert!(validate(d.name, value).is_ok(), "{}={value}", d.name);
+            let one = sluice_meta::TopicConfigs::from([(d.name.to_string(), value.to_string())]);
+            let s = TopicSettings::resolve(&one, &defaults);
+            match sample {
+                Some(_) => assert_ne!(s, defaults, "{}={value} is not applied", d.name),
+                None => assert_eq!(s, defaults, "{}", d.name),
+            }
+        }
+    }
+
+    #[test]
+    fn every_broker_synonym_that_sluice_knows_is_consistent() {
+        // Synonyms Sluice's broker settings define must validate as their topic config.
+        let broker = Settings::load(None, &[]).unwrap();
+        for d in TOPIC_CONFIGS {
+            for s in d.synonyms {
+                if let Some(v) = broker.get(s.broker_key) {
+                    if s.scale == 1 && !v.is_empty() {
+                        assert!(validate(d.name, v).is_ok(), "{} = {v}", s.broker_key);
+                    }
+                }
+            }
+        }
     }
 }

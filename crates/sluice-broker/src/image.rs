@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use sluice_meta::{BrokerId, ClusterState, MetadataDelta};
 
-use crate::config::Settings;
+use crate::config::{BrokerSettings, Settings};
 use crate::controller::MetadataListener;
 use crate::error::ApiError;
 use crate::fetch_session::FetchSessionCache;
@@ -102,8 +102,10 @@ impl MetadataPublisher {
         let delta = MetadataDelta::between(&old, &next, self.node_id);
         if delta.broker_configs_changed || old.last_offset < 0 {
             let settings = effective_settings(&self.static_settings, self.node_id, &next);
-            self.replicas
-                .set_broker_settings(settings, &next.topics().cloned().collect::<Vec<_>>());
+            self.replicas.set_broker_settings(
+                BrokerSettings::from_settings(&settings),
+                &next.topics().cloned().collect::<Vec<_>>(),
+            );
         }
         let opened = self
             .replicas

@@ -2,7 +2,8 @@
 //! (`sluice-log`) and the cluster metadata (`sluice-meta`).
 //!
 //! # Layout
-//! - [`config`]: broker settings (Kafka names), validated into [`config::BrokerConfig`].
+//! - [`config`]: broker settings by Kafka name ([`config::Settings`], with their sources) and
+//!   typed ([`config::BrokerSettings`], built from them field by field); [`config::BrokerConfig`].
 //! - [`append`]: what an append did ([`append::AppendOutcome`]) or why it failed.
 //! - [`blocking`]: running disk-bound work off the reactor.
 //! - [`broker`]: shared state (metadata image, controller, hosted partitions, fetch sessions,
@@ -45,4 +46,4 @@ pub mod server;
 pub mod topic_config;
 
 pub use broker::Broker;
-pub use config::{BrokerConfig, Durability, Settings};
+pub use config::{BrokerConfig, BrokerSettings, Durability, Settings};

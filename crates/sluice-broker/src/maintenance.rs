@@ -74,17 +74,9 @@ const HW_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(5_000);
 
 pub async fn run(broker: Arc<Broker>) {
     let mut stopping = broker.stopping.subscribe();
-    let settings = broker.settings();
-    let interval = |key: &str, fallback: u64| {
-        Duration::from_millis(
-            settings
-                .get(key)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(fallback),
-        )
-    };
-    let retention_every = interval("log.retention.check.interval.ms", 300_000);
-    let cleaner_every = interval("log.cleaner.backoff.ms", 15_000);
+    // Not dynamic: the settings the broker started with.
+    let retention_every = broker.config.settings.log_retention_check_interval;
+    let cleaner_every = broker.config.settings.log_cleaner_backoff;
     let start = tokio::time::Instant::now();
     let mut next_retention = start + retention_every;
     let mut next_clean = start + cleaner_every;

@@ -11,7 +11,7 @@ use sluice_log::{Io, Log, LogConfig, LogError, StdIo};
 use sluice_meta::{ClusterState, LocalChanges, TopicInfo, Uuid};
 use sluice_types::{Offset, TopicPartition};
 
-use crate::config::Settings;
+use crate::config::BrokerSettings;
 use crate::partition::{Partition, PartitionEnv};
 use crate::topic_config::TopicSettings;
 
@@ -23,15 +23,16 @@ pub struct ReplicaManager {
     /// partition's HW starts until it leads or hears from its leader.
     checkpointed_hws: BTreeMap<TopicPartition, Offset>,
     data_dir: PathBuf,
-    /// Broker settings (static + dynamic): the defaults behind every topic config.
-    settings: RwLock<Settings>,
+    /// Broker settings (static + dynamic), typed: their log defaults are the base of every
+    /// topic's settings. Replaced when dynamic broker configs change.
+    settings: RwLock<Arc<BrokerSettings>>,
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
     /// The disk seam every partition log goes through.
     io: Arc<dyn Io>,
 }
 
 impl ReplicaManager {
-    pub fn new(env: PartitionEnv, data_dir: PathBuf, settings: Settings) -> Self {
+    pub fn new(env: PartitionEnv, data_dir: PathBuf, settings: BrokerSettings) -> Self {
         Self::with_io(env, data_dir, settings, Arc::new(StdIo))
     }
 
@@ -39,7 +40,7 @@ impl ReplicaManager {
     pub fn with_io(
         env: PartitionEnv,
         data_dir: PathBuf,
-        settings: Settings,
+        settings: BrokerSettings,
         io: Arc<dyn Io>,
     ) -> Self {
         ReplicaManager {
@@ -47,7 +48,7 @@ impl ReplicaManager {
             checkpointed_hws: sluice_log::high_watermark::read(&data_dir),
             io,
             data_dir,
-            settings: RwLock::new(settings),
+            settings: RwLock::new(Arc::new(settings)),
             partitions: RwLock::default(),
         }
     }
@@ -65,9 +66,16 @@ impl ReplicaManager {
         }
     }
 
+    /// The broker settings in force (static with the dynamic broker configs laid over them).
+    pub fn broker_settings(&self) -> Arc<BrokerSettings> {
+        self.settings.read().expect("settings lock").clone()
+    }
+
     pub fn topic_settings(&self, topic: &TopicInfo) -> Arc<TopicSettings> {
-        let broker = self.settings.read().expect("settings lock");
-        Arc::new(TopicSettings::resolve(&topic.configs, &broker))
+        Arc::new(TopicSettings::resolve(
+            &topic.configs,
+            &self.broker_settings().log,
+        ))
     }
 
     /// Re-resolves the configs of `topic`'s partitions (its overrides changed).
@@ -82,8 +90,8 @@ impl ReplicaManager {
     }
 
     /// New broker-level defaults (dynamic broker configs changed): every topic re-resolves.
-    pub fn set_broker_settings(&self, settings: Settings, topics: &[TopicInfo]) {
-        *self.settings.write().expect("settings lock") = settings;
+    pub fn set_broker_settings(&self, settings: BrokerSettings, topics: &[TopicInfo]) {
+        *self.settings.write().expect("settings lock") = Arc::new(settings);
         for t in topics {
             self.apply_topic_configs(t);
         }
@@ -161,11 +169,7 @@ impl ReplicaManager {
             self.checkpointed_hws.get(tp).map(|o| o.get()),
         ));
         if non_empty {
-            let expiration_ms = self
-                .settings
-                .read()
-                .expect("settings lock")
-                .int("producer.id.expiration.ms");
+            let expiration_ms = self.broker_settings().producer_id_expiration_ms;
             partition.load_producer_state(self.env.clock.now_ms(), expiration_ms)?;
         }
         self.partitions

@@ -25,8 +25,11 @@ use crate::connection::{self, Limits, RateLimitedWarning};
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Future<Output = ()>) {
-    let network = &broker.config.network;
-    let limits = Arc::new(Limits::new(broker.config.socket_request_max_bytes, network));
+    let network = &broker.config.settings.network;
+    let limits = Arc::new(Limits::new(
+        broker.config.settings.socket_request_max_bytes,
+        network,
+    ));
     let slots = Arc::new(ConnectionSlots::new(
         network.max_connections,
         network.max_connections_per_ip,

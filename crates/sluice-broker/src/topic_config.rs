@@ -3,12 +3,14 @@
 //!
 //! A topic's effective value is, in order: its own override (DYNAMIC_TOPIC_CONFIG), the broker
 //! setting that Kafka names as its synonym when the operator set it (STATIC_BROKER_CONFIG), else
-//! the default (DEFAULT_CONFIG). [`TopicSettings::resolve`] turns that into typed values the
-//! produce path, the logs and the background tasks use.
+//! the default (DEFAULT_CONFIG). [`effective`] computes that by name, with its source, for
+//! DescribeConfigs. The produce path, the logs and the background tasks use the typed
+//! [`TopicSettings`]: the broker's typed log defaults (`BrokerSettings::log`, where the
+//! synonyms are already resolved) with the topic's overrides applied ([`TopicSettings::resolve`]).
+//! A test checks that both give the same values.
 
 use kafka_protocol::ResponseError;
 
-use crate::config::Settings;
 use crate::error::ApiError;
 
 /// Kafka's config value types (the `ConfigType` of DescribeConfigs v3+).
@@ -206,29 +208,6 @@ fn validate_type(name: &str, value: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The effective value of topic config `d` given the topic's overrides, and where it came from.
-pub fn effective(
-    d: &TopicConfigDef,
-    overrides: &sluice_meta::TopicConfigs,
-    broker: &Settings,
-) -> (String, ConfigSource) {
-    if let Some(v) = overrides.get(d.name) {
-        return (v.clone(), ConfigSource::DynamicTopic);
-    }
-    for s in d.synonyms {
-        if broker.is_explicit(s.broker_key) {
-            let v = broker.get(s.broker_key).unwrap_or_default();
-            let v = match (s.scale, v.parse::<i64>()) {
-                (1, _) => v.to_string(),
-                (scale, Ok(n)) if n >= 0 => n.saturating_mul(scale).to_string(),
-                (_, _) => v.to_string(),
-            };
-            return (v, broker.source(s.broker_key));
-        }
-    }
-    (d.default.to_string(), ConfigSource::Default)
-}
-
 /// A topic's effective configs, typed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TopicSettings {
@@ -255,40 +234,79 @@ pub struct TopicSettings {
 }
 
 impl TopicSettings {
-    pub fn resolve(overrides: &sluice_meta::TopicConfigs, broker: &Settings) -> TopicSettings {
-        let get = |name: &str| effective(def(name).expect("known config"), overrides, broker).0;
-        let long = |name: &str| get(name).trim().parse::<i64>().unwrap_or(i64::MAX);
-        let policy = get("cleanup.policy");
-        TopicSettings {
-            compression: {
-                use sluice_protocol::batch::Compression as C;
-                match get("compression.type").as_str() {
-                    "uncompressed" => Some(C::None),
-                    "gzip" => Some(C::Gzip),
-                    "snappy" => Some(C::Snappy),
-                    "lz4" => Some(C::Lz4),
-                    "zstd" => Some(C::Zstd),
-                    _ => None,
-                }
-            },
-            compact: policy.contains("compact"),
-            delete: policy.contains("delete"),
-            retention_ms: long("retention.ms"),
-            retention_bytes: long("retention.bytes"),
-            delete_retention_ms: long("delete.retention.ms"),
-            min_compaction_lag_ms: long("min.compaction.lag.ms"),
-            max_compaction_lag_ms: long("max.compaction.lag.ms"),
-            min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio").parse().unwrap_or(0.5),
-            max_message_bytes: long("max.message.bytes").max(0) as usize,
-            log_append_time: get("message.timestamp.type") == "LogAppendTime",
-            timestamp_before_max_ms: long("message.timestamp.before.max.ms"),
-            timestamp_after_max_ms: long("message.timestamp.after.max.ms"),
-            segment_bytes: long("segment.bytes").max(14) as u64,
-            segment_ms: long("segment.ms").max(1) as u64,
-            segment_index_bytes: long("segment.index.bytes").clamp(8, i32::MAX as i64) as u32,
-            index_interval_bytes: long("index.interval.bytes").clamp(0, i32::MAX as i64) as u32,
-            min_insync_replicas: long("min.insync.replicas").clamp(1, i32::MAX as i64) as i32,
+    /// A topic's settings: the broker's log defaults (`BrokerSettings::log`) with the topic's
+    /// overrides applied.
+    pub fn resolve(
+        overrides: &sluice_meta::TopicConfigs,
+        defaults: &TopicSettings,
+    ) -> TopicSettings {
+        let mut s = defaults.clone();
+        for (name, value) in overrides {
+            s.apply(name, value);
         }
+        s
+    }
+
+    /// Applies one topic config value (validated when it was set; one that no longer parses,
+    /// written by another release, reads as `i64::MAX`). `every_topic_config_is_applied`
+    /// checks that every config in [`TOPIC_CONFIGS`] is either applied here or accepted
+    /// without effect.
+    fn apply(&mut self, name: &str, value: &str) {
+        let long = || value.trim().parse::<i64>().unwrap_or(i64::MAX);
+        match name {
+            "cleanup.policy" => (self.compact, self.delete) = cleanup_policy(value),
+            "compression.type" => self.compression = compression(value),
+            "retention.ms" => self.retention_ms = long(),
+            "retention.bytes" => self.retention_bytes = long(),
+            "delete.retention.ms" => self.delete_retention_ms = long(),
+            "min.compaction.lag.ms" => self.min_compaction_lag_ms = long(),
+            "max.compaction.lag.ms" => self.max_compaction_lag_ms = long(),
+            "min.cleanable.dirty.ratio" => {
+                self.min_cleanable_dirty_ratio = value.parse().unwrap_or(0.5)
+            }
+            "max.message.bytes" => self.max_message_bytes = long().max(0) as usize,
+            "message.timestamp.type" => self.log_append_time = value == "LogAppendTime",
+            "message.timestamp.before.max.ms" => self.timestamp_before_max_ms = long(),
+            "message.timestamp.after.max.ms" => self.timestamp_after_max_ms = long(),
+            "segment.bytes" => self.segment_bytes = long().max(14) as u64,
+            "segment.ms" => self.segment_ms = long().max(1) as u64,
+            "segment.index.bytes" => {
+                self.segment_index_bytes = long().clamp(8, i32::MAX as i64) as u32
+            }
+            "index.interval.bytes" => {
+                self.index_interval_bytes = long().clamp(0, i32::MAX as i64) as u32
+            }
+            "min.insync.replicas" => {
+                self.min_insync_replicas = long().clamp(1, i32::MAX as i64) as i32
+            }
+            // Accepted without effect: only their default is accepted (ONLY_DEFAULT), Sluice's
+            // --durability decides fsyncs, or they wait for replication (their docs say so).
+            "file.delete.delay.ms"
+            | "preallocate"
+            | "segment.jitter.ms"
+            | "flush.messages"
+            | "flush.ms"
+            | "unclean.leader.election.enable" => {}
+            _ => {}
+        }
+    }
+}
+
+/// `cleanup.policy` (or the broker's `log.cleanup.policy`): `(compact, delete)`.
+pub(crate) fn cleanup_policy(value: &str) -> (bool, bool) {
+    (value.contains("compact"), value.contains("delete"))
+}
+
+/// `compression.type`: the codec stored batches get; `None` for `producer`.
+pub(crate) fn compression(value: &str) -> Option<sluice_protocol::batch::Compression> {
+    use sluice_protocol::batch::Compression as C;
+    match value {
+        "uncompressed" => Some(C::None),
+        "gzip" => Some(C::Gzip),
+        "snappy" => Some(C::Snappy),
+        "lz4" => Some(C::Lz4),
+        "zstd" => Some(C::Zstd),
+        _ => None,
     }
 }
 
@@ -363,46 +381,6 @@ mod tests {
                 def(name).unwrap().doc.contains("Not enforced yet"),
                 "{name}"
             );
-        }
-    }
-
-    #[test]
-    fn precedence_topic_then_broker_then_default() {
-        let broker = Settings::load(None, &["log.retention.hours=1".into()]).unwrap();
-        let d = def("retention.ms").unwrap();
-        let none = sluice_meta::TopicConfigs::new();
-        assert_eq!(
-            effective(d, &none, &broker),
-            ("3600000".to_string(), ConfigSource::StaticBroker)
-        );
-        let own = sluice_meta::TopicConfigs::from([("retention.ms".into(), "5".into())]);
-        assert_eq!(
-            effective(d, &own, &broker),
-            ("5".to_string(), ConfigSource::DynamicTopic)
-        );
-        let plain = Settings::load(None, &[]).unwrap();
-        assert_eq!(
-            effective(d, &none, &plain),
-            ("604800000".to_string(), ConfigSource::Default)
-        );
-        let s = TopicSettings::resolve(&own, &plain);
-        assert_eq!(s.retention_ms, 5);
-        assert!(s.delete && !s.compact);
-        assert_eq!(s.max_message_bytes, 1_048_588);
-    }
-
-    #[test]
-    fn every_broker_synonym_that_sluice_knows_is_consistent() {
-        // Synonyms Sluice's broker settings define must validate as their topic config.
-        let broker = Settings::load(None, &[]).unwrap();
-        for d in TOPIC_CONFIGS {
-            for s in d.synonyms {
-                if let Some(v) = broker.get(s.broker_key) {
-                    if s.scale == 1 && !v.is_empty() {
-                        assert!(validate(d.name, v).is_ok(), "{} = {v}", s.broker_key);
-                    }
-                }
-            }
         }
     }
 }

@@ -7,8 +7,6 @@
 //! (resource name = its id) or cluster-wide (resource name ""), like Kafka's dynamic log configs;
 //! everything else is read-only at run time.
 
-use std::sync::Arc;
-
 use kafka_protocol::messages::alter_configs_request::AlterConfigsRequest;
 use kafka_protocol::messages::alter_configs_response::{
     AlterConfigsResourceResponse as LegacyResourceResponse, AlterConfigsResponse,
@@ -27,27 +25,48 @@ use sluice_meta::BrokerId;
 use sluice_meta::TopicConfigs;
 
 use super::str_bytes;
-use crate::broker::Broker;
 use crate::config::{self, is_dynamic, Settings, SETTINGS};
 use crate::controller::validate_broker_config;
+use crate::controller::Controller;
 use crate::error::ApiError;
+use crate::image::{effective_settings, MetadataImage};
 use crate::topic_config::{self, ConfigSource, TOPIC_CONFIGS};
+
+/// What the config APIs touch: this broker's id, its static settings, the metadata image (topic
+/// overrides, dynamic broker configs) and the controller that stores changes.
+pub struct ConfigHandles<'a> {
+    pub node_id: i32,
+    pub static_settings: &'a Settings,
+    pub image: &'a MetadataImage,
+    pub controller: &'a Controller,
+}
+
+impl ConfigHandles<'_> {
+    /// The broker settings in force, by name: static ones with the dynamic configs over them.
+    fn raw_settings(&self) -> Settings {
+        effective_settings(
+            self.static_settings,
+            BrokerId(self.node_id),
+            &self.image.load(),
+        )
+    }
+}
 
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
 
 /// Which broker-config layer a BROKER resource name addresses.
-fn broker_target(broker: &Broker, name: &str) -> Result<Option<BrokerId>, ApiError> {
+fn broker_target(broker: &ConfigHandles<'_>, name: &str) -> Result<Option<BrokerId>, ApiError> {
     if name.is_empty() {
         return Ok(None);
     }
     match name.parse::<i32>() {
-        Ok(id) if id == broker.config.node_id => Ok(Some(BrokerId(id))),
+        Ok(id) if id == broker.node_id => Ok(Some(BrokerId(id))),
         _ => Err(ApiError::new(
             ResponseError::InvalidRequest,
             format!(
                 "Unexpected broker id, expected {} or empty string, but received {name}",
-                broker.config.node_id
+                broker.node_id
             ),
         )),
     }
@@ -93,7 +112,7 @@ fn synonym(name: &str, value: &str, source: ConfigSource) -> DescribeConfigsSyno
 }
 
 fn describe_topic(
-    broker: &Broker,
+    broker: &ConfigHandles<'_>,
     settings: &Settings,
     name: &str,
     keys: Option<&Vec<kafka_protocol::protocol::StrBytes>>,
@@ -101,7 +120,8 @@ fn describe_topic(
     version: i16,
 ) -> Result<Vec<DescribeConfigsResourceResult>, ApiError> {
     let overrides = broker
-        .metadata()
+        .image
+        .load()
         .topic(name)
         .map(|t| t.configs.clone())
         .ok_or(ResponseError::UnknownTopicOrPartition)?;
@@ -109,7 +129,7 @@ fn describe_topic(
         .iter()
         .filter(|d| keys.is_none_or(|k| k.iter().any(|k| k.as_str() == d.name)))
         .map(|d| {
-            let (value, source) = topic_config::effective(d, &overrides, settings);
+            let (value, source) = config::effective_topic_config(d, &overrides, settings);
             let mut synonyms = Vec::new();
             if let Some(v) = overrides.get(d.name) {
                 synonyms.push(synonym(d.name, v, ConfigSource::DynamicTopic));
@@ -172,7 +192,7 @@ fn describe_broker(
 
 /// BROKER "": only the cluster-wide dynamic defaults, as Kafka reports them.
 fn describe_cluster_defaults(
-    broker: &Broker,
+    broker: &ConfigHandles<'_>,
     keys: Option<&Vec<kafka_protocol::protocol::StrBytes>>,
     req: &DescribeConfigsRequest,
     version: i16,
@@ -197,11 +217,11 @@ fn describe_cluster_defaults(
 }
 
 pub fn describe_configs(
-    broker: &Arc<Broker>,
+    broker: &ConfigHandles<'_>,
     req: DescribeConfigsRequest,
     version: i16,
 ) -> DescribeConfigsResponse {
-    let settings = broker.settings();
+    let settings = broker.raw_settings();
     let results = req
         .resources
         .iter()
@@ -315,9 +335,10 @@ fn apply_ops(
 }
 
 /// The dynamic configs recorded for `broker_id` (`None`: cluster defaults).
-fn dynamic_broker_configs(broker: &Broker, broker_id: Option<BrokerId>) -> TopicConfigs {
+fn dynamic_broker_configs(broker: &ConfigHandles<'_>, broker_id: Option<BrokerId>) -> TopicConfigs {
     broker
-        .metadata()
+        .image
+        .load()
         .broker_configs
         .get(&broker_id)
         .cloned()
@@ -333,7 +354,7 @@ enum NewConfigs {
 /// Computes the new configs of one resource and (unless `validate_only`) has the controller
 /// store them.
 async fn alter_resource(
-    broker: &Broker,
+    broker: &ConfigHandles<'_>,
     resource_type: i8,
     name: &str,
     ops: Vec<(String, Op)>,
@@ -355,7 +376,7 @@ async fn alter_resource(
 }
 
 fn plan_alter(
-    broker: &Broker,
+    broker: &ConfigHandles<'_>,
     resource_type: i8,
     name: &str,
     ops: Vec<(String, Op)>,
@@ -364,7 +385,8 @@ fn plan_alter(
     match resource_type {
         TOPIC => {
             let current = broker
-                .metadata()
+                .image
+                .load()
                 .topic(name)
                 .map(|t| t.configs.clone())
                 .ok_or(ResponseError::UnknownTopicOrPartition)?;
@@ -373,15 +395,16 @@ fn plan_alter(
             } else {
                 current
             };
-            let settings = broker.settings();
+            let settings = broker.raw_settings();
             let new = apply_ops(
                 start,
                 ops,
                 |n| topic_config::def(n).is_some_and(|d| d.ty == topic_config::ConfigType::List),
                 topic_config::validate,
                 |n| {
-                    topic_config::def(n)
-                        .map(|d| topic_config::effective(d, &TopicConfigs::new(), &settings).0)
+                    topic_config::def(n).map(|d| {
+                        config::effective_topic_config(d, &TopicConfigs::new(), &settings).0
+                    })
                 },
             )?;
             Ok(NewConfigs::Topic(name.to_string(), new))
@@ -393,7 +416,7 @@ fn plan_alter(
             } else {
                 dynamic_broker_configs(broker, target)
             };
-            let settings = broker.settings();
+            let settings = broker.raw_settings();
             let new = apply_ops(
                 start,
                 ops,
@@ -421,7 +444,7 @@ fn error_fields(
 }
 
 pub async fn incremental_alter_configs(
-    broker: &Arc<Broker>,
+    broker: &ConfigHandles<'_>,
     req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
@@ -479,7 +502,10 @@ pub async fn incremental_alter_configs(
 }
 
 /// Legacy AlterConfigs: the given configs REPLACE the resource's whole override set.
-pub async fn alter_configs(broker: &Arc<Broker>, req: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn alter_configs(
+    broker: &ConfigHandles<'_>,
+    req: AlterConfigsRequest,
+) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in &req.resources {
         responses.push({

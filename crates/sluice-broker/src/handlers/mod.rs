@@ -82,7 +82,7 @@ pub async fn dispatch(
             metadata::handle(
                 &broker.image,
                 &broker.controller,
-                broker.config.auto_create_topics,
+                broker.config.settings.auto_create_topics,
                 broker.config.node_id,
                 r,
                 version,
@@ -111,7 +111,7 @@ pub async fn dispatch(
                 &broker.replicas,
                 &broker.image,
                 &broker.fetch_sessions,
-                broker.config.fetch_max_bytes,
+                broker.config.settings.fetch_max_bytes,
                 broker.stopping.subscribe(),
                 r,
                 version,
@@ -165,13 +165,13 @@ pub async fn dispatch(
         )),
         // Reads the image; changes are written by the controller on the blocking pool.
         RequestKind::DescribeConfigs(r) => Some(ResponseKind::DescribeConfigs(
-            configs::describe_configs(broker, r, version),
+            configs::describe_configs(&config_handles(broker), r, version),
         )),
         RequestKind::IncrementalAlterConfigs(r) => Some(ResponseKind::IncrementalAlterConfigs(
-            configs::incremental_alter_configs(broker, r).await,
+            configs::incremental_alter_configs(&config_handles(broker), r).await,
         )),
         RequestKind::AlterConfigs(r) => Some(ResponseKind::AlterConfigs(
-            configs::alter_configs(broker, r).await,
+            configs::alter_configs(&config_handles(broker), r).await,
         )),
         // Reads the epoch cache, held in memory.
         RequestKind::OffsetForLeaderEpoch(r) => Some(ResponseKind::OffsetForLeaderEpoch(
@@ -185,6 +185,15 @@ pub async fn dispatch(
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for an advertised API");
             None
         }
+    }
+}
+
+fn config_handles(broker: &Broker) -> configs::ConfigHandles<'_> {
+    configs::ConfigHandles {
+        node_id: broker.config.node_id,
+        static_settings: &broker.config.raw_settings,
+        image: &broker.image,
+        controller: &broker.controller,
     }
 }
 
