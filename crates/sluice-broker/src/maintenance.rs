@@ -27,7 +27,7 @@ fn retain(p: &Partition, now: i64) {
     match p.log.enforce_retention(&policy, now) {
         Ok(o) if o.segments_deleted > 0 => tracing::info!(
             topic = %p.topic, partition = p.index, segments = o.segments_deleted,
-            bytes = o.bytes_deleted, log_start_offset = o.log_start_offset,
+            bytes = o.bytes_deleted, log_start_offset = o.log_start_offset.get(),
             "retention deleted segments"
         ),
         Ok(_) => {}

@@ -78,11 +78,11 @@ impl Partition {
         topic_id: Uuid,
         log: Log,
         settings: Arc<TopicSettings>,
-        checkpointed_hw: Option<i64>,
+        checkpointed_hw: Option<Offset>,
     ) -> Partition {
         // Until it leads, the HW is what was checkpointed (never past what the log holds now).
         let hw = checkpointed_hw
-            .unwrap_or(0)
+            .unwrap_or(Offset(0))
             .clamp(log.log_start_offset(), log.log_end_offset());
         let replica = ReplicaState::new(env.local, ReplicaConfig::default());
         Partition {
@@ -93,7 +93,7 @@ impl Partition {
             index: tp.partition.get(),
             log: Arc::new(log),
             durability: env.durability,
-            high_watermark: AtomicI64::new(hw),
+            high_watermark: AtomicI64::new(hw.get()),
             is_leader: AtomicBool::new(false),
             leader_epoch: AtomicI32::new(0),
             settings: RwLock::new(settings),
@@ -112,10 +112,10 @@ impl Partition {
 
     /// The local end the HW counts: what a crash cannot take back in fsync mode.
     fn counted_end(&self) -> Offset {
-        Offset(match self.durability {
+        match self.durability {
             Durability::Fsync => self.log.durable_offset(),
             Durability::Relaxed => self.log.log_end_offset(),
-        })
+        }
     }
 
     /// Applies what the metadata image says about this partition: this broker leads it (under
@@ -136,8 +136,8 @@ impl Partition {
                 replicas: info.replicas.clone(),
                 isr: info.isr.clone(),
                 local_end: self.counted_end(),
-                epoch_start: Offset(self.log.log_end_offset()),
-                hw: Offset(self.high_watermark()),
+                epoch_start: self.log.log_end_offset(),
+                hw: self.high_watermark(),
                 now_ms,
             })
         } else {
@@ -192,8 +192,8 @@ impl Partition {
         LeaderEpoch(self.leader_epoch.load(Ordering::Acquire))
     }
 
-    pub fn high_watermark(&self) -> i64 {
-        self.high_watermark.load(Ordering::Acquire)
+    pub fn high_watermark(&self) -> Offset {
+        Offset(self.high_watermark.load(Ordering::Acquire))
     }
 
     fn set_high_watermark(&self, to: i64) {
@@ -228,10 +228,10 @@ impl Partition {
         }
         let info = self
             .log
-            .append_from(batches, self.leader_epoch().get(), now_ms)
+            .append_from(batches, self.leader_epoch(), now_ms)
             .map_err(AppendError::Log)?;
         if let Some(b) = &producer {
-            producers.record(b, info.base_offset, info.last_offset, now_ms);
+            producers.record(b, info.base_offset.get(), info.last_offset.get(), now_ms);
         }
         drop(producers);
         if self.durability == Durability::Relaxed {
@@ -242,7 +242,7 @@ impl Partition {
 
     /// Resolves once everything below `end_offset` is as durable as the configured mode
     /// promises, advancing the HW. Concurrent callers share fsyncs (group commit in the log).
-    pub async fn make_durable(self: &Arc<Self>, end_offset: i64) -> Result<(), LogError> {
+    pub async fn make_durable(self: &Arc<Self>, end_offset: Offset) -> Result<(), LogError> {
         if self.durability == Durability::Relaxed {
             return Ok(());
         }
@@ -266,8 +266,8 @@ impl Partition {
     /// Rebuilds the producer state: the snapshot, then every idempotent batch after it; drops
     /// producers silent for `expiration_ms`. Blocking (start-up).
     pub fn load_producer_state(&self, now_ms: i64, expiration_ms: i64) -> Result<(), LogError> {
-        let start = self.log.log_start_offset();
-        let end = self.log.log_end_offset();
+        let start = self.log.log_start_offset().get();
+        let end = self.log.log_end_offset().get();
         let (mut table, mut offset) = match std::fs::read(self.snapshot_path())
             .ok()
             .and_then(|b| serde_json::from_slice::<ProducerSnapshot>(&b).ok())
@@ -278,7 +278,7 @@ impl Partition {
         };
         let replay_from = offset;
         while offset < end {
-            let read = self.log.read(offset, 1 << 20, end, true)?;
+            let read = self.log.read(Offset(offset), 1 << 20, Offset(end), true)?;
             if read.data.is_empty() {
                 break;
             }
@@ -316,7 +316,7 @@ impl Partition {
         let snapshot = {
             let table = self.producers.lock().expect("producer state lock");
             ProducerSnapshot {
-                offset: self.log.log_end_offset(),
+                offset: self.log.log_end_offset().get(),
                 table: table.clone(),
             }
         };

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use sluice_meta::BrokerId;
+use sluice_types::ProducerId;
 
 use crate::controller::Controller;
 use crate::error::ApiError;
@@ -15,7 +16,7 @@ pub struct ProducerIds {
     controller: Arc<Controller>,
     /// The current block: `(next, end)`; a tokio mutex because refilling it awaits the
     /// controller.
-    block: tokio::sync::Mutex<(i64, i64)>,
+    block: tokio::sync::Mutex<(ProducerId, ProducerId)>,
 }
 
 impl ProducerIds {
@@ -28,23 +29,23 @@ impl ProducerIds {
             node_id,
             image,
             controller,
-            block: tokio::sync::Mutex::new((0, 0)),
+            block: tokio::sync::Mutex::new((ProducerId(0), ProducerId(0))),
         }
     }
 
     /// A never-used producer id, asking the controller for a new block when this one is spent.
-    pub async fn allocate(&self) -> Result<i64, ApiError> {
+    pub async fn allocate(&self) -> Result<ProducerId, ApiError> {
         let mut ids = self.block.lock().await;
         if ids.0 >= ids.1 {
             *ids = self.controller.allocate_producer_ids(self.node_id).await?;
         }
         let id = ids.0;
-        ids.0 += 1;
+        ids.0 = ProducerId(id.get() + 1);
         Ok(id)
     }
 
     /// Whether `id` was ever handed out by this cluster.
-    pub fn is_issued(&self, id: i64) -> bool {
-        id >= 0 && id < self.image.load().next_producer_id
+    pub fn is_issued(&self, id: ProducerId) -> bool {
+        id >= ProducerId(0) && id < self.image.load().next_producer_id
     }
 }

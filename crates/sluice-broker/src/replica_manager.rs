@@ -158,7 +158,7 @@ impl ReplicaManager {
             clean_shutdown,
             self.io.clone(),
         )?;
-        tracing::debug!(partition = %tp, log_end_offset = log.log_end_offset(), "opened partition log");
+        tracing::debug!(partition = %tp, log_end_offset = log.log_end_offset().get(), "opened partition log");
         let non_empty = log.log_end_offset() > log.log_start_offset();
         let partition = Arc::new(Partition::new(
             &self.env,
@@ -166,7 +166,7 @@ impl ReplicaManager {
             topic.topic_id,
             log,
             settings,
-            self.checkpointed_hws.get(tp).map(|o| o.get()),
+            self.checkpointed_hws.get(tp).copied(),
         ));
         if non_empty {
             let expiration_ms = self.broker_settings().producer_id_expiration_ms;
@@ -244,7 +244,7 @@ impl ReplicaManager {
             .map(|p| {
                 (
                     TopicPartition::new(p.topic.clone(), p.index),
-                    Offset(p.high_watermark()),
+                    p.high_watermark(),
                 )
             })
             .collect();

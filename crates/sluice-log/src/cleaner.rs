@@ -41,6 +41,7 @@ use std::fs::File;
 use std::sync::Arc;
 
 use sluice_protocol::batch::BatchHeader;
+use sluice_types::Offset;
 
 use crate::checkpoint;
 use crate::config::LogConfig;
@@ -100,7 +101,7 @@ pub struct CleanOutcome {
     /// Expired tombstones dropped.
     pub tombstones_removed: u64,
     /// The cleaner checkpoint after the call.
-    pub cleaned_offset: i64,
+    pub cleaned_offset: Offset,
 }
 
 /// Cheap, in-memory view for the broker's scheduler.
@@ -116,7 +117,7 @@ pub struct CleaningStatus {
     /// timestamp), for `max.compaction.lag.ms`.
     pub oldest_dirty_timestamp: Option<i64>,
     /// The cleaner checkpoint: segments below it have been cleaned.
-    pub cleaned_offset: i64,
+    pub cleaned_offset: Offset,
 }
 
 impl CleaningStatus {
@@ -172,7 +173,7 @@ impl Log {
             return CleaningStatus::default();
         };
         let mut status = CleaningStatus {
-            cleaned_offset: st.cleaned_offset,
+            cleaned_offset: Offset(st.cleaned_offset),
             ..CleaningStatus::default()
         };
         let closed = st.segments.len() - 1;
@@ -249,7 +250,7 @@ impl Log {
                 .map_err(|e| self.fail(e))?;
             st.cleaned_offset = new_offset;
         }
-        outcome.cleaned_offset = st.cleaned_offset;
+        outcome.cleaned_offset = Offset(st.cleaned_offset);
         drop(st);
         tracing::info!(
             dir = %self.dir.display(),
@@ -258,7 +259,7 @@ impl Log {
             bytes_after = outcome.bytes_after,
             records_removed = outcome.records_removed,
             tombstones_removed = outcome.tombstones_removed,
-            cleaned_offset = outcome.cleaned_offset,
+            cleaned_offset = outcome.cleaned_offset.get(),
             "cleaning pass done"
         );
         Ok(outcome)
@@ -629,7 +630,7 @@ mod tests {
             closed_bytes: 100,
             dirty_ratio: 0.3,
             oldest_dirty_timestamp: Some(1000),
-            cleaned_offset: 0,
+            cleaned_offset: Offset(0),
         };
         let opts = CleanOptions {
             now_ms: 5000,

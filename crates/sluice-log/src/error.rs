@@ -15,9 +15,9 @@ pub enum LogError {
     /// Kafka: `OFFSET_OUT_OF_RANGE`.
     #[error("offset {offset} out of range [{log_start}, {log_end}]")]
     OffsetOutOfRange {
-        offset: i64,
-        log_start: i64,
-        log_end: i64,
+        offset: Offset,
+        log_start: Offset,
+        log_end: Offset,
     },
     /// Sticky: a write or fsync failed earlier (or a thread panicked inside the log). Nothing is
     /// retried, because after a failed fsync the kernel may have dropped the dirty pages and a

@@ -30,8 +30,9 @@
 //! Batches are stored exactly as the producer sent them; only the base offset and partition
 //! leader epoch (outside the CRC) are rewritten on a leader's append; a follower's append
 //! stores the leader's bytes unchanged. Compaction rewrites batches (same offsets, fewer
-//! records) and leaves gaps between them. Offsets in the older API are plain `i64`; newer calls
-//! take and return the `sluice-types` newtypes (`Offset`, `LeaderEpoch`, `TopicPartition`).
+//! records) and leaves gaps between them. The public API takes and returns the `sluice-types`
+//! newtypes (`Offset`, `LeaderEpoch`, `TopicPartition`); inside the crate offsets are plain
+//! `i64`, converted at the API edge.
 
 mod checkpoint;
 pub mod cleaner;

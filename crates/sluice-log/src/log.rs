@@ -37,19 +37,19 @@ use crate::segment::{BatchMeta, Segment};
 /// Result of a successful [`Log::append`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
-    pub base_offset: i64,
-    pub last_offset: i64,
+    pub base_offset: Offset,
+    pub last_offset: Offset,
     /// Largest `maxTimestamp` of the appended batches.
     pub max_timestamp: i64,
-    pub log_start_offset: i64,
+    pub log_start_offset: Offset,
 }
 
 /// Result of [`Log::read`]: whole batches, verbatim from the segment files.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadResult {
     pub data: Bytes,
-    pub log_start_offset: i64,
-    pub log_end_offset: i64,
+    pub log_start_offset: Offset,
+    pub log_end_offset: Offset,
 }
 
 /// Unused capacity a read buffer may keep; beyond this it is shrunk to its length.
@@ -347,18 +347,18 @@ impl Log {
             .map_or_else(|_| LogConfig::default(), |s| s.config)
     }
 
-    pub fn log_start_offset(&self) -> i64 {
-        self.lock_state().map_or(0, |s| s.log_start())
+    pub fn log_start_offset(&self) -> Offset {
+        Offset(self.lock_state().map_or(0, |s| s.log_start()))
     }
 
     /// The next offset to assign.
-    pub fn log_end_offset(&self) -> i64 {
-        self.lock_state().map_or(0, |s| s.log_end())
+    pub fn log_end_offset(&self) -> Offset {
+        Offset(self.lock_state().map_or(0, |s| s.log_end()))
     }
 
     /// Everything below this offset is fsynced.
-    pub fn durable_offset(&self) -> i64 {
-        self.durable.load(Ordering::SeqCst)
+    pub fn durable_offset(&self) -> Offset {
+        Offset(self.durable.load(Ordering::SeqCst))
     }
 
     /// Appends already-validated batches (see `validate_produce_batches`), assigning offsets
@@ -367,11 +367,12 @@ impl Log {
     pub fn append(
         &self,
         batches: &mut [u8],
-        leader_epoch: i32,
+        leader_epoch: LeaderEpoch,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
         let info = self.append_from(batches, leader_epoch, now_ms)?;
-        let mut next = info.base_offset;
+        let leader_epoch = leader_epoch.get();
+        let mut next = info.base_offset.get();
         let mut position = 0;
         while position + BATCH_HEADER_LEN <= batches.len() {
             let Ok(h) = BatchHeader::parse(&batches[position..]) else {
@@ -396,9 +397,10 @@ impl Log {
     pub fn append_from(
         &self,
         batches: &[u8],
-        leader_epoch: i32,
+        leader_epoch: LeaderEpoch,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        let leader_epoch = leader_epoch.get();
         self.check_online()?;
         // Framing first, without the lock.
         let incoming = frame(batches, false)?;
@@ -569,10 +571,10 @@ impl Log {
             self.note_epoch(st, m);
         }
         Ok(AppendInfo {
-            base_offset: metas[0].base_offset,
-            last_offset: next - 1,
+            base_offset: Offset(metas[0].base_offset),
+            last_offset: Offset(next - 1),
             max_timestamp,
-            log_start_offset: st.log_start(),
+            log_start_offset: Offset(st.log_start()),
         })
     }
 
@@ -626,7 +628,7 @@ impl Log {
     /// Group commit: returns once everything below `end_offset` (clamped to the log end) is
     /// fsynced. Concurrent callers share fsyncs: whoever holds the flush mutex syncs everything
     /// appended so far, and the others find their offset already durable.
-    pub fn flush(&self, end_offset: i64) -> Result<(), LogError> {
+    pub fn flush(&self, end_offset: Offset) -> Result<(), LogError> {
         self.check_online()?;
         if self.durable_offset() >= end_offset {
             return Ok(());
@@ -697,11 +699,12 @@ impl Log {
     /// `>= max_offset`) gives empty data; outside `[log start, log end]` is out of range.
     pub fn read(
         &self,
-        offset: i64,
+        offset: Offset,
         max_bytes: usize,
-        max_offset: i64,
+        max_offset: Offset,
         min_one: bool,
     ) -> Result<ReadResult, LogError> {
+        let (offset, max_offset) = (offset.get(), max_offset.get());
         self.check_online()?;
         let _files = self.files.read().unwrap_or_else(|e| e.into_inner());
         let (views, start, log_start, log_end) = {
@@ -709,16 +712,16 @@ impl Log {
             let (log_start, log_end) = (st.log_start(), st.log_end());
             if offset < log_start || offset > log_end {
                 return Err(LogError::OffsetOutOfRange {
-                    offset,
-                    log_start,
-                    log_end,
+                    offset: Offset(offset),
+                    log_start: Offset(log_start),
+                    log_end: Offset(log_end),
                 });
             }
             if offset == log_end || offset >= max_offset {
                 return Ok(ReadResult {
                     data: Bytes::new(),
-                    log_start_offset: log_start,
-                    log_end_offset: log_end,
+                    log_start_offset: Offset(log_start),
+                    log_end_offset: Offset(log_end),
                 });
             }
             let base = st.segment_base_for(offset);
@@ -738,8 +741,8 @@ impl Log {
         }
         Ok(ReadResult {
             data: Bytes::from(data),
-            log_start_offset: log_start,
-            log_end_offset: log_end,
+            log_start_offset: Offset(log_start),
+            log_end_offset: Offset(log_end),
         })
     }
 
@@ -748,18 +751,20 @@ impl Log {
     ///
     /// The batch is found through the time index; the record inside it is found by decoding the
     /// batch (decompressing if needed), as Kafka does. Only this rare path looks inside batches.
-    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(Offset, i64)>, LogError> {
         let Some((base_offset, size)) = self.batch_for_timestamp(ts)? else {
             return Ok(None);
         };
         // The batch may start below a DeleteRecords log start: read it through the log start.
-        let from = base_offset.max(self.log_start_offset());
-        let read = self.read(from, size, i64::MAX, true)?;
+        let from = Offset(base_offset).max(self.log_start_offset());
+        let read = self.read(from, size, Offset(i64::MAX), true)?;
         let batch = &read.data[..size.min(read.data.len())];
         match sluice_protocol::records::first_at_or_after(batch, ts) {
             // DeleteRecords may have put the log start inside this batch: nothing below it is
             // readable any more, so answer with the log start.
-            Ok(found) => Ok(found.map(|(offset, ts)| (offset.max(read.log_start_offset), ts))),
+            Ok(found) => {
+                Ok(found.map(|(offset, ts)| (Offset(offset).max(read.log_start_offset), ts)))
+            }
             Err(e) => Err(LogError::Corrupt(format!(
                 "batch at offset {base_offset} cannot be decoded for a timestamp lookup: {e}"
             ))),
@@ -795,22 +800,24 @@ impl Log {
     }
 
     /// ListOffsets MAX_TIMESTAMP: (max timestamp, base offset of the first batch carrying it).
-    pub fn max_timestamp(&self) -> Option<(i64, i64)> {
-        self.lock_state().ok()?.max_timestamp
+    pub fn max_timestamp(&self) -> Option<(i64, Offset)> {
+        let (ts, offset) = self.lock_state().ok()?.max_timestamp?;
+        Some((ts, Offset(offset)))
     }
 
     /// Drops every batch at or after `offset`; if `offset` falls inside a batch, that whole
     /// batch goes too (the log end becomes its base offset). An offset at or below the log start
     /// empties the log and restarts it at `offset`. For follower truncation.
-    pub fn truncate_to(&self, offset: i64) -> Result<(), LogError> {
+    pub fn truncate_to(&self, offset: Offset) -> Result<(), LogError> {
         self.check_online()?;
-        if offset < 0 {
+        if offset < Offset(0) {
             return Err(LogError::OffsetOutOfRange {
                 offset,
                 log_start: self.log_start_offset(),
                 log_end: self.log_end_offset(),
             });
         }
+        let offset = offset.get();
         let mut flush = self.lock_flush()?;
         let _files = self.files.write().unwrap_or_else(|e| e.into_inner());
         let mut st = self.lock_state()?;

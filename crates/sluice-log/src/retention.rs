@@ -16,6 +16,8 @@
 //! `truncateFromStart`); the epoch checkpoint follows at the next flush, and open re-applies
 //! the log start to it in case a crash came first.
 
+use sluice_types::Offset;
+
 use crate::checkpoint;
 use crate::error::LogError;
 use crate::log::{Log, State};
@@ -48,7 +50,7 @@ pub struct RetentionOutcome {
     pub segments_deleted: usize,
     pub bytes_deleted: u64,
     /// The log start after the call.
-    pub log_start_offset: i64,
+    pub log_start_offset: Offset,
 }
 
 /// One segment as retention sees it, oldest first.
@@ -137,7 +139,7 @@ impl Log {
         Ok(RetentionOutcome {
             segments_deleted: removed.len(),
             bytes_deleted,
-            log_start_offset,
+            log_start_offset: Offset(log_start_offset),
         })
     }
 
@@ -146,7 +148,8 @@ impl Log {
     /// start may land inside a segment; it is persisted (`log-start-offset`) before it takes
     /// effect, so it survives a restart. A lower `offset` than the current log start changes
     /// nothing. Returns the log start after the call.
-    pub fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+    pub fn delete_records_before(&self, offset: Offset) -> Result<Offset, LogError> {
+        let offset = offset.get();
         self.check_online()?;
         let _maintenance = self.maintenance.lock().map_err(|_| LogError::Offline)?;
         let _flush = self.lock_flush()?;
@@ -155,13 +158,13 @@ impl Log {
             let (log_start, log_end) = (st.log_start(), st.log_end());
             if offset < 0 || offset > log_end {
                 return Err(LogError::OffsetOutOfRange {
-                    offset,
-                    log_start,
-                    log_end,
+                    offset: Offset(offset),
+                    log_start: Offset(log_start),
+                    log_end: Offset(log_end),
                 });
             }
             if offset <= log_start {
-                return Ok(log_start);
+                return Ok(Offset(log_start));
             }
         }
         // Durable first: once readers see the new start it must not move back on restart.
@@ -183,7 +186,7 @@ impl Log {
         drop(st);
         self.unlink(&removed)?;
         tracing::info!(dir = %self.dir.display(), log_start, deleted_segments = removed.len(), "log start raised by DeleteRecords");
-        Ok(log_start)
+        Ok(Offset(log_start))
     }
 
     /// Unlinks segments already taken out of the map; returns their bytes. The caller holds

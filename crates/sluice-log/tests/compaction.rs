@@ -14,6 +14,7 @@ use sluice_protocol::batch::{verify_crc, BatchHeader, Batches};
 use sluice_protocol::kafka::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
+use sluice_types::{LeaderEpoch, Offset};
 
 fn config() -> LogConfig {
     LogConfig {
@@ -62,12 +63,14 @@ fn keyed(codec: Compression, recs: &[(&str, Option<&str>)], ts: i64) -> Vec<u8> 
 
 /// Appends a batch; returns the records as stored (with offsets) for the model.
 fn put(log: &Log, codec: Compression, recs: &[(&str, Option<&str>)], ts: i64) -> Vec<Rec> {
-    let info = log.append(&mut keyed(codec, recs, ts), 3, ts).unwrap();
+    let info = log
+        .append(&mut keyed(codec, recs, ts), LeaderEpoch(3), ts)
+        .unwrap();
     recs.iter()
         .enumerate()
         .map(|(i, (k, v))| {
             (
-                info.base_offset + i as i64,
+                info.base_offset.get() + i as i64,
                 Some(k.to_string()),
                 v.map(str::to_string),
                 ts,
@@ -80,10 +83,10 @@ fn put(log: &Log, codec: Compression, recs: &[(&str, Option<&str>)], ts: i64) ->
 /// offset order, and that every record lies inside its batch's range.
 fn contents(log: &Log) -> Vec<Rec> {
     let r = log
-        .read(log.log_start_offset(), usize::MAX, i64::MAX, true)
+        .read(log.log_start_offset(), usize::MAX, Offset(i64::MAX), true)
         .unwrap();
     let mut out = Vec::new();
-    let mut next = r.log_start_offset;
+    let mut next = r.log_start_offset.get();
     for item in Batches::new(&r.data) {
         let (h, bytes) = item.unwrap();
         verify_crc(bytes).unwrap();
@@ -97,7 +100,11 @@ fn contents(log: &Log) -> Vec<Rec> {
             out.push((rec.offset, s(rec.key), s(rec.value), rec.timestamp));
         }
     }
-    assert_eq!(next, r.log_end_offset, "the last batch ends at the log end");
+    assert_eq!(
+        next,
+        r.log_end_offset.get(),
+        "the last batch ends at the log end"
+    );
     out
 }
 
@@ -166,8 +173,8 @@ fn keeps_the_latest_value_per_key_with_exact_offsets() {
         let out = log.clean(&force(10_000)).unwrap();
         assert!(out.cleaned);
         // Everything before the active segment was cleanable; the active one is untouched.
-        let end = out.cleaned_offset;
-        assert!(end > 0 && end < log_end, "{codec:?}");
+        let end = out.cleaned_offset.get();
+        assert!(end > 0 && end < log_end.get(), "{codec:?}");
         assert!(
             all.iter().any(|r| r.0 == end),
             "the active segment starts at a record"
@@ -181,7 +188,7 @@ fn keeps_the_latest_value_per_key_with_exact_offsets() {
 
         tracing::info!("--- every surviving offset reads back as the first record returned");
         for r in &expected {
-            let got = log.read(r.0, 1, i64::MAX, true).unwrap();
+            let got = log.read(Offset(r.0), 1, Offset(i64::MAX), true).unwrap();
             let (h, _) = Batches::new(&got.data).next().unwrap().unwrap();
             assert!(h.base_offset <= r.0 && r.0 <= h.last_offset());
         }
@@ -189,7 +196,9 @@ fn keeps_the_latest_value_per_key_with_exact_offsets() {
         let gap = (0..end)
             .find(|o| !expected.iter().any(|r| r.0 == *o))
             .unwrap();
-        let got = log.read(gap, usize::MAX, i64::MAX, true).unwrap();
+        let got = log
+            .read(Offset(gap), usize::MAX, Offset(i64::MAX), true)
+            .unwrap();
         assert!(!got.data.is_empty());
 
         tracing::info!("--- a second pass only merges the now small segments");
@@ -220,7 +229,7 @@ fn keeps_the_latest_value_per_key_with_exact_offsets() {
         for clean in [true, false] {
             let log = Log::open(dir.path(), config(), clean).unwrap();
             assert_eq!(contents(&log), all2, "{codec:?} clean={clean}");
-            assert_eq!(log.cleaning_status().cleaned_offset, end);
+            assert_eq!(log.cleaning_status().cleaned_offset, Offset(end));
             drop(log);
         }
         // Unclean recovery without a recovery point rescans cleaned segments (with gaps).
@@ -236,14 +245,18 @@ fn rewritten_batches_keep_their_header_fields() {
     let log = Log::open(dir.path(), config(), false).unwrap();
     let all = fill(&log, Compression::Gzip);
     let before: BTreeMap<i64, BatchHeader> = {
-        let r = log.read(0, usize::MAX, i64::MAX, true).unwrap();
+        let r = log
+            .read(Offset(0), usize::MAX, Offset(i64::MAX), true)
+            .unwrap();
         Batches::new(&r.data)
             .map(|b| b.unwrap().0)
             .map(|h| (h.base_offset, h))
             .collect()
     };
     log.clean(&force(10_000)).unwrap();
-    let r = log.read(0, usize::MAX, i64::MAX, true).unwrap();
+    let r = log
+        .read(Offset(0), usize::MAX, Offset(i64::MAX), true)
+        .unwrap();
     let mut rewritten = 0;
     for item in Batches::new(&r.data) {
         let (h, _) = item.unwrap();
@@ -293,7 +306,7 @@ fn tombstones_survive_delete_retention_then_go() {
 
     tracing::info!("--- first pass: a=1 goes, the tombstone stays (its segment was dirty)");
     let out = log.clean(&opts(5000)).unwrap();
-    let end = out.cleaned_offset;
+    let end = out.cleaned_offset.get();
     assert_eq!(contents(&log), model(&all, end, false));
     assert!(contents(&log)
         .iter()
@@ -335,10 +348,10 @@ fn min_compaction_lag_protects_recent_segments() {
         })
         .unwrap();
     // Cleaning stops before the first segment holding a record newer than now - lag.
-    assert!(out.cleaned_offset <= first_recent);
-    assert!(out.cleaned_offset > 0);
+    assert!(out.cleaned_offset.get() <= first_recent);
+    assert!(out.cleaned_offset.get() > 0);
     let got = contents(&log);
-    assert_eq!(got, model(&all, out.cleaned_offset, false));
+    assert_eq!(got, model(&all, out.cleaned_offset.get(), false));
     assert!(
         got.iter().filter(|r| r.3 == 5000).count() == all.iter().filter(|r| r.3 == 5000).count()
     );
@@ -377,7 +390,10 @@ fn dirty_ratio_and_max_lag_decide_whether_to_clean() {
     assert!(status.dirty_bytes > 0, "{status:?}");
     assert!(status.dirty_ratio < 0.9, "{status:?}");
     // The segment that was active during the first pass is closed now, and dirty.
-    let first_dirty = all.iter().find(|r| r.0 == first.cleaned_offset).unwrap();
+    let first_dirty = all
+        .iter()
+        .find(|r| r.0 == first.cleaned_offset.get())
+        .unwrap();
     assert_eq!(status.oldest_dirty_timestamp, Some(first_dirty.3));
     let opts = CleanOptions {
         min_cleanable_dirty_ratio: 0.9,
@@ -457,7 +473,7 @@ fn a_crash_at_any_step_of_the_swap_leaves_old_or_new_content() {
     let new_content = contents(&log);
     log.close().unwrap();
     drop(log);
-    assert_eq!(new_content, model(&all, out.cleaned_offset, false));
+    assert_eq!(new_content, model(&all, out.cleaned_offset.get(), false));
     let old_bases = bases(&before);
     let new_bases = bases(&after);
     // The first cleaned group: new segment `g` replacing old segments in [g, next new base).
@@ -562,7 +578,7 @@ fn a_crash_at_any_step_of_the_swap_leaves_old_or_new_content() {
                 "step {:?}: later segments untouched",
                 step.what
             );
-            assert_eq!(log.log_end_offset(), all.last().unwrap().0 + 1);
+            assert_eq!(log.log_end_offset(), Offset(all.last().unwrap().0 + 1));
             drop(log);
             assert!(
                 !names(&image)
@@ -589,7 +605,7 @@ fn a_failed_write_of_cleaned_files_leaves_the_log_as_it_was() {
     assert_eq!(contents(&log), all);
     assert!(!names(dir.path()).iter().any(|n| n.ends_with(".cleaned")));
     let out = log.clean(&force(10_000)).unwrap();
-    assert_eq!(contents(&log), model(&all, out.cleaned_offset, false));
+    assert_eq!(contents(&log), model(&all, out.cleaned_offset.get(), false));
 }
 
 #[test]
@@ -649,7 +665,7 @@ fn cleaning_runs_concurrently_with_appends_and_reads() {
     let log = Arc::try_unwrap(log).unwrap();
     drop(log);
     let log = Log::open(dir.path(), config(), false).unwrap();
-    assert_eq!(log.log_end_offset(), 600);
+    assert_eq!(log.log_end_offset(), Offset(600));
 }
 
 #[test]
@@ -670,8 +686,8 @@ fn unkeyed_transactional_and_control_batches_are_kept_as_is() {
     };
     let mut kept = Vec::new();
     let append = |mut b: Vec<u8>| {
-        let info = log.append(&mut b, 0, 0).unwrap();
-        (info.base_offset, b)
+        let info = log.append(&mut b, LeaderEpoch(0), 0).unwrap();
+        (info.base_offset.get(), b)
     };
     kept.push(append(build_batch(0, &[(None, Some(b"no key"), 1)])));
     kept.push(append(build_batch_with(
@@ -687,7 +703,9 @@ fn unkeyed_transactional_and_control_batches_are_kept_as_is() {
         append(build_batch(0, &[(Some(b"k"), Some(v.as_bytes()), 2)]));
     }
     log.clean(&force(10_000)).unwrap();
-    let r = log.read(0, usize::MAX, i64::MAX, true).unwrap();
+    let r = log
+        .read(Offset(0), usize::MAX, Offset(i64::MAX), true)
+        .unwrap();
     let batches: Vec<(i64, Vec<u8>)> = Batches::new(&r.data)
         .map(|b| b.unwrap())
         .map(|(h, bytes)| (h.base_offset, bytes.to_vec()))

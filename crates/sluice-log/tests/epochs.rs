@@ -28,9 +28,10 @@ fn small_config() -> LogConfig {
 
 /// Appends `batches` batches of `n` records in `epoch`; returns the first offset.
 fn append(log: &Log, epoch: i32, batches: usize, n: usize) -> i64 {
-    let first = log.log_end_offset();
+    let first = log.log_end_offset().get();
     for i in 0..batches {
-        log.append(&mut batch(n, i as i64), epoch, 0).unwrap();
+        log.append(&mut batch(n, i as i64), LeaderEpoch(epoch), 0)
+            .unwrap();
     }
     first
 }
@@ -60,7 +61,7 @@ fn last_segment(dir: &Path) -> PathBuf {
 }
 
 fn whole_log(log: &Log) -> bytes::Bytes {
-    log.read(log.log_start_offset(), usize::MAX, i64::MAX, true)
+    log.read(log.log_start_offset(), usize::MAX, Offset(i64::MAX), true)
         .unwrap()
         .data
 }
@@ -151,18 +152,18 @@ fn truncation_drops_later_epochs_and_a_reopen_agrees() {
         append(&log, 0, 2, 5); // 0..10
         append(&log, 1, 2, 5); // 10..20
         append(&log, 2, 2, 5); // 20..30
-        log.flush(30).unwrap();
+        log.flush(Offset(30)).unwrap();
         assert_eq!(log.epoch_entries(), entries(&[(0, 0), (1, 10), (2, 20)]));
 
-        log.truncate_to(20).unwrap();
+        log.truncate_to(Offset(20)).unwrap();
         assert_eq!(log.epoch_entries(), entries(&[(0, 0), (1, 10)]));
         assert_eq!(
             log.end_offset_for_epoch(LeaderEpoch(1)),
             Some((LeaderEpoch(1), Offset(20)))
         );
         // Inside epoch 1's first batch: the whole batch goes, so does epoch 1's entry.
-        log.truncate_to(12).unwrap();
-        assert_eq!(log.log_end_offset(), 10);
+        log.truncate_to(Offset(12)).unwrap();
+        assert_eq!(log.log_end_offset(), Offset(10));
         assert_eq!(log.epoch_entries(), entries(&[(0, 0)]));
         append(&log, 4, 1, 3); // 10..13 in a new epoch
         let expected = entries(&[(0, 0), (4, 10)]);
@@ -175,12 +176,12 @@ fn truncation_drops_later_epochs_and_a_reopen_agrees() {
         }
         drop(log);
         let log = Log::open(dir.path(), small_config(), clean).unwrap();
-        assert_eq!(log.log_end_offset(), 13);
+        assert_eq!(log.log_end_offset(), Offset(13));
         assert_eq!(log.epoch_entries(), expected, "clean: {clean}");
         log.close().unwrap();
         assert_eq!(file_text(dir.path()), "0\n2\n0 0\n4 10\n");
 
-        log.truncate_to(0).unwrap();
+        log.truncate_to(Offset(0)).unwrap();
         assert_eq!(log.epoch_entries(), []);
         assert_eq!(log.end_offset_for_epoch(LeaderEpoch(0)), None);
         if clean {
@@ -205,14 +206,14 @@ fn a_rising_log_start_moves_the_first_epoch_up() {
         append(&log, 0, 4, 5); // 0..20
         append(&log, 1, 4, 5); // 20..40
         append(&log, 2, 4, 5); // 40..60
-        log.flush(60).unwrap();
+        log.flush(Offset(60)).unwrap();
         assert!(log.segment_count() > 4);
 
         // DeleteRecords inside epoch 0: it now starts at the new log start.
-        assert_eq!(log.delete_records_before(7).unwrap(), 7);
+        assert_eq!(log.delete_records_before(Offset(7)).unwrap(), Offset(7));
         assert_eq!(log.epoch_entries(), entries(&[(0, 7), (1, 20), (2, 40)]));
         // Past epoch 0 and into epoch 1: epoch 0 is gone, epoch 1 starts at the log start.
-        assert_eq!(log.delete_records_before(23).unwrap(), 23);
+        assert_eq!(log.delete_records_before(Offset(23)).unwrap(), Offset(23));
         assert_eq!(log.epoch_entries(), entries(&[(1, 23), (2, 40)]));
         assert_eq!(
             log.end_offset_for_epoch(LeaderEpoch(0)),
@@ -231,7 +232,7 @@ fn a_rising_log_start_moves_the_first_epoch_up() {
             )
             .unwrap();
         assert!(outcome.segments_deleted > 0 && log.segment_count() < before);
-        let start = log.log_start_offset();
+        let start = log.log_start_offset().get();
         assert!(start > 40, "log start {start}");
         assert_eq!(log.epoch_entries(), entries(&[(2, start)]));
         if clean {
@@ -239,7 +240,7 @@ fn a_rising_log_start_moves_the_first_epoch_up() {
         }
         drop(log);
         let log = Log::open(dir.path(), small_config(), clean).unwrap();
-        assert_eq!(log.log_start_offset(), start);
+        assert_eq!(log.log_start_offset(), Offset(start));
         assert_eq!(
             log.epoch_entries(),
             entries(&[(2, start)]),
@@ -254,7 +255,7 @@ fn crashed_log_with_epochs(dir: &Path) -> (Vec<EpochEntry>, bytes::Bytes) {
     append(&log, 0, 5, 2); // 0..10
     append(&log, 1, 5, 2); // 10..20
     append(&log, 2, 5, 2); // 20..30
-    log.flush(30).unwrap();
+    log.flush(Offset(30)).unwrap();
     let entries = log.epoch_entries();
     assert_eq!(entries, self::entries(&[(0, 0), (1, 10), (2, 20)]));
     assert!(log.segment_count() > 2);
@@ -306,7 +307,7 @@ fn recovery_reassigns_epochs_of_batches_the_file_never_saw() {
     drop(log);
     assert_eq!(file_text(dir.path()), "0\n3\n0 0\n1 10\n2 20\n");
     let log = Log::open(dir.path(), small_config(), false).unwrap();
-    assert_eq!(log.log_end_offset(), 36);
+    assert_eq!(log.log_end_offset(), Offset(36));
     assert_eq!(
         log.epoch_entries(),
         entries(&[(0, 0), (1, 10), (2, 20), (3, 30), (4, 34)])
@@ -328,7 +329,7 @@ fn a_torn_tail_takes_its_epoch_with_it() {
     let (_, _) = crashed_log_with_epochs(dir.path());
     let log = Log::open(dir.path(), small_config(), false).unwrap();
     append(&log, 3, 1, 2); // 30..32: the only batch of epoch 3
-    log.flush(32).unwrap();
+    log.flush(Offset(32)).unwrap();
     assert!(file_text(dir.path()).ends_with("3 30\n"));
     drop(log);
     // Cut the last batch in half, as a crash in the middle of its write would.
@@ -337,7 +338,7 @@ fn a_torn_tail_takes_its_epoch_with_it() {
     let f = OpenOptions::new().write(true).open(&path).unwrap();
     f.set_len(len - 20).unwrap();
     let log = Log::open(dir.path(), small_config(), false).unwrap();
-    assert_eq!(log.log_end_offset(), 30);
+    assert_eq!(log.log_end_offset(), Offset(30));
     assert_eq!(log.epoch_entries(), entries(&[(0, 0), (1, 10), (2, 20)]));
     assert_eq!(file_text(dir.path()), "0\n3\n0 0\n1 10\n2 20\n");
 }

@@ -40,8 +40,12 @@ fn leader_log(dir: &std::path::Path) -> Log {
             25..=44 => 2,
             _ => 3,
         };
-        log.append(&mut keyed(1 + i % 3, i, 1_000 + i as i64 * 10), epoch, 0)
-            .unwrap();
+        log.append(
+            &mut keyed(1 + i % 3, i, 1_000 + i as i64 * 10),
+            LeaderEpoch(epoch),
+            0,
+        )
+        .unwrap();
     }
     assert!(log.segment_count() > 4);
     log
@@ -52,7 +56,12 @@ fn leader_log(dir: &std::path::Path) -> Log {
 fn replicate(leader: &Log, follower: &Log) {
     loop {
         let from = follower.log_end_offset();
-        let r = leader.read(from.max(leader.log_start_offset()), 400, i64::MAX, true);
+        let r = leader.read(
+            from.max(leader.log_start_offset()),
+            400,
+            Offset(i64::MAX),
+            true,
+        );
         let data = r.unwrap().data;
         if data.is_empty() {
             return;
@@ -62,7 +71,7 @@ fn replicate(leader: &Log, follower: &Log) {
 }
 
 fn everything(log: &Log) -> bytes::Bytes {
-    log.read(log.log_start_offset(), usize::MAX, i64::MAX, true)
+    log.read(log.log_start_offset(), usize::MAX, Offset(i64::MAX), true)
         .unwrap()
         .data
 }
@@ -92,9 +101,15 @@ fn assert_same_log(leader: &Log, follower: &Log, compacted: bool) {
         );
     }
     // Every offset finds the same batch (indexes built right for the copied batches).
-    for offset in follower.log_start_offset()..follower.log_end_offset() {
-        let f = follower.read(offset, 1, i64::MAX, true).unwrap().data;
-        let l = leader.read(offset, 1, i64::MAX, true).unwrap().data;
+    for offset in follower.log_start_offset().get()..follower.log_end_offset().get() {
+        let f = follower
+            .read(Offset(offset), 1, Offset(i64::MAX), true)
+            .unwrap()
+            .data;
+        let l = leader
+            .read(Offset(offset), 1, Offset(i64::MAX), true)
+            .unwrap()
+            .data;
         assert_eq!(f, l, "offset {offset}");
     }
 }
@@ -121,17 +136,19 @@ fn batches_copied_from_a_leader_read_back_byte_for_byte() {
         leader.end_offset_for_epoch(LeaderEpoch(2))
     );
     assert!(follower.segment_count() > 4, "the follower rolls too");
-    assert_eq!(follower.durable_offset(), 0, "no fsync on append");
+    assert_eq!(follower.durable_offset(), Offset(0), "no fsync on append");
     follower.flush(follower.log_end_offset()).unwrap();
 
     // Appends continue from the copied log end, as leader (after a leader change) or follower.
     let end = follower.log_end_offset();
-    let info = follower.append(&mut keyed(2, 0, 5_000), 4, 0).unwrap();
+    let info = follower
+        .append(&mut keyed(2, 0, 5_000), LeaderEpoch(4), 0)
+        .unwrap();
     assert_eq!(info.base_offset, end);
     assert_eq!(follower.latest_epoch(), Some(LeaderEpoch(4)));
     drop(follower);
     let follower = Log::open(dir.path(), config(), false).unwrap();
-    assert_eq!(follower.log_end_offset(), end + 2);
+    assert_eq!(follower.log_end_offset(), end.plus(2));
     assert_eq!(follower.latest_epoch(), Some(LeaderEpoch(4)));
 }
 
@@ -213,19 +230,37 @@ fn a_gap_moves_the_log_end_to_the_last_offset_plus_one() {
     let b = batch_at(15, 3, 1); // 15..17
     let c = batch_at(30, 1, 4); // 30
     let info = log.append_as_follower(&[&a[..], &b[..]].concat()).unwrap();
-    assert_eq!((info.base_offset, info.last_offset), (10, 17));
-    assert_eq!(log.log_end_offset(), 18);
+    assert_eq!(
+        (info.base_offset, info.last_offset),
+        (Offset(10), Offset(17))
+    );
+    assert_eq!(log.log_end_offset(), Offset(18));
     let info = log.append_as_follower(&c).unwrap();
-    assert_eq!((info.base_offset, info.last_offset), (30, 30));
-    assert_eq!(log.log_end_offset(), 31);
+    assert_eq!(
+        (info.base_offset, info.last_offset),
+        (Offset(30), Offset(30))
+    );
+    assert_eq!(log.log_end_offset(), Offset(31));
     let all = [&a[..], &b[..], &c[..]].concat();
-    assert_eq!(log.read(0, usize::MAX, i64::MAX, true).unwrap().data, all);
+    assert_eq!(
+        log.read(Offset(0), usize::MAX, Offset(i64::MAX), true)
+            .unwrap()
+            .data,
+        all
+    );
     // An offset in a gap reads from the next batch.
     assert_eq!(
-        log.read(13, usize::MAX, i64::MAX, true).unwrap().data[..],
+        log.read(Offset(13), usize::MAX, Offset(i64::MAX), true)
+            .unwrap()
+            .data[..],
         all[a.len()..]
     );
-    assert_eq!(log.read(20, usize::MAX, i64::MAX, true).unwrap().data, c);
+    assert_eq!(
+        log.read(Offset(20), usize::MAX, Offset(i64::MAX), true)
+            .unwrap()
+            .data,
+        c
+    );
     assert_eq!(
         log.epoch_entries()
             .iter()
@@ -240,8 +275,13 @@ fn a_gap_moves_the_log_end_to_the_last_offset_plus_one() {
     drop(log);
     for clean in [false, true] {
         let log = Log::open(dir.path(), config(), clean).unwrap();
-        assert_eq!(log.read(0, usize::MAX, i64::MAX, true).unwrap().data, all);
-        assert_eq!(log.log_end_offset(), 31);
+        assert_eq!(
+            log.read(Offset(0), usize::MAX, Offset(i64::MAX), true)
+                .unwrap()
+                .data,
+            all
+        );
+        assert_eq!(log.log_end_offset(), Offset(31));
         log.close().unwrap();
     }
 }
@@ -253,7 +293,7 @@ fn offsets_below_the_log_end_out_of_order_or_corrupt_are_refused() {
     log.append_as_follower(&batch_at(0, 5, 2)).unwrap(); // 0..4
     let before = everything(&log);
     let unchanged = |log: &Log| {
-        assert_eq!(log.log_end_offset(), 5);
+        assert_eq!(log.log_end_offset(), Offset(5));
         assert_eq!(everything(log), before);
     };
 
@@ -303,7 +343,10 @@ fn offsets_below_the_log_end_out_of_order_or_corrupt_are_refused() {
     // The batch that does fit goes in, untouched (its epoch is the leader's, not rewritten).
     let next = batch_at(5, 2, 7);
     log.append_as_follower(&next).unwrap();
-    let stored = log.read(5, usize::MAX, i64::MAX, true).unwrap().data;
+    let stored = log
+        .read(Offset(5), usize::MAX, Offset(i64::MAX), true)
+        .unwrap()
+        .data;
     assert_eq!(stored, next);
     let h = BatchHeader::parse(&stored).unwrap();
     assert_eq!((h.base_offset, h.partition_leader_epoch), (5, 7));

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use sluice_log::{AppendInfo, FaultInjectingIo, Log, LogConfig, LogError};
 use sluice_protocol::batch::testing::build_batch;
 use sluice_protocol::batch::{verify_crc, BatchHeader, Batches};
+use sluice_types::{LeaderEpoch, Offset};
 
 /// A batch of `n` records with timestamp `ts`, values of `value_len` bytes.
 fn batch(n: usize, ts: i64, value_len: usize) -> Vec<u8> {
@@ -25,12 +26,15 @@ fn small_config() -> LogConfig {
 }
 
 fn append(log: &Log, n: usize, ts: i64) -> AppendInfo {
-    log.append(&mut batch(n, ts, 40), 5, 0).unwrap()
+    log.append(&mut batch(n, ts, 40), LeaderEpoch(5), 0)
+        .unwrap()
 }
 
 /// Headers of every batch the log returns from `from` on.
 fn headers(log: &Log, from: i64) -> Vec<BatchHeader> {
-    let r = log.read(from, usize::MAX, i64::MAX, true).unwrap();
+    let r = log
+        .read(Offset(from), usize::MAX, Offset(i64::MAX), true)
+        .unwrap();
     Batches::new(&r.data).map(|b| b.unwrap().0).collect()
 }
 
@@ -52,44 +56,59 @@ fn last_segment(dir: &Path) -> PathBuf {
 fn append_read_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let log = Log::open(dir.path(), LogConfig::default(), false).unwrap();
-    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (Offset(0), Offset(0))
+    );
     assert!(log.dir().join("00000000000000000000.log").exists());
 
     let mut a = batch(3, 100, 10);
     let mut b = batch(2, 200, 5000);
     let mut c = batch(1, 150, 0);
-    let ia = log.append(&mut a, 7, 0).unwrap();
+    let ia = log.append(&mut a, LeaderEpoch(7), 0).unwrap();
     assert_eq!(
         (ia.base_offset, ia.last_offset, ia.max_timestamp),
-        (0, 2, 100)
+        (Offset(0), Offset(2), 100)
     );
-    let ib = log.append(&mut b, 7, 0).unwrap();
-    assert_eq!((ib.base_offset, ib.last_offset), (3, 4));
-    let ic = log.append(&mut c, 8, 0).unwrap();
+    let ib = log.append(&mut b, LeaderEpoch(7), 0).unwrap();
+    assert_eq!((ib.base_offset, ib.last_offset), (Offset(3), Offset(4)));
+    let ic = log.append(&mut c, LeaderEpoch(8), 0).unwrap();
     assert_eq!(
         (ic.base_offset, ic.last_offset, ic.log_start_offset),
-        (5, 5, 0)
+        (Offset(5), Offset(5), Offset(0))
     );
-    assert_eq!(log.log_end_offset(), 6);
+    assert_eq!(log.log_end_offset(), Offset(6));
 
     // The caller's buffers were rewritten in place; the log returns exactly those bytes.
     let h = BatchHeader::parse(&b).unwrap();
     assert_eq!((h.base_offset, h.partition_leader_epoch), (3, 7));
-    let all = log.read(0, usize::MAX, i64::MAX, false).unwrap();
+    let all = log
+        .read(Offset(0), usize::MAX, Offset(i64::MAX), false)
+        .unwrap();
     assert_eq!(all.data, [&a[..], &b[..], &c[..]].concat());
-    assert_eq!((all.log_start_offset, all.log_end_offset), (0, 6));
+    assert_eq!(
+        (all.log_start_offset, all.log_end_offset),
+        (Offset(0), Offset(6))
+    );
     for item in Batches::new(&all.data) {
         verify_crc(item.unwrap().1).unwrap();
     }
     // An offset inside a batch returns the whole batch containing it.
     assert_eq!(
-        log.read(4, usize::MAX, i64::MAX, false).unwrap().data,
+        log.read(Offset(4), usize::MAX, Offset(i64::MAX), false)
+            .unwrap()
+            .data,
         [&b[..], &c[..]].concat()
     );
-    assert_eq!(log.read(5, usize::MAX, i64::MAX, false).unwrap().data, c);
+    assert_eq!(
+        log.read(Offset(5), usize::MAX, Offset(i64::MAX), false)
+            .unwrap()
+            .data,
+        c
+    );
     // At the log end: empty, not an error.
     assert!(log
-        .read(6, usize::MAX, i64::MAX, false)
+        .read(Offset(6), usize::MAX, Offset(i64::MAX), false)
         .unwrap()
         .data
         .is_empty());
@@ -102,22 +121,22 @@ fn append_rejects_malformed_input_without_writing() {
     let mut half = batch(1, 1, 10);
     half.truncate(30);
     assert!(matches!(
-        log.append(&mut half, 0, 0),
+        log.append(&mut half, LeaderEpoch(0), 0),
         Err(LogError::InvalidBatch(_))
     ));
     assert!(matches!(
-        log.append(&mut [], 0, 0),
+        log.append(&mut [], LeaderEpoch(0), 0),
         Err(LogError::InvalidBatch(_))
     ));
     let mut v1 = batch(1, 1, 10);
     v1[16] = 1;
     assert!(matches!(
-        log.append(&mut v1, 0, 0),
+        log.append(&mut v1, LeaderEpoch(0), 0),
         Err(LogError::InvalidBatch(_))
     ));
-    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.log_end_offset(), Offset(0));
     append(&log, 1, 1);
-    assert_eq!(log.log_end_offset(), 1);
+    assert_eq!(log.log_end_offset(), Offset(1));
 }
 
 #[test]
@@ -127,10 +146,10 @@ fn multiple_batches_in_one_append_get_consecutive_offsets() {
     let mut buf = batch(2, 10, 5);
     buf.extend_from_slice(&batch(3, 30, 5));
     buf.extend_from_slice(&batch(1, 20, 5));
-    let info = log.append(&mut buf, 1, 0).unwrap();
+    let info = log.append(&mut buf, LeaderEpoch(1), 0).unwrap();
     assert_eq!(
         (info.base_offset, info.last_offset, info.max_timestamp),
-        (0, 5, 30)
+        (Offset(0), Offset(5), 30)
     );
     let bases: Vec<_> = headers(&log, 0).iter().map(|h| h.base_offset).collect();
     assert_eq!(bases, [0, 2, 5]);
@@ -143,16 +162,18 @@ fn reads_span_segments() {
     let mut expected = Vec::new();
     for i in 0..60 {
         let mut b = batch(1 + i % 3, i as i64, 20 + i * 3);
-        log.append(&mut b, 0, 0).unwrap();
+        log.append(&mut b, LeaderEpoch(0), 0).unwrap();
         expected.extend_from_slice(&b);
     }
     assert!(log.segment_count() > 5, "{} segments", log.segment_count());
     assert_eq!(segment_files(dir.path(), "log").len(), log.segment_count());
-    let all = log.read(0, usize::MAX, i64::MAX, false).unwrap();
+    let all = log
+        .read(Offset(0), usize::MAX, Offset(i64::MAX), false)
+        .unwrap();
     assert_eq!(all.data, expected);
     // Every offset finds the batch containing it, wherever it lives.
     let hs = headers(&log, 0);
-    for offset in 0..log.log_end_offset() {
+    for offset in 0..log.log_end_offset().get() {
         let first = headers(&log, offset)[0];
         assert!(first.base_offset <= offset && offset <= first.last_offset());
         let idx = hs
@@ -174,27 +195,32 @@ fn rolls_by_size_and_by_time() {
     let log = Log::open(dir.path(), config, false).unwrap();
     let mut b = batch(1, 0, 300);
     // A batch bigger than the segment still goes into an empty segment.
-    log.append(&mut batch(1, 0, 600), 0, 0).unwrap();
+    log.append(&mut batch(1, 0, 600), LeaderEpoch(0), 0)
+        .unwrap();
     assert_eq!(log.segment_count(), 1);
-    log.append(&mut b.clone(), 0, 0).unwrap();
+    log.append(&mut b.clone(), LeaderEpoch(0), 0).unwrap();
     assert_eq!(log.segment_count(), 2, "size roll");
     assert!(dir.path().join("00000000000000000001.log").exists());
 
     let log2_dir = tempfile::tempdir().unwrap();
     let log2 = Log::open(log2_dir.path(), config, false).unwrap();
     let small = batch(1, 0, 10);
-    log2.append(&mut small.clone(), 0, 10_000).unwrap();
-    log2.append(&mut small.clone(), 0, 10_500).unwrap();
-    log2.append(&mut small.clone(), 0, 11_000).unwrap();
+    log2.append(&mut small.clone(), LeaderEpoch(0), 10_000)
+        .unwrap();
+    log2.append(&mut small.clone(), LeaderEpoch(0), 10_500)
+        .unwrap();
+    log2.append(&mut small.clone(), LeaderEpoch(0), 11_000)
+        .unwrap();
     assert_eq!(
         log2.segment_count(),
         1,
         "exactly segment_ms old: no roll yet"
     );
-    log2.append(&mut small.clone(), 0, 11_001).unwrap();
+    log2.append(&mut small.clone(), LeaderEpoch(0), 11_001)
+        .unwrap();
     assert_eq!(log2.segment_count(), 2, "time roll");
     assert!(log2_dir.path().join("00000000000000000003.log").exists());
-    log2.append(&mut b, 0, 11_002).unwrap();
+    log2.append(&mut b, LeaderEpoch(0), 11_002).unwrap();
     assert_eq!(log2.segment_count(), 2);
 }
 
@@ -224,36 +250,51 @@ fn read_bounds() {
     for _ in 0..10 {
         let mut b = batch(2, 1, 50);
         sizes.push(b.len());
-        log.append(&mut b, 0, 0).unwrap();
+        log.append(&mut b, LeaderEpoch(0), 0).unwrap();
     }
     // max_offset: only batches whose last offset is below it (the high watermark).
     let hs = headers(&log, 0);
     assert_eq!(hs.len(), 10);
-    let r = log.read(0, usize::MAX, 7, false).unwrap();
+    let r = log.read(Offset(0), usize::MAX, Offset(7), false).unwrap();
     let got: Vec<_> = Batches::new(&r.data)
         .map(|b| b.unwrap().0.last_offset())
         .collect();
     assert_eq!(got, [1, 3, 5]);
     assert!(
-        log.read(6, usize::MAX, 7, true).unwrap().data.is_empty(),
+        log.read(Offset(6), usize::MAX, Offset(7), true)
+            .unwrap()
+            .data
+            .is_empty(),
         "batch 6-7 straddles"
     );
-    assert!(log.read(7, usize::MAX, 7, true).unwrap().data.is_empty());
+    assert!(log
+        .read(Offset(7), usize::MAX, Offset(7), true)
+        .unwrap()
+        .data
+        .is_empty());
     // max_bytes: whole batches only.
     let r = log
-        .read(0, sizes[0] + sizes[1] + 10, i64::MAX, false)
+        .read(Offset(0), sizes[0] + sizes[1] + 10, Offset(i64::MAX), false)
         .unwrap();
     assert_eq!(r.data.len(), sizes[0] + sizes[1]);
-    let r = log.read(0, sizes[0] + sizes[1], i64::MAX, false).unwrap();
+    let r = log
+        .read(Offset(0), sizes[0] + sizes[1], Offset(i64::MAX), false)
+        .unwrap();
     assert_eq!(r.data.len(), sizes[0] + sizes[1]);
     // min_one: the first batch even if larger than max_bytes; without it, nothing.
-    let r = log.read(3, 1, i64::MAX, true).unwrap();
+    let r = log.read(Offset(3), 1, Offset(i64::MAX), true).unwrap();
     assert_eq!(Batches::new(&r.data).count(), 1);
     assert_eq!(BatchHeader::parse(&r.data).unwrap().base_offset, 2);
-    assert!(log.read(3, 1, i64::MAX, false).unwrap().data.is_empty());
-    let r = log.read(0, 0, i64::MAX, true).unwrap();
+    assert!(log
+        .read(Offset(3), 1, Offset(i64::MAX), false)
+        .unwrap()
+        .data
+        .is_empty());
+    let r = log.read(Offset(0), 0, Offset(i64::MAX), true).unwrap();
     assert_eq!(r.data.len(), sizes[0]);
-    let r = log.read(0, sizes[0] + 1, i64::MAX, true).unwrap();
+    let r = log
+        .read(Offset(0), sizes[0] + 1, Offset(i64::MAX), true)
+        .unwrap();
     assert_eq!(r.data.len(), sizes[0]);
 }
 
@@ -263,18 +304,22 @@ fn out_of_range() {
     let log = Log::open(dir.path(), LogConfig::default(), false).unwrap();
     append(&log, 3, 1);
     assert!(matches!(
-        log.read(4, 100, i64::MAX, true),
+        log.read(Offset(4), 100, Offset(i64::MAX), true),
         Err(LogError::OffsetOutOfRange {
-            offset: 4,
-            log_start: 0,
-            log_end: 3
+            offset: Offset(4),
+            log_start: Offset(0),
+            log_end: Offset(3)
         })
     ));
     assert!(matches!(
-        log.read(-1, 100, i64::MAX, true),
+        log.read(Offset(-1), 100, Offset(i64::MAX), true),
         Err(LogError::OffsetOutOfRange { .. })
     ));
-    assert!(log.read(3, 100, i64::MAX, true).unwrap().data.is_empty());
+    assert!(log
+        .read(Offset(3), 100, Offset(i64::MAX), true)
+        .unwrap()
+        .data
+        .is_empty());
 }
 
 /// Brute-force answer over all batches: (base offset, max ts) of the first with max ts >= ts.
@@ -295,13 +340,22 @@ fn timestamps() {
     append(&log, 1, 150); // 3
     append(&log, 1, 300); // 4
     append(&log, 1, 300); // 5
-    assert_eq!(log.offset_for_timestamp(50).unwrap(), Some((0, 100)));
-    assert_eq!(log.offset_for_timestamp(150).unwrap(), Some((2, 200)));
-    assert_eq!(log.offset_for_timestamp(201).unwrap(), Some((4, 300)));
+    assert_eq!(
+        log.offset_for_timestamp(50).unwrap(),
+        Some((Offset(0), 100))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(150).unwrap(),
+        Some((Offset(2), 200))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(201).unwrap(),
+        Some((Offset(4), 300))
+    );
     assert_eq!(log.offset_for_timestamp(301).unwrap(), None);
     assert_eq!(
         log.max_timestamp(),
-        Some((300, 4)),
+        Some((300, Offset(4))),
         "first batch carrying the max"
     );
 
@@ -317,7 +371,7 @@ fn timestamps() {
         for ts in (0..1500).step_by(7) {
             assert_eq!(
                 log.offset_for_timestamp(ts).unwrap(),
-                model_offset_for_timestamp(&hs, ts),
+                model_offset_for_timestamp(&hs, ts).map(|(o, t)| (Offset(o), t)),
                 "ts {ts}"
             );
         }
@@ -327,7 +381,7 @@ fn timestamps() {
             .find(|h| h.max_timestamp == max)
             .unwrap()
             .base_offset;
-        assert_eq!(log.max_timestamp(), Some((max, carrier)));
+        assert_eq!(log.max_timestamp(), Some((max, Offset(carrier))));
     };
     check(&log);
     log.close().unwrap();
@@ -346,29 +400,38 @@ fn reopen_clean_and_unclean() {
     for i in 0..30 {
         append(&log, 2, i);
     }
-    let before = log.read(0, usize::MAX, i64::MAX, false).unwrap().data;
+    let before = log
+        .read(Offset(0), usize::MAX, Offset(i64::MAX), false)
+        .unwrap()
+        .data;
     log.close().unwrap();
     drop(log);
 
     let log = Log::open(dir.path(), small_config(), true).unwrap();
-    assert_eq!(log.log_end_offset(), 60);
-    assert_eq!(log.durable_offset(), 60);
+    assert_eq!(log.log_end_offset(), Offset(60));
+    assert_eq!(log.durable_offset(), Offset(60));
     assert_eq!(
-        log.read(0, usize::MAX, i64::MAX, false).unwrap().data,
+        log.read(Offset(0), usize::MAX, Offset(i64::MAX), false)
+            .unwrap()
+            .data,
         before
     );
-    assert_eq!(append(&log, 1, 99).base_offset, 60);
+    assert_eq!(append(&log, 1, 99).base_offset, Offset(60));
     drop(log); // no close: a crash, as far as the files know
 
     let log = Log::open(dir.path(), small_config(), false).unwrap();
-    assert_eq!(log.log_end_offset(), 61);
-    assert_eq!(log.durable_offset(), 61, "recovery syncs what it keeps");
-    assert_eq!(append(&log, 1, 99).base_offset, 61);
+    assert_eq!(log.log_end_offset(), Offset(61));
+    assert_eq!(
+        log.durable_offset(),
+        Offset(61),
+        "recovery syncs what it keeps"
+    );
+    assert_eq!(append(&log, 1, 99).base_offset, Offset(61));
     drop(log);
 
     // A clean-shutdown claim the checkpoint does not back is not trusted blindly.
     let log = Log::open(dir.path(), small_config(), true).unwrap();
-    assert_eq!(log.log_end_offset(), 62);
+    assert_eq!(log.log_end_offset(), Offset(62));
 }
 
 /// Writes a log of `n` single-record batches, flushes, drops it without close. Returns the
@@ -379,7 +442,7 @@ fn crashed_log(dir: &Path, config: LogConfig, n: usize) -> Vec<usize> {
     for i in 0..n {
         let mut b = batch(1, i as i64, 30 + i);
         sizes.push(b.len());
-        log.append(&mut b, 0, 0).unwrap();
+        log.append(&mut b, LeaderEpoch(0), 0).unwrap();
     }
     log.flush(log.log_end_offset()).unwrap();
     sizes
@@ -387,7 +450,7 @@ fn crashed_log(dir: &Path, config: LogConfig, n: usize) -> Vec<usize> {
 
 fn assert_recovers_to(dir: &Path, config: LogConfig, clean: bool, leo: i64) {
     let log = Log::open(dir, config, clean).unwrap();
-    assert_eq!(log.log_end_offset(), leo);
+    assert_eq!(log.log_end_offset(), Offset(leo));
     let hs = headers(&log, 0);
     assert_eq!(hs.len() as i64, leo);
     for (i, h) in hs.iter().enumerate() {
@@ -395,10 +458,12 @@ fn assert_recovers_to(dir: &Path, config: LogConfig, clean: bool, leo: i64) {
     }
     assert_eq!(
         append(&log, 1, 1).base_offset,
-        leo,
+        Offset(leo),
         "appends continue after the last valid batch"
     );
-    let r = log.read(leo, usize::MAX, i64::MAX, false).unwrap();
+    let r = log
+        .read(Offset(leo), usize::MAX, Offset(i64::MAX), false)
+        .unwrap();
     verify_crc(&r.data).unwrap();
 }
 
@@ -498,7 +563,7 @@ fn recovery_starts_at_the_checkpoint_segment() {
         append(&log, 1, i);
         log.flush(log.log_end_offset()).unwrap();
     }
-    let leo = log.log_end_offset();
+    let leo = log.log_end_offset().get();
     drop(log);
     let rp: i64 = fs::read_to_string(dir.path().join("recovery-point"))
         .unwrap()
@@ -521,7 +586,7 @@ fn recovery_starts_at_the_checkpoint_segment() {
         .unwrap();
     std::io::Write::write_all(&mut f, &[7; 70]).unwrap();
     let log = Log::open(dir.path(), config, false).unwrap();
-    assert_eq!(log.log_end_offset(), leo);
+    assert_eq!(log.log_end_offset(), Offset(leo));
 }
 
 #[test]
@@ -537,7 +602,10 @@ fn corrupt_or_short_index_is_rebuilt() {
             append(&log, 1 + i % 2, i as i64);
         }
         log.close().unwrap();
-        let expected = log.read(0, usize::MAX, i64::MAX, false).unwrap().data;
+        let expected = log
+            .read(Offset(0), usize::MAX, Offset(i64::MAX), false)
+            .unwrap()
+            .data;
         let answers: Vec<_> = (0..60)
             .map(|ts| log.offset_for_timestamp(ts).unwrap())
             .collect();
@@ -558,13 +626,15 @@ fn corrupt_or_short_index_is_rebuilt() {
         for clean in [true, false] {
             let log = Log::open(dir.path(), config, clean).unwrap();
             assert_eq!(
-                log.read(0, usize::MAX, i64::MAX, false).unwrap().data,
+                log.read(Offset(0), usize::MAX, Offset(i64::MAX), false)
+                    .unwrap()
+                    .data,
                 expected
             );
             for (ts, answer) in answers.iter().enumerate() {
                 assert_eq!(&log.offset_for_timestamp(ts as i64).unwrap(), answer);
             }
-            for offset in 0..log.log_end_offset() {
+            for offset in 0..log.log_end_offset().get() {
                 let h = headers(&log, offset)[0];
                 assert!(h.base_offset <= offset && offset <= h.last_offset());
             }
@@ -586,46 +656,46 @@ fn truncate_to() {
     for i in 0..20 {
         append(&log, 3, 100 + i); // batch i holds offsets 3i..3i+2
     }
-    log.flush(60).unwrap();
+    log.flush(Offset(60)).unwrap();
     let segs_before = log.segment_count();
     assert!(segs_before > 3);
-    log.truncate_to(31).unwrap(); // inside batch 10 (30..32): the whole batch goes
-    assert_eq!(log.log_end_offset(), 30);
-    assert!(log.durable_offset() <= 30);
+    log.truncate_to(Offset(31)).unwrap(); // inside batch 10 (30..32): the whole batch goes
+    assert_eq!(log.log_end_offset(), Offset(30));
+    assert!(log.durable_offset() <= Offset(30));
     assert!(log.segment_count() < segs_before);
     assert_eq!(segment_files(dir.path(), "log").len(), log.segment_count());
     assert_eq!(headers(&log, 0).len(), 10);
     assert_eq!(headers(&log, 29)[0].base_offset, 27);
-    assert_eq!(log.max_timestamp(), Some((109, 27)));
+    assert_eq!(log.max_timestamp(), Some((109, Offset(27))));
     assert_eq!(log.offset_for_timestamp(110).unwrap(), None);
-    assert_eq!(append(&log, 1, 500).base_offset, 30);
-    log.truncate_to(100).unwrap(); // beyond the end: nothing
-    assert_eq!(log.log_end_offset(), 31);
-    log.truncate_to(30).unwrap();
-    assert_eq!(log.log_end_offset(), 30);
+    assert_eq!(append(&log, 1, 500).base_offset, Offset(30));
+    log.truncate_to(Offset(100)).unwrap(); // beyond the end: nothing
+    assert_eq!(log.log_end_offset(), Offset(31));
+    log.truncate_to(Offset(30)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(30));
     drop(log);
     for clean in [false, true] {
         let log = Log::open(dir.path(), config, clean).unwrap();
-        assert_eq!(log.log_end_offset(), 30);
-        assert_eq!(log.max_timestamp(), Some((109, 27)));
+        assert_eq!(log.log_end_offset(), Offset(30));
+        assert_eq!(log.max_timestamp(), Some((109, Offset(27))));
         log.close().unwrap();
     }
 
     let log = Log::open(dir.path(), config, true).unwrap();
-    log.truncate_to(0).unwrap();
+    log.truncate_to(Offset(0)).unwrap();
     assert_eq!(
         (
             log.log_start_offset(),
             log.log_end_offset(),
             log.segment_count()
         ),
-        (0, 0, 1)
+        (Offset(0), Offset(0), 1)
     );
     assert_eq!(log.max_timestamp(), None);
-    assert_eq!(append(&log, 2, 1).base_offset, 0);
+    assert_eq!(append(&log, 2, 1).base_offset, Offset(0));
     drop(log);
     let log = Log::open(dir.path(), config, false).unwrap();
-    assert_eq!(log.log_end_offset(), 2);
+    assert_eq!(log.log_end_offset(), Offset(2));
 }
 
 #[test]
@@ -638,8 +708,10 @@ fn group_commit_from_many_threads() {
             let log = log.clone();
             std::thread::spawn(move || {
                 for i in 0..40 {
-                    let info = log.append(&mut batch(1, t * 100 + i, 20), 0, 0).unwrap();
-                    log.flush(info.last_offset + 1).unwrap();
+                    let info = log
+                        .append(&mut batch(1, t * 100 + i, 20), LeaderEpoch(0), 0)
+                        .unwrap();
+                    log.flush(info.last_offset.plus(1)).unwrap();
                     assert!(log.durable_offset() > info.last_offset);
                 }
             })
@@ -648,14 +720,14 @@ fn group_commit_from_many_threads() {
     for t in threads {
         t.join().unwrap();
     }
-    assert_eq!(log.log_end_offset(), 320);
-    assert_eq!(log.durable_offset(), 320);
+    assert_eq!(log.log_end_offset(), Offset(320));
+    assert_eq!(log.durable_offset(), Offset(320));
     // Each flush syncs at most the few files it finds dirty; with sharing, fewer.
     let syncs = io.sync_count();
     assert!(syncs > 0 && syncs <= 320 * 4, "{syncs} fsyncs");
     drop(log);
     let log = Log::open(dir.path(), small_config(), false).unwrap();
-    assert_eq!(log.log_end_offset(), 320);
+    assert_eq!(log.log_end_offset(), Offset(320));
 }
 
 #[test]
@@ -664,28 +736,28 @@ fn fsync_failure_takes_the_log_offline_for_good() {
     let io = Arc::new(FaultInjectingIo::new());
     let log = Log::open_with_io(dir.path(), LogConfig::default(), false, io.clone()).unwrap();
     append(&log, 1, 1);
-    log.flush(1).unwrap();
+    log.flush(Offset(1)).unwrap();
     append(&log, 1, 2);
     io.fail_syncs(true);
-    assert!(matches!(log.flush(2), Err(LogError::Io(_))));
+    assert!(matches!(log.flush(Offset(2)), Err(LogError::Io(_))));
     assert!(log.is_offline());
     io.fail_syncs(false);
     // Sticky: no retry of the fsync, no more appends or reads.
-    assert!(matches!(log.flush(2), Err(LogError::Offline)));
+    assert!(matches!(log.flush(Offset(2)), Err(LogError::Offline)));
     assert!(matches!(
-        log.append(&mut batch(1, 1, 1), 0, 0),
+        log.append(&mut batch(1, 1, 1), LeaderEpoch(0), 0),
         Err(LogError::Offline)
     ));
     assert!(matches!(
-        log.read(0, 100, i64::MAX, true),
+        log.read(Offset(0), 100, Offset(i64::MAX), true),
         Err(LogError::Offline)
     ));
     assert!(matches!(log.close(), Err(LogError::Offline)));
-    assert_eq!(log.durable_offset(), 1);
+    assert_eq!(log.durable_offset(), Offset(1));
     drop(log);
     // Reopening recovers.
     let log = Log::open(dir.path(), LogConfig::default(), false).unwrap();
-    assert_eq!(log.log_end_offset(), 2);
+    assert_eq!(log.log_end_offset(), Offset(2));
 }
 
 #[test]
@@ -698,11 +770,11 @@ fn torn_write_takes_the_log_offline_and_recovery_cuts_it() {
     append(&log, 1, 2);
     io.tear_next_write(40);
     assert!(matches!(
-        log.append(&mut batch(3, 3, 100), 0, 0),
+        log.append(&mut batch(3, 3, 100), LeaderEpoch(0), 0),
         Err(LogError::Io(_))
     ));
     assert!(matches!(
-        log.append(&mut batch(1, 3, 1), 0, 0),
+        log.append(&mut batch(1, 3, 1), LeaderEpoch(0), 0),
         Err(LogError::Offline)
     ));
     drop(log);
@@ -717,12 +789,12 @@ fn failed_write_takes_the_log_offline() {
     let log = Log::open_with_io(dir.path(), LogConfig::default(), false, io.clone()).unwrap();
     io.fail_writes(true);
     assert!(matches!(
-        log.append(&mut batch(1, 1, 1), 0, 0),
+        log.append(&mut batch(1, 1, 1), LeaderEpoch(0), 0),
         Err(LogError::Io(_))
     ));
     io.fail_writes(false);
     assert!(matches!(
-        log.append(&mut batch(1, 1, 1), 0, 0),
+        log.append(&mut batch(1, 1, 1), LeaderEpoch(0), 0),
         Err(LogError::Offline)
     ));
 }
@@ -772,9 +844,9 @@ fn arbitrary_disk_bytes_never_panic() {
             Err(e) => panic!("round {round}: open failed: {e}"),
         };
         // Whatever survived must read back as a well-formed, contiguous log.
-        let leo = log.log_end_offset();
-        let mut next = log.log_start_offset();
-        if let Ok(r) = log.read(next, usize::MAX, i64::MAX, true) {
+        let leo = log.log_end_offset().get();
+        let mut next = log.log_start_offset().get();
+        if let Ok(r) = log.read(Offset(next), usize::MAX, Offset(i64::MAX), true) {
             for item in Batches::new(&r.data) {
                 let (h, _) = item.unwrap();
                 assert_eq!(h.base_offset, next, "round {round}");
@@ -788,7 +860,7 @@ fn arbitrary_disk_bytes_never_panic() {
             );
         }
         let _ = log.offset_for_timestamp(5);
-        let _ = log.append(&mut batch(1, 1, 1), 0, 0);
+        let _ = log.append(&mut batch(1, 1, 1), LeaderEpoch(0), 0);
     }
 }
 
@@ -801,10 +873,14 @@ fn readers_run_concurrently_with_appends_and_flushes() {
         std::thread::spawn(move || {
             for i in 0..400 {
                 let info = log
-                    .append(&mut batch(1 + i % 4, i as i64, 10 + i % 50), 0, 0)
+                    .append(
+                        &mut batch(1 + i % 4, i as i64, 10 + i % 50),
+                        LeaderEpoch(0),
+                        0,
+                    )
                     .unwrap();
                 if i % 10 == 0 {
-                    log.flush(info.last_offset + 1).unwrap();
+                    log.flush(info.last_offset.plus(1)).unwrap();
                 }
             }
         })
@@ -814,11 +890,13 @@ fn readers_run_concurrently_with_appends_and_flushes() {
             let log = log.clone();
             std::thread::spawn(move || {
                 let mut rng = Rng(17 + r);
-                while log.log_end_offset() < 900 {
-                    let leo = log.log_end_offset();
+                while log.log_end_offset() < Offset(900) {
+                    let leo = log.log_end_offset().get();
                     let offset = (rng.next() % (leo as u64 + 1)) as i64;
                     let max_bytes = (rng.next() % 3000) as usize;
-                    let r = log.read(offset, max_bytes, leo, true).unwrap();
+                    let r = log
+                        .read(Offset(offset), max_bytes, Offset(leo), true)
+                        .unwrap();
                     let mut next = None;
                     for item in Batches::new(&r.data) {
                         let (h, bytes) = item.unwrap();
@@ -873,14 +951,29 @@ fn timestamp_lookup_finds_the_record_inside_a_batch() {
             (None, Some(v), 2500),
         ],
     );
-    log.append(&mut b, 0, 0).unwrap();
+    log.append(&mut b, LeaderEpoch(0), 0).unwrap();
     let mut b = build_batch(0, &[(None, Some(v), 5000), (None, Some(v), 6000)]);
-    log.append(&mut b, 0, 0).unwrap();
-    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
-    assert_eq!(log.offset_for_timestamp(2000).unwrap(), Some((1, 2000)));
-    assert_eq!(log.offset_for_timestamp(2100).unwrap(), Some((2, 3000)));
-    assert_eq!(log.offset_for_timestamp(3001).unwrap(), Some((4, 5000)));
-    assert_eq!(log.offset_for_timestamp(5500).unwrap(), Some((5, 6000)));
+    log.append(&mut b, LeaderEpoch(0), 0).unwrap();
+    assert_eq!(
+        log.offset_for_timestamp(0).unwrap(),
+        Some((Offset(0), 1000))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(2000).unwrap(),
+        Some((Offset(1), 2000))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(2100).unwrap(),
+        Some((Offset(2), 3000))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(3001).unwrap(),
+        Some((Offset(4), 5000))
+    );
+    assert_eq!(
+        log.offset_for_timestamp(5500).unwrap(),
+        Some((Offset(5), 6000))
+    );
     assert_eq!(log.offset_for_timestamp(6001).unwrap(), None);
 }
 
@@ -894,10 +987,12 @@ fn append_from_does_not_touch_the_callers_bytes() {
     let v: &[u8] = b"value";
     let batch = build_batch(0, &[(None, Some(v), 7), (None, Some(v), 8)]);
     let before = batch.clone();
-    let info = log.append_from(&batch, 5, 0).unwrap();
-    assert_eq!((info.base_offset, info.last_offset), (3, 4));
+    let info = log.append_from(&batch, LeaderEpoch(5), 0).unwrap();
+    assert_eq!((info.base_offset, info.last_offset), (Offset(3), Offset(4)));
     assert_eq!(batch, before, "input unchanged");
-    let read = log.read(3, 1 << 20, i64::MAX, true).unwrap();
+    let read = log
+        .read(Offset(3), 1 << 20, Offset(i64::MAX), true)
+        .unwrap();
     let (h, stored) = Batches::new(&read.data).next().unwrap().unwrap();
     assert_eq!(h.base_offset, 3);
     assert_eq!(h.partition_leader_epoch, 5);
@@ -910,5 +1005,5 @@ fn append_from_does_not_touch_the_callers_bytes() {
     drop(log);
     // And it survives recovery (the two writes are one valid batch on disk).
     let log = Log::open(dir.path(), small_config(), false).unwrap();
-    assert_eq!(log.log_end_offset(), 5);
+    assert_eq!(log.log_end_offset(), Offset(5));
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use sluice_log::{Log, LogConfig, LogError, RetentionPolicy};
 use sluice_protocol::batch::testing::build_batch;
 use sluice_protocol::batch::{BatchHeader, Batches};
+use sluice_types::{LeaderEpoch, Offset};
 
 fn config() -> LogConfig {
     LogConfig {
@@ -19,13 +20,16 @@ fn config() -> LogConfig {
 fn append(log: &Log, ts: i64) -> i64 {
     let value = [b'v'; 30];
     let recs = [(None, Some(&value[..]), ts); 3];
-    log.append(&mut build_batch(0, &recs), 1, 0)
+    log.append(&mut build_batch(0, &recs), LeaderEpoch(1), 0)
         .unwrap()
         .base_offset
+        .get()
 }
 
 fn headers(log: &Log, from: i64) -> Vec<BatchHeader> {
-    let r = log.read(from, usize::MAX, i64::MAX, true).unwrap();
+    let r = log
+        .read(Offset(from), usize::MAX, Offset(i64::MAX), true)
+        .unwrap();
     Batches::new(&r.data).map(|b| b.unwrap().0).collect()
 }
 
@@ -44,7 +48,7 @@ fn log_files(dir: &Path) -> usize {
 
 fn out_of_range(log: &Log, offset: i64) -> bool {
     matches!(
-        log.read(offset, 1000, i64::MAX, true),
+        log.read(Offset(offset), 1000, Offset(i64::MAX), true),
         Err(LogError::OffsetOutOfRange { .. })
     )
 }
@@ -69,14 +73,14 @@ fn retention_by_time_deletes_expired_closed_segments_oldest_first() {
 
     tracing::info!("--- nothing expired");
     let out = log.enforce_retention(&policy(1000), 1000).unwrap();
-    assert_eq!((out.segments_deleted, out.log_start_offset), (0, 0));
+    assert_eq!((out.segments_deleted, out.log_start_offset), (0, Offset(0)));
 
     tracing::info!("--- segments 0 and 1 expired (max timestamps 4 and 104 < 150)");
     let out = log.enforce_retention(&policy(850), 1000).unwrap();
     assert_eq!(out.segments_deleted, 2);
     assert!(out.bytes_deleted > 0);
-    assert_eq!(out.log_start_offset, 30);
-    assert_eq!(log.log_start_offset(), 30);
+    assert_eq!(out.log_start_offset, Offset(30));
+    assert_eq!(log.log_start_offset(), Offset(30));
     assert_eq!(log_files(dir.path()), segments - 2);
     assert!(out_of_range(&log, 29));
     assert_eq!(headers(&log, 30)[0].base_offset, 30);
@@ -85,15 +89,18 @@ fn retention_by_time_deletes_expired_closed_segments_oldest_first() {
     let out = log.enforce_retention(&policy(0), 1_000_000).unwrap();
     assert_eq!(out.segments_deleted, 3);
     assert_eq!(log.segment_count(), 1);
-    assert_eq!(log.log_start_offset(), 75);
-    assert_eq!(log.log_end_offset(), 78);
-    assert_eq!(log.max_timestamp(), Some((50, 75)));
+    assert_eq!(log.log_start_offset(), Offset(75));
+    assert_eq!(log.log_end_offset(), Offset(78));
+    assert_eq!(log.max_timestamp(), Some((50, Offset(75))));
     assert_eq!(append(&log, 7), 78);
 
     drop(log);
     for clean in [false, true] {
         let log = Log::open(dir.path(), config(), clean).unwrap();
-        assert_eq!((log.log_start_offset(), log.log_end_offset()), (75, 81));
+        assert_eq!(
+            (log.log_start_offset(), log.log_end_offset()),
+            (Offset(75), Offset(81))
+        );
         log.close().unwrap();
     }
 }
@@ -120,7 +127,7 @@ fn retention_by_time_stops_at_the_first_unexpired_segment() {
         .unwrap();
     // Segment 0 (ts 10) goes; segment 1 (ts 900) is fresh, so 2 and 3 stay although expired.
     assert_eq!(out.segments_deleted, 1);
-    assert_eq!(log.log_start_offset(), 15);
+    assert_eq!(log.log_start_offset(), Offset(15));
 }
 
 #[test]
@@ -140,14 +147,14 @@ fn retention_by_size() {
     let out = log.enforce_retention(&policy(21 * batch_size), 0).unwrap();
     assert_eq!(out.segments_deleted, 1);
     assert_eq!(out.bytes_deleted as i64, 5 * batch_size);
-    assert_eq!(log.log_start_offset(), 15);
+    assert_eq!(log.log_start_offset(), Offset(15));
     // 21 batches left; 17 batches' worth: 16 would remain after another deletion -> none.
     let out = log.enforce_retention(&policy(17 * batch_size), 0).unwrap();
     assert_eq!(out.segments_deleted, 0);
     let out = log.enforce_retention(&policy(0), 0).unwrap();
     assert_eq!(out.segments_deleted, 4);
     assert_eq!(log.segment_count(), 1);
-    assert_eq!(log.log_start_offset(), 75);
+    assert_eq!(log.log_start_offset(), Offset(75));
     assert!(out_of_range(&log, 74));
 }
 
@@ -161,47 +168,66 @@ fn delete_records_inside_a_segment_survives_restart() {
     assert_eq!(log.segment_count(), 4);
 
     tracing::info!("--- inside the first segment: nothing deleted");
-    assert_eq!(log.delete_records_before(4).unwrap(), 4);
-    assert_eq!(log.log_start_offset(), 4);
+    assert_eq!(log.delete_records_before(Offset(4)).unwrap(), Offset(4));
+    assert_eq!(log.log_start_offset(), Offset(4));
     assert_eq!(log.segment_count(), 4);
     assert!(out_of_range(&log, 3));
     // The batch containing the log start comes whole (the client skips records below it).
     assert_eq!(headers(&log, 4)[0].base_offset, 3);
-    assert_eq!(log.delete_records_before(2).unwrap(), 4, "never moves back");
+    assert_eq!(
+        log.delete_records_before(Offset(2)).unwrap(),
+        Offset(4),
+        "never moves back"
+    );
 
     tracing::info!("--- inside the third segment: the first two go");
-    assert_eq!(log.delete_records_before(31).unwrap(), 31);
+    assert_eq!(log.delete_records_before(Offset(31)).unwrap(), Offset(31));
     assert_eq!(log.segment_count(), 2);
     assert_eq!(log_files(dir.path()), 2);
     assert!(out_of_range(&log, 30));
     assert_eq!(headers(&log, 31)[0].base_offset, 30);
-    assert_eq!(log.offset_for_timestamp(0).unwrap().map(|f| f.0), Some(31));
+    assert_eq!(
+        log.offset_for_timestamp(0).unwrap().map(|f| f.0),
+        Some(Offset(31))
+    );
     assert!(matches!(
-        log.delete_records_before(61),
+        log.delete_records_before(Offset(61)),
         Err(LogError::OffsetOutOfRange { .. })
     ));
 
     drop(log); // no close: an unclean restart must honour it too
     for clean in [false, true] {
         let log = Log::open(dir.path(), config(), clean).unwrap();
-        assert_eq!(log.log_start_offset(), 31, "clean={clean}");
+        assert_eq!(log.log_start_offset(), Offset(31), "clean={clean}");
         assert!(out_of_range(&log, 30));
         log.close().unwrap();
     }
 
     tracing::info!("--- up to the log end: the active segment stays, empty of readable data");
     let log = Log::open(dir.path(), config(), true).unwrap();
-    assert_eq!(log.delete_records_before(60).unwrap(), 60);
+    assert_eq!(log.delete_records_before(Offset(60)).unwrap(), Offset(60));
     assert_eq!(log.segment_count(), 1);
-    assert_eq!(log.read(60, 100, i64::MAX, true).unwrap().data.len(), 0);
+    assert_eq!(
+        log.read(Offset(60), 100, Offset(i64::MAX), true)
+            .unwrap()
+            .data
+            .len(),
+        0
+    );
     assert_eq!(append(&log, 1), 60);
 
     tracing::info!("--- truncation below the log start restarts the log there");
-    log.truncate_to(10).unwrap();
-    assert_eq!((log.log_start_offset(), log.log_end_offset()), (10, 10));
+    log.truncate_to(Offset(10)).unwrap();
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (Offset(10), Offset(10))
+    );
     drop(log);
     let log = Log::open(dir.path(), config(), false).unwrap();
-    assert_eq!((log.log_start_offset(), log.log_end_offset()), (10, 10));
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (Offset(10), Offset(10))
+    );
 }
 
 #[test]
@@ -211,7 +237,7 @@ fn retention_respects_an_explicit_log_start() {
     for i in 0..11 {
         append(&log, i);
     }
-    log.delete_records_before(7).unwrap();
+    log.delete_records_before(Offset(7)).unwrap();
     let out = log
         .enforce_retention(
             &RetentionPolicy {
@@ -221,7 +247,10 @@ fn retention_respects_an_explicit_log_start() {
             0,
         )
         .unwrap();
-    assert_eq!((out.segments_deleted, out.log_start_offset), (2, 30));
+    assert_eq!(
+        (out.segments_deleted, out.log_start_offset),
+        (2, Offset(30))
+    );
 }
 
 #[test]

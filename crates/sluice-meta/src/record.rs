@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sluice_types::PartitionId;
+use sluice_types::{PartitionId, ProducerId};
 use uuid::Uuid;
 
 use crate::BrokerId;
@@ -101,7 +101,7 @@ pub enum MetadataRecord {
     /// the last one recorded).
     AllocateProducerIds {
         broker_id: BrokerId,
-        first_id: i64,
+        first_id: ProducerId,
         size: i64,
     },
 }

@@ -206,6 +206,7 @@ mod tests {
     use super::*;
     use crate::record::TopicConfigs;
     use crate::BrokerId;
+    use sluice_types::ProducerId;
     use uuid::Uuid;
 
     fn records() -> Vec<MetadataRecord> {
@@ -226,7 +227,7 @@ mod tests {
             },
             MetadataRecord::AllocateProducerIds {
                 broker_id: BrokerId(1),
-                first_id: 0,
+                first_id: ProducerId(0),
                 size: 1000,
             },
             MetadataRecord::SetTopicConfigs {
@@ -259,7 +260,7 @@ mod tests {
         assert_eq!(r.unchecked_records, 0);
         assert_eq!(r.valid_len, bytes.len() as u64);
         assert!(r.torn.is_none());
-        assert_eq!(r.state.next_producer_id, 1000);
+        assert_eq!(r.state.next_producer_id, ProducerId(1000));
         assert!(r.state.topic("a").unwrap().configs.is_empty());
     }
 

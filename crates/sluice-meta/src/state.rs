@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
-use sluice_types::{LeaderEpoch, PartitionId};
+use sluice_types::{LeaderEpoch, PartitionId, ProducerId};
 use thiserror::Error;
 use uuid::Uuid;
 
@@ -129,9 +129,12 @@ pub enum MetaError {
     #[error("the cluster was already formed with id {0}")]
     AlreadyFormed(String),
     #[error("producer id block must start at {expected}, not {found}")]
-    ProducerIdBlock { expected: i64, found: i64 },
+    ProducerIdBlock {
+        expected: ProducerId,
+        found: ProducerId,
+    },
     #[error("producer id block of size {size} starting at {first_id} is out of range")]
-    ProducerIdRange { first_id: i64, size: i64 },
+    ProducerIdRange { first_id: ProducerId, size: i64 },
 }
 
 /// The whole cluster as the metadata log describes it, up to [`ClusterState::last_offset`].
@@ -146,7 +149,7 @@ pub struct ClusterState {
     #[serde(skip)]
     names_by_id: HashMap<Uuid, String>,
     /// First producer id not yet handed to any broker.
-    pub next_producer_id: i64,
+    pub next_producer_id: ProducerId,
     /// Dynamic broker configs: `None` holds the cluster-wide defaults.
     #[serde(with = "broker_configs_serde")]
     pub broker_configs: BTreeMap<Option<BrokerId>, TopicConfigs>,
@@ -204,7 +207,7 @@ impl ClusterState {
             brokers: BTreeMap::new(),
             topics: BTreeMap::new(),
             names_by_id: HashMap::new(),
-            next_producer_id: 0,
+            next_producer_id: ProducerId(0),
             broker_configs: BTreeMap::new(),
             last_offset: -1,
         }
@@ -366,7 +369,7 @@ impl ClusterState {
                         expected: self.next_producer_id,
                         found: *first_id,
                     })
-                } else if *size <= 0 || first_id.checked_add(*size).is_none() {
+                } else if *size <= 0 || first_id.get().checked_add(*size).is_none() {
                     Err(MetaError::ProducerIdRange {
                         first_id: *first_id,
                         size: *size,
@@ -488,7 +491,7 @@ impl ClusterState {
                 p.partition_epoch += 1;
             }
             MetadataRecord::AllocateProducerIds { first_id, size, .. } => {
-                self.next_producer_id = first_id.saturating_add(*size);
+                self.next_producer_id = ProducerId(first_id.get().saturating_add(*size));
             }
             MetadataRecord::SetTopicConfigs { topic_id, configs } => {
                 if let Some(topic) = self.topic_mut(topic_id) {
@@ -601,7 +604,7 @@ mod tests {
             },
             MetadataRecord::AllocateProducerIds {
                 broker_id: BrokerId(1),
-                first_id: 0,
+                first_id: ProducerId(0),
                 size: 1000,
             },
             MetadataRecord::FenceBroker {
@@ -658,17 +661,17 @@ mod tests {
             first_id,
             size: 1000,
         };
-        run(&mut s, &[block(0)]).unwrap();
-        assert_eq!(s.next_producer_id, 1000);
+        run(&mut s, &[block(ProducerId(0))]).unwrap();
+        assert_eq!(s.next_producer_id, ProducerId(1000));
         assert!(
-            run(&mut s, &[block(0)]).is_err(),
+            run(&mut s, &[block(ProducerId(0))]).is_err(),
             "a block is never handed out twice"
         );
-        run(&mut s, &[block(1000)]).unwrap();
-        assert_eq!(s.next_producer_id, 2000);
+        run(&mut s, &[block(ProducerId(1000))]).unwrap();
+        assert_eq!(s.next_producer_id, ProducerId(2000));
         let overflowing = MetadataRecord::AllocateProducerIds {
             broker_id: BrokerId(1),
-            first_id: 2000,
+            first_id: ProducerId(2000),
             size: i64::MAX,
         };
         assert!(matches!(

@@ -269,6 +269,7 @@ mod tests {
     use super::*;
     use crate::record::TopicConfigs;
     use crate::BrokerId;
+    use sluice_types::ProducerId;
 
     fn records() -> Vec<MetadataRecord> {
         vec![
@@ -395,7 +396,7 @@ mod tests {
             },
             MetadataRecord::AllocateProducerIds {
                 broker_id: BrokerId(1),
-                first_id: 0,
+                first_id: ProducerId(0),
                 size: 1000,
             },
         ]
@@ -439,7 +440,7 @@ mod tests {
         assert_eq!(orders.partitions.len(), 4);
         assert_eq!(orders.configs.len(), 1);
         assert!(store.state().topic("gone").is_none());
-        assert_eq!(store.state().next_producer_id, 1000);
+        assert_eq!(store.state().next_producer_id, ProducerId(1000));
         assert_eq!(
             store.state().broker_configs[&None]["log.retention.ms"],
             "5000"
@@ -457,7 +458,7 @@ mod tests {
         assert_ne!(bytes[old.len()], b'{', "the new line carries a checksum");
         let store = MetadataStore::open(dir.path(), BrokerId(1)).unwrap();
         assert!(store.state().topic("orders").is_none());
-        assert_eq!(store.state().next_producer_id, 1000);
+        assert_eq!(store.state().next_producer_id, ProducerId(1000));
     }
 
     /// Appends through a file whose next write or fsync fails on demand.
@@ -534,7 +535,7 @@ mod tests {
         let e = store
             .append(MetadataRecord::AllocateProducerIds {
                 broker_id: BrokerId(1),
-                first_id: 0,
+                first_id: ProducerId(0),
                 size: 10,
             })
             .unwrap_err();
@@ -544,7 +545,7 @@ mod tests {
         // acknowledged, so either outcome is allowed); what matters is that it opens.
         let store = MetadataStore::open(dir.path(), BrokerId(1)).unwrap();
         assert!(!store.is_offline());
-        assert_eq!(store.state().next_producer_id, 0);
+        assert_eq!(store.state().next_producer_id, ProducerId(0));
     }
 
     #[test]

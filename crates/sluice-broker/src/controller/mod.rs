@@ -21,7 +21,7 @@ use sluice_meta::{
     BrokerId, ClusterState, MetadataRecord, MetadataStore, StoreError, TopicConfigs, TopicInfo,
     Uuid,
 };
-use sluice_types::PartitionId;
+use sluice_types::{PartitionId, ProducerId};
 
 use crate::blocking::off_reactor;
 use crate::config::{check_setting, is_dynamic};
@@ -286,8 +286,11 @@ impl Controller {
         .await
     }
 
-    /// Reserves the next block of producer ids for `broker_id`: `(first, end)`.
-    pub async fn allocate_producer_ids(&self, broker_id: BrokerId) -> Result<(i64, i64), ApiError> {
+    /// Reserves the next block of producer ids for `broker_id`: `(first, end)`, end exclusive.
+    pub async fn allocate_producer_ids(
+        &self,
+        broker_id: BrokerId,
+    ) -> Result<(ProducerId, ProducerId), ApiError> {
         self.run(move |inner, store| {
             let first_id = store.state().next_producer_id;
             inner.commit(
@@ -298,7 +301,7 @@ impl Controller {
                     size: PRODUCER_ID_BLOCK,
                 }],
             )?;
-            Ok((first_id, first_id + PRODUCER_ID_BLOCK))
+            Ok((first_id, ProducerId(first_id.get() + PRODUCER_ID_BLOCK)))
         })
         .await
     }

@@ -40,6 +40,7 @@ use kafka_protocol::records::{
 };
 use kafka_protocol::ResponseError;
 use sluice_protocol::batch::{verify_crc, Batches, Compression};
+use sluice_types::Offset;
 use thiserror::Error;
 
 use crate::error::ApiError;
@@ -495,7 +496,7 @@ impl OffsetStore {
         // is held across it so the cache changes in log order.
         let (cache, appender, group_name) =
             (self.cache.clone(), partition.clone(), group.to_string());
-        let end = crate::blocking::off_reactor(move || -> Result<i64, ApiError> {
+        let end = crate::blocking::off_reactor(move || -> Result<Offset, ApiError> {
             let mut cache = cache.lock().expect("offset cache lock");
             let info = match appender
                 .append(&batch, now_ms, None)
@@ -520,7 +521,7 @@ impl OffsetStore {
             if entry.is_empty() {
                 cache.remove(&group_name);
             }
-            Ok(info.last_offset + 1)
+            Ok(info.last_offset.plus(1))
         })
         .await?;
         partition.make_durable(end).await.map_err(|e| {
@@ -655,8 +656,8 @@ impl OffsetStore {
 
 /// Replays one partition from its log start to its end, or to the first point it cannot read.
 fn load_partition(p: &Partition, cache: &mut OffsetCache, stats: &mut LoadStats) {
-    let mut offset = p.log.log_start_offset();
-    let end = p.log.log_end_offset();
+    let mut offset = p.log.log_start_offset().get();
+    let end = p.log.log_end_offset().get();
     while offset < end {
         let stop = |offset: i64, reason: &str| {
             tracing::error!(
@@ -669,7 +670,7 @@ fn load_partition(p: &Partition, cache: &mut OffsetCache, stats: &mut LoadStats)
                  are not loaded (the broker serves the rest)"
             );
         };
-        let read = match p.log.read(offset, 1 << 20, end, true) {
+        let read = match p.log.read(Offset(offset), 1 << 20, Offset(end), true) {
             Ok(r) => r,
             Err(e) => return stop(offset, &e.to_string()),
         };

@@ -7,6 +7,7 @@ use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsResponse, DeleteRecordsTopicResult,
 };
 use kafka_protocol::ResponseError;
+use sluice_types::Offset;
 
 use crate::error::ApiError;
 use crate::replica_manager::ReplicaManager;
@@ -21,20 +22,22 @@ pub async fn handle(replicas: &ReplicaManager, req: DeleteRecordsRequest) -> Del
             let outcome = match replicas.get(t.name.as_str(), q.partition_index) {
                 None => Err(ApiError::from(ResponseError::UnknownTopicOrPartition)),
                 Some(p) => {
-                    let hw = p.high_watermark();
+                    let hw = p.high_watermark().get();
                     let target = if q.offset == -1 { hw } else { q.offset };
                     if target < 0 || target > hw {
                         Err(ApiError::from(ResponseError::OffsetOutOfRange))
                     } else {
-                        tokio::task::spawn_blocking(move || p.log.delete_records_before(target))
-                            .await
-                            .map_err(|_| ApiError::from(ResponseError::UnknownServerError))
-                            .and_then(|r| r.map_err(ApiError::from_log))
+                        tokio::task::spawn_blocking(move || {
+                            p.log.delete_records_before(Offset(target))
+                        })
+                        .await
+                        .map_err(|_| ApiError::from(ResponseError::UnknownServerError))
+                        .and_then(|r| r.map_err(ApiError::from_log))
                     }
                 }
             };
             partitions.push(match outcome {
-                Ok(low) => resp.with_low_watermark(low),
+                Ok(low) => resp.with_low_watermark(low.get()),
                 Err(e) => resp.with_low_watermark(-1).with_error_code(e.code.code()),
             });
         }

@@ -27,6 +27,7 @@ use crate::image::MetadataImage;
 use crate::partition::Partition;
 use crate::replica_manager::ReplicaManager;
 use sluice_meta::ClusterState;
+use sluice_types::Offset;
 
 /// What one partition contributes to a response.
 struct PartitionRead {
@@ -139,11 +140,12 @@ fn read_all(
                 Ok(Bytes::new())
             } else {
                 p.log
-                    .read(sp.fetch_offset, limit, high_watermark, min_one)
+                    .read(Offset(sp.fetch_offset), limit, high_watermark, min_one)
                     .map(|r| r.data)
                     .map_err(ApiError::from_log)
             };
-            let log_start_offset = p.log.log_start_offset();
+            let log_start_offset = p.log.log_start_offset().get();
+            let high_watermark = high_watermark.get();
             match outcome {
                 Ok(data) => {
                     used += data.len();

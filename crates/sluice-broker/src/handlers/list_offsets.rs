@@ -21,8 +21,8 @@ const EARLIEST_LOCAL: i64 = -4;
 
 /// `(timestamp, offset)` for one query; `(-1, -1)` when no record matches.
 fn lookup(p: &Partition, timestamp: i64) -> Result<(i64, i64), ApiError> {
-    let hw = p.high_watermark();
-    let start = p.log.log_start_offset();
+    let hw = p.high_watermark().get();
+    let start = p.log.log_start_offset().get();
     Ok(match timestamp {
         LATEST => (-1, hw),
         EARLIEST | EARLIEST_LOCAL => (-1, start),
@@ -30,13 +30,13 @@ fn lookup(p: &Partition, timestamp: i64) -> Result<(i64, i64), ApiError> {
         // lookup for that time (KAFKA-16310: not the base offset of its batch).
         MAX_TIMESTAMP => match p.log.max_timestamp() {
             Some((ts, _)) => match p.log.offset_for_timestamp(ts).map_err(ApiError::from_log)? {
-                Some((offset, found_ts)) if offset < hw => (found_ts, offset),
+                Some((offset, found_ts)) if offset.get() < hw => (found_ts, offset.get()),
                 _ => (-1, -1),
             },
             None => (-1, -1),
         },
         ts if ts >= 0 => match p.log.offset_for_timestamp(ts).map_err(ApiError::from_log)? {
-            Some((offset, found_ts)) if offset < hw => (found_ts, offset),
+            Some((offset, found_ts)) if offset.get() < hw => (found_ts, offset.get()),
             _ => (-1, -1),
         },
         other => {

@@ -26,7 +26,7 @@ use crate::partition::{AppendOutcome, Partition};
 use crate::producer_state::IncomingBatch;
 use crate::replica_manager::ReplicaManager;
 use crate::topic_config::TopicSettings;
-use sluice_types::Clock;
+use sluice_types::{Clock, Offset};
 
 fn batch_error(e: BatchError) -> ApiError {
     let code = match e {
@@ -43,7 +43,7 @@ struct Appended {
     base_offset: i64,
     /// Exclusive end of the appended range; `None` for an idempotent duplicate (nothing new
     /// to make durable beyond what the original append already waits for).
-    end_offset: Option<i64>,
+    end_offset: Option<Offset>,
     log_append_time: i64,
 }
 
@@ -281,8 +281,8 @@ fn append_one(
     Ok(match outcome {
         AppendOutcome::Appended(info) => Appended {
             partition,
-            base_offset: info.base_offset,
-            end_offset: Some(info.last_offset + 1),
+            base_offset: info.base_offset.get(),
+            end_offset: Some(info.last_offset.plus(1)),
             log_append_time,
         },
         AppendOutcome::Duplicate { base_offset } => {
@@ -294,7 +294,7 @@ fn append_one(
             );
             Appended {
                 // The original append is durable or will be, like any other: wait on it too.
-                end_offset: Some(base_offset + summary.record_count),
+                end_offset: Some(Offset(base_offset + summary.record_count)),
                 partition,
                 base_offset,
                 log_append_time,
@@ -358,7 +358,7 @@ fn start_blocking(replicas: &ReplicaManager, now: i64, req: ProduceRequest) -> P
             };
             partitions.push(match outcome {
                 Ok(a) => {
-                    let log_start = a.partition.log.log_start_offset();
+                    let log_start = a.partition.log.log_start_offset().get();
                     if let Some(end) = a.end_offset {
                         appended.push((ti, pi, a.partition, end));
                     }

@@ -32,14 +32,18 @@ pub async fn init_producer_id(
         return failed(ResponseError::CoordinatorNotAvailable);
     }
     let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
-    if pid >= 0 && epoch >= 0 && ids.is_issued(pid) && epoch < i16::MAX - 1 {
+    if pid >= 0
+        && epoch >= 0
+        && ids.is_issued(sluice_types::ProducerId(pid))
+        && epoch < i16::MAX - 1
+    {
         return InitProducerIdResponse::default()
             .with_producer_id(ProducerId(pid))
             .with_producer_epoch(epoch + 1);
     }
     match ids.allocate().await {
         Ok(id) => InitProducerIdResponse::default()
-            .with_producer_id(ProducerId(id))
+            .with_producer_id(ProducerId(id.get()))
             .with_producer_epoch(0),
         Err(e) => failed(e.code),
     }
