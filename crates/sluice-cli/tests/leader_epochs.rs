@@ -110,6 +110,13 @@ fn leader_epochs_fence_old_readers_and_end_where_the_next_begins() {
 
     tracing_phase("--- restart: a new incarnation leads under a new epoch");
     broker.stop();
+    // A clean shutdown checkpoints every partition's high watermark (Kafka's format).
+    let checkpoint =
+        std::fs::read_to_string(broker.data_dir().join("replication-offset-checkpoint")).unwrap();
+    assert!(
+        checkpoint.lines().any(|l| l == format!("{TOPIC} 0 3")),
+        "high watermark of {TOPIC}-0 in the checkpoint:\n{checkpoint}"
+    );
     broker.restart();
     let mut conn = RawConn::connect(&broker);
     let second = leader_epoch(&mut conn);
