@@ -1,0 +1,24 @@
+//! Chaos harness for Sluice: start real `sluice` processes on free loopback ports, each behind
+//! a fault-injecting TCP proxy, and break them (issue 12, first building blocks).
+//!
+//! # Layout
+//! - [`proxy`]: [`Proxy`], a tokio TCP proxy with a run-time [`Fault`] per [`Direction`]
+//!   (`Pass`, `Delay`, `Drop`, `BlackHole`, `Cut`), `heal`, and [`ProxyStats`] counters that
+//!   tests wait on.
+//! - (next: `process`, `cluster`)
+//!
+//! All waits are polls with deadlines; nothing sleeps to let things settle. Processes are
+//! killed and proxies stopped on drop.
+//!
+//! # Not yet (rest of issue 12)
+//! - Multi-node clusters: `sluice serve` has no `--controller-listen`/`--voters` yet, so N > 1
+//!   is N separate one-node clusters. Then: a controller-link proxy per ordered node pair (built
+//!   into each node's `--voters`), and broker<->broker proxies, which need a way to make a
+//!   broker dial a peer through a per-pair address instead of the peer's advertised one.
+//! - The workload (producers/consumers recording what they did), the history checker (lost,
+//!   duplicated, reordered, inconsistent records), fault schedules (rolling restarts, random
+//!   partitions) and the `scripts/chaos` runner.
+
+pub mod proxy;
+
+pub use proxy::{Direction, Fault, Faults, Proxy, ProxyStats};
