@@ -5,7 +5,14 @@
 //! - [`proxy`]: [`Proxy`], a tokio TCP proxy with a run-time [`Fault`] per [`Direction`]
 //!   (`Pass`, `Delay`, `Drop`, `BlackHole`, `Cut`), `heal`, and [`ProxyStats`] counters that
 //!   tests wait on.
-//! - (next: `process`, `cluster`)
+//! - [`process`]: [`Node`], one `sluice serve` child (binary from `SLUICE_BIN` or the cargo
+//!   target dir) with its data dir, listen port and client-link proxy, whose address it
+//!   advertises; `kill9`, `pause`/`resume` (SIGSTOP/SIGCONT), `terminate` (SIGTERM, bounded),
+//!   `restart`; readiness by an ApiVersions exchange.
+//! - [`probe`]: hand-written Kafka v0 exchanges: [`api_versions`] (does it answer?) and
+//!   [`metadata_brokers`] (what does it advertise?).
+//! - [`cluster`]: [`Cluster`], N nodes whose per-node arguments are built from every node's
+//!   addresses before any starts.
 //!
 //! All waits are polls with deadlines; nothing sleeps to let things settle. Processes are
 //! killed and proxies stopped on drop.
@@ -19,6 +26,12 @@
 //!   duplicated, reordered, inconsistent records), fault schedules (rolling restarts, random
 //!   partitions) and the `scripts/chaos` runner.
 
+pub mod cluster;
+pub mod probe;
+pub mod process;
 pub mod proxy;
 
+pub use cluster::{Cluster, NodeAddrs};
+pub use probe::{api_versions, metadata_brokers, AdvertisedBroker, ProbeError};
+pub use process::{free_port, sluice_bin, Node, NodeError};
 pub use proxy::{Direction, Fault, Faults, Proxy, ProxyStats};
