@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sluice_chaos::{Direction, Fault, Proxy, ProxyStats};
+use sluice_chaos::{Direction, Fault, Faults, Proxy, ProxyStats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -87,7 +87,6 @@ async fn pass_forwards_both_ways_and_counts() {
 
 #[tokio::test]
 async fn delay_holds_bytes_at_least_the_delay_in_each_direction() {
-    // Long enough that a loaded CI machine does not make a healed round trip look delayed.
     let d = Duration::from_millis(600);
     for dir in [C2S, S2C] {
         let (proxy, mut c) = setup().await;
@@ -100,15 +99,16 @@ async fn delay_holds_bytes_at_least_the_delay_in_each_direction() {
             "{dir:?}: round trip {:?} < {d:?}",
             t0.elapsed()
         );
+        // Healed: the fault is gone and bytes flow. (No upper bound on the time it takes: a
+        // loaded machine may be slow, and tests never fail on wall-clock speed.)
         proxy.heal();
-        let t0 = Instant::now();
+        assert_eq!(
+            proxy.faults(),
+            Faults::HEALED,
+            "{dir:?}: heal() left a fault"
+        );
         c.write_all(b"fast").await.unwrap();
         assert_eq!(read_exactly(&mut c, 4).await, b"fast");
-        assert!(
-            t0.elapsed() < d,
-            "{dir:?}: healed round trip {:?}",
-            t0.elapsed()
-        );
     }
 }
 
