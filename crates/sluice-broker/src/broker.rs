@@ -178,15 +178,6 @@ impl Broker {
         }))
     }
 
-    pub fn node_id(&self) -> BrokerId {
-        BrokerId(self.config.node_id)
-    }
-
-    /// The current metadata image.
-    pub fn metadata(&self) -> Arc<ClusterState> {
-        self.image.load()
-    }
-
     /// Flushes and closes the logs and writes the clean-shutdown marker.
     pub fn shutdown(&self) {
         match self.replicas.close_all() {
@@ -202,9 +193,5 @@ impl Broker {
             }
             Err(_) => tracing::error!("not every log closed cleanly; the next start recovers"),
         }
-    }
-
-    pub fn cluster_id(&self) -> String {
-        self.metadata().cluster_id.clone().unwrap_or_default()
     }
 }

@@ -258,13 +258,7 @@ impl Node {
         let node = self.id;
         let deadline = Instant::now() + timeout;
         loop {
-            let child = self.child.as_mut().ok_or(NodeError::NotRunning { node })?;
-            if let Some(status) = child.try_wait().map_err(|source| NodeError::Io {
-                node,
-                what: "try_wait",
-                source,
-            })? {
-                self.child = None;
+            if let Some(status) = self.reap()? {
                 return Err(NodeError::ExitedDuringStart {
                     node,
                     status,
@@ -335,13 +329,7 @@ impl Node {
         self.signal("TERM")?;
         let deadline = Instant::now() + timeout;
         loop {
-            let child = self.child.as_mut().ok_or(NodeError::NotRunning { node })?;
-            if let Some(status) = child.try_wait().map_err(|source| NodeError::Io {
-                node,
-                what: "try_wait",
-                source,
-            })? {
-                self.child = None;
+            if let Some(status) = self.reap()? {
                 tracing::info!(node, %status, "node terminated");
                 return Ok(status);
             }
@@ -354,6 +342,21 @@ impl Node {
             }
             tokio::time::sleep(POLL).await;
         }
+    }
+
+    /// The exit status if the process has exited (and is now reaped), `None` while it runs.
+    fn reap(&mut self) -> Result<Option<ExitStatus>, NodeError> {
+        let node = self.id;
+        let child = self.child.as_mut().ok_or(NodeError::NotRunning { node })?;
+        let status = child.try_wait().map_err(|source| NodeError::Io {
+            node,
+            what: "try_wait",
+            source,
+        })?;
+        if status.is_some() {
+            self.child = None;
+        }
+        Ok(status)
     }
 
     /// The last lines of the node's output, for failure messages.

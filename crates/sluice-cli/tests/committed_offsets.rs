@@ -48,31 +48,13 @@ fn commit(c: &BaseConsumer, topic: &str, partition: i32, offset: i64, metadata: 
 
 /// Committed offsets of `group` for partitions `0..n` of `topic` (`None`: nothing committed).
 fn committed(broker: &Broker, group: &str, topic: &str, n: i32) -> Vec<Option<i64>> {
-    let c = group_consumer(broker, group);
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..n {
-        tpl.add_partition(topic, p);
-    }
-    wait_for(
-        &format!("OffsetFetch of {group}"),
-        CLIENT_TIMEOUT,
-        Duration::from_millis(100),
-        || match c.committed_offsets(tpl.clone(), Duration::from_secs(5)) {
-            Ok(res) => Some(
-                res.elements()
-                    .iter()
-                    .map(|e| match e.offset() {
-                        Offset::Offset(o) => Some(o),
-                        _ => None,
-                    })
-                    .collect(),
-            ),
-            Err(e) => {
-                eprintln!("committed_offsets failed, retrying: {e}");
-                None
-            }
-        },
-    )
+    common::committed(broker, group, topic, n)
+        .into_values()
+        .map(|o| match o {
+            Offset::Offset(o) => Some(o),
+            _ => None,
+        })
+        .collect()
 }
 
 fn segment_files(dir: &std::path::Path) -> Vec<PathBuf> {

@@ -385,7 +385,8 @@ impl ClusterState {
     /// may be damaged. The controller validates before proposing and then only applies.
     pub fn replay(&mut self, offset: i64, record: &MetadataRecord) -> Result<(), MetaError> {
         self.validate(record)?;
-        self.apply(offset, record);
+        self.last_offset = offset;
+        self.apply_valid(offset, record);
         Ok(())
     }
 
@@ -394,9 +395,13 @@ impl ClusterState {
     /// nothing but the offset.
     pub fn apply(&mut self, offset: i64, record: &MetadataRecord) {
         self.last_offset = offset;
-        if self.validate(record).is_err() {
-            return;
+        if self.validate(record).is_ok() {
+            self.apply_valid(offset, record);
         }
+    }
+
+    /// Applies a record already validated against this state.
+    fn apply_valid(&mut self, offset: i64, record: &MetadataRecord) {
         match record {
             MetadataRecord::FormCluster { cluster_id } => {
                 self.cluster_id = Some(cluster_id.clone());

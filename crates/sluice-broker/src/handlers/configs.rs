@@ -351,17 +351,17 @@ enum NewConfigs {
     Broker(Option<BrokerId>, TopicConfigs),
 }
 
-/// Computes the new configs of one resource and (unless `validate_only`) has the controller
-/// store them.
+/// Computes the new configs of one resource from the request's operations (or reports why they
+/// could not be read) and, unless `validate_only`, has the controller store them.
 async fn alter_resource(
     broker: &ConfigHandles<'_>,
     resource_type: i8,
     name: &str,
-    ops: Vec<(String, Op)>,
+    ops: Result<Vec<(String, Op)>, ApiError>,
     replace_all: bool,
     validate_only: bool,
 ) -> Result<(), ApiError> {
-    let new = plan_alter(broker, resource_type, name, ops, replace_all)?;
+    let new = plan_alter(broker, resource_type, name, ops?, replace_all)?;
     if validate_only {
         return Ok(());
     }
@@ -476,20 +476,15 @@ pub async fn incremental_alter_configs(
                     Ok((c.name.as_str().to_string(), op))
                 })
                 .collect();
-            let outcome = match ops {
-                Ok(ops) => {
-                    alter_resource(
-                        broker,
-                        r.resource_type,
-                        r.resource_name.as_str(),
-                        ops,
-                        false,
-                        req.validate_only,
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            };
+            let outcome = alter_resource(
+                broker,
+                r.resource_type,
+                r.resource_name.as_str(),
+                ops,
+                false,
+                req.validate_only,
+            )
+            .await;
             let (code, message) = error_fields(outcome);
             AlterConfigsResourceResponse::default()
                 .with_resource_type(r.resource_type)
@@ -520,20 +515,15 @@ pub async fn alter_configs(
                     )),
                 })
                 .collect();
-            let outcome = match ops {
-                Ok(ops) => {
-                    alter_resource(
-                        broker,
-                        r.resource_type,
-                        r.resource_name.as_str(),
-                        ops,
-                        true,
-                        req.validate_only,
-                    )
-                    .await
-                }
-                Err(e) => Err(e),
-            };
+            let outcome = alter_resource(
+                broker,
+                r.resource_type,
+                r.resource_name.as_str(),
+                ops,
+                true,
+                req.validate_only,
+            )
+            .await;
             let (code, message) = error_fields(outcome);
             LegacyResourceResponse::default()
                 .with_resource_type(r.resource_type)

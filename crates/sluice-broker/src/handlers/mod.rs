@@ -53,15 +53,6 @@ pub async fn begin(broker: &Arc<Broker>, request: Request, peer: SocketAddr) -> 
 
 pub use crate::blocking::off_reactor;
 
-/// [`off_reactor`] for handler work that needs the broker.
-pub async fn with_broker_off_reactor<T: Send + 'static>(
-    broker: &Arc<Broker>,
-    f: impl FnOnce(&Arc<Broker>) -> T + Send + 'static,
-) -> T {
-    let b = broker.clone();
-    off_reactor(move || f(&b)).await
-}
-
 /// Routes a decoded request to its handler. Only APIs in the version table reach this point.
 pub async fn dispatch(
     broker: &Arc<Broker>,
