@@ -16,6 +16,7 @@
 //! controllers; the state machine does not change.
 
 pub mod delta;
+pub mod quorum;
 pub mod record;
 pub mod replay;
 pub mod state;
