@@ -42,12 +42,39 @@ const PREFIX_LEN: usize = 9;
 
 /// Encodes `record` as one checksummed line, newline included.
 pub fn encode_line(record: &MetadataRecord) -> Result<Vec<u8>, serde_json::Error> {
-    let json = serde_json::to_vec(record)?;
+    Ok(frame_line(&serde_json::to_vec(record)?))
+}
+
+/// Frames one JSON value (which must hold no raw newline; serde_json's compact output never
+/// does) as a checksummed line, newline included. The Raft files ([`crate::quorum`]) use the
+/// same line format for their entries, vote and snapshot.
+pub(crate) fn frame_line(json: &[u8]) -> Vec<u8> {
     let mut line = Vec::with_capacity(PREFIX_LEN + json.len() + 1);
-    line.extend_from_slice(format!("{:08x} ", crc32c::crc32c(&json)).as_bytes());
-    line.extend_from_slice(&json);
+    line.extend_from_slice(format!("{:08x} ", crc32c::crc32c(json)).as_bytes());
+    line.extend_from_slice(json);
     line.push(b'\n');
-    Ok(line)
+    line
+}
+
+/// The JSON of one checksummed line (without its newline), or why the line is not the bytes
+/// that were written.
+pub(crate) fn checked_json(line: &[u8]) -> Result<&[u8], String> {
+    if line.len() < PREFIX_LEN || line[PREFIX_LEN - 1] != b' ' {
+        return Err("no `<crc32c> ` prefix".into());
+    }
+    let stored = std::str::from_utf8(&line[..PREFIX_LEN - 1])
+        .ok()
+        .filter(|s| s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .and_then(|s| u32::from_str_radix(s, 16).ok())
+        .ok_or_else(|| "checksum is not 8 hex digits".to_string())?;
+    let json = &line[PREFIX_LEN..];
+    let computed = crc32c::crc32c(json);
+    if stored != computed {
+        return Err(format!(
+            "checksum mismatch (stored {stored:08x}, computed {computed:08x})"
+        ));
+    }
+    Ok(json)
 }
 
 /// What a replay found.
@@ -99,21 +126,7 @@ fn decode_line(line: &[u8]) -> Result<(MetadataRecord, bool), LineError> {
             Err(e) => Err(LineError::Damaged(format!("unparsable record: {e}"))),
         };
     }
-    if line.len() < PREFIX_LEN || line[PREFIX_LEN - 1] != b' ' {
-        return Err(LineError::Damaged("no `<crc32c> ` prefix".into()));
-    }
-    let stored = std::str::from_utf8(&line[..PREFIX_LEN - 1])
-        .ok()
-        .filter(|s| s.bytes().all(|b| b.is_ascii_hexdigit()))
-        .and_then(|s| u32::from_str_radix(s, 16).ok())
-        .ok_or_else(|| LineError::Damaged("checksum is not 8 hex digits".into()))?;
-    let json = &line[PREFIX_LEN..];
-    let computed = crc32c::crc32c(json);
-    if stored != computed {
-        return Err(LineError::Damaged(format!(
-            "checksum mismatch (stored {stored:08x}, computed {computed:08x})"
-        )));
-    }
+    let json = checked_json(line).map_err(LineError::Damaged)?;
     match serde_json::from_slice::<MetadataRecord>(json) {
         Ok(r) => Ok((r, true)),
         Err(e) if is_unknown_type(&e) => Err(LineError::Refused(unknown_type(&e))),
