@@ -1,16 +1,24 @@
 //! The broker's shared state: the metadata image and the controller, the hosted partitions,
 //! fetch sessions and the group coordinator; start-up and shutdown.
 
+use std::collections::BTreeMap;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
-use sluice_meta::{BrokerId, ClusterState, MetadataStore};
+use sluice_meta::quorum::{self, Applied, ControllerNode, NodeId};
+use sluice_meta::{BrokerId, ClusterState, Uuid};
 use sluice_types::{Clock, SystemClock};
 use thiserror::Error;
+use tokio::sync::watch;
 
+use crate::blocking::off_reactor;
 use crate::config::{BrokerConfig, BrokerSettings};
-use crate::controller::{Controller, Registration, TopicDefaults};
+use crate::controller::network::Network;
+use crate::controller::rpc::{BrokerHeartbeat, BrokerRegistration};
+use crate::controller::{self, Controller, Identity, Liveness, TopicDefaults};
 use crate::coordinator::Coordinator;
 use crate::error::ApiError;
 use crate::fetch_session::FetchSessionCache;
@@ -22,6 +30,8 @@ use crate::replica_manager::ReplicaManager;
 /// Written on clean shutdown, removed at start-up; its absence means logs need recovery.
 const CLEAN_SHUTDOWN_MARKER: &str = ".clean-shutdown";
 const LOCK_FILE: &str = ".lock";
+/// The metadata quorum's directory: `meta.properties`, the Raft log, vote and snapshot.
+const METADATA_DIR: &str = "__cluster_metadata";
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -38,6 +48,10 @@ pub enum StartError {
     Log(#[from] sluice_log::LogError),
     #[error("opening partition logs: {0:?}")]
     Partitions(ApiError),
+    #[error("metadata quorum: {0}")]
+    Quorum(String),
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub struct Broker {
@@ -54,6 +68,9 @@ pub struct Broker {
     pub producer_ids: ProducerIds,
     /// Flipped to true when shutdown starts: parked fetches answer at once.
     pub stopping: tokio::sync::watch::Sender<bool>,
+    /// Set when the broker cannot go on (its data directory belongs to another cluster).
+    fatal: Arc<watch::Sender<Option<String>>>,
+    lifecycle: Arc<Lifecycle>,
     /// Held for the broker's lifetime: an advisory lock on `<data-dir>/.lock`.
     _lock: File,
 }
@@ -66,22 +83,25 @@ fn dir_err(path: &Path) -> impl FnOnce(std::io::Error) -> StartError + '_ {
 }
 
 impl Broker {
-    /// Opens the data directory: lock, metadata replay, log recovery, broker registration.
-    pub fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
-        Self::open_with_io(config, Arc::new(sluice_log::StdIo))
+    /// Opens the data directory and joins the cluster: lock, the metadata quorum (Raft log,
+    /// snapshot, vote), the controller listener, log recovery as the metadata is applied,
+    /// registration with the active controller. Returns once this broker is registered,
+    /// caught up with the metadata and unfenced, ready to serve clients.
+    pub async fn open(config: BrokerConfig) -> Result<Arc<Broker>, StartError> {
+        Self::open_with_io(config, Arc::new(sluice_log::StdIo)).await
     }
 
     /// [`Broker::open`] with the partition logs on a chosen disk seam (fault injection in
     /// tests: a failing or stalling fsync).
-    pub fn open_with_io(
+    pub async fn open_with_io(
         config: BrokerConfig,
         io: Arc<dyn sluice_log::Io>,
     ) -> Result<Arc<Broker>, StartError> {
-        Self::open_with(config, io, Arc::new(SystemClock))
+        Self::open_with(config, io, Arc::new(SystemClock)).await
     }
 
     /// [`Broker::open_with_io`] on a chosen clock.
-    pub fn open_with(
+    pub async fn open_with(
         config: BrokerConfig,
         io: Arc<dyn sluice_log::Io>,
         clock: Arc<dyn Clock>,
@@ -103,8 +123,20 @@ impl Broker {
         tracing::info!(data_dir = %dir.display(), clean_shutdown = clean, "opening data directory");
 
         let node_id = BrokerId(config.node_id);
-        let store = MetadataStore::open(&dir, node_id)?;
-        let replayed = store.state().clone();
+        let raft_id = quorum::node_id(node_id);
+        let meta_dir = dir.join(METADATA_DIR);
+        let props = sluice_meta::properties::open(&meta_dir, node_id)?;
+        let identity = Arc::new(Identity::new(raft_id, props.cluster_id.clone()));
+        let own_addr = config.cluster.own_addr(config.node_id);
+        let (log_store, state_machine) = {
+            let meta_dir = meta_dir.clone();
+            let own = ControllerNode::new(own_addr.clone());
+            off_reactor(move || quorum::open_storage(&meta_dir, (raft_id, own)))
+                .await
+                .map_err(|e| StartError::Quorum(e.to_string()))?
+        };
+        let applied = state_machine.subscribe();
+        let initial = applied.borrow().state.clone();
         let replicas = Arc::new(ReplicaManager::with_io(
             PartitionEnv {
                 local: node_id,
@@ -115,7 +147,7 @@ impl Broker {
             BrokerSettings::from_settings(&effective_settings(
                 &config.raw_settings,
                 node_id,
-                &replayed,
+                &initial,
             )),
             io,
         ));
@@ -128,32 +160,158 @@ impl Broker {
             fetch_sessions.clone(),
             config.raw_settings.clone(),
         ));
-        // The replayed metadata first: this opens (and if needed recovers) every local log.
-        publisher
-            .publish(replayed, clean)
-            .map_err(StartError::Partitions)?;
-        let state = image.load();
-        replicas.remove_orphans(|dir_name| {
-            state
-                .topics()
-                .any(|t| (0..t.partitions.len()).any(|i| format!("{}-{}", t.name, i) == dir_name))
-        });
-        tracing::info!(topics = state.topics().count(), "logs open");
+        let (fatal_tx, _) = watch::channel(None::<String>);
+        let fatal_tx = Arc::new(fatal_tx);
+        // Everything the state machine applies is published to this broker, in order. Logs
+        // opened by this process were closed cleanly only if the marker said so.
+        let (published_tx, published) = watch::channel(-1i64);
+        tokio::spawn(follow_metadata(
+            applied.clone(),
+            publisher.clone(),
+            published_tx,
+            clean,
+            FollowIdentity {
+                identity: identity.clone(),
+                meta_dir: meta_dir.clone(),
+                node_id,
+                fatal: fatal_tx.clone(),
+            },
+        ));
+
+        let raft_config = openraft::Config {
+            cluster_name: "sluice-metadata".into(),
+            heartbeat_interval: 200,
+            election_timeout_min: 1000,
+            election_timeout_max: 2000,
+            install_snapshot_timeout: 10_000,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2000),
+            max_in_snapshot_log_to_keep: 500,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| StartError::Quorum(e.to_string()))?;
+        let raft = openraft::Raft::new(
+            raft_id,
+            Arc::new(raft_config),
+            Network {
+                identity: identity.clone(),
+            },
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| StartError::Quorum(e.to_string()))?;
+        let voters: BTreeMap<NodeId, ControllerNode> = config
+            .cluster
+            .voters
+            .iter()
+            .map(|(id, addr)| (*id as NodeId, ControllerNode::new(addr.clone())))
+            .collect();
+        if config.cluster.voter && !raft.is_initialized().await.unwrap_or(true) {
+            // Every voter proposes the same membership: safe, and no node has to go first.
+            match raft.initialize(voters.clone()).await {
+                Ok(()) => {
+                    tracing::info!(voters = ?voters.keys().collect::<Vec<_>>(), "metadata quorum initialized")
+                }
+                Err(e) => tracing::info!(reason = %e, "metadata quorum already initialized"),
+            }
+        }
 
         let controller = Arc::new(Controller::new(
             node_id,
+            identity.clone(),
+            raft,
+            applied,
+            published.clone(),
             TopicDefaults {
                 num_partitions: config.settings.num_partitions,
                 replication_factor: config.settings.default_replication_factor,
             },
-            store,
-            publisher.clone(),
+            voters.into_iter().map(|(id, n)| (id, n.addr)).collect(),
+            Liveness {
+                heartbeat_interval: config.settings.heartbeat_interval,
+                session_timeout: config.settings.session_timeout,
+            },
         ));
-        controller.register(Registration {
+        if let Some(addr) = config.cluster.controller_listen {
+            let listener =
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| StartError::DataDir {
+                        path: format!("controller listener {addr}"),
+                        source: e,
+                    })?;
+            tracing::info!(controller_listen = %addr, "controller listener bound");
+            tokio::spawn(controller::server::run(listener, controller.clone()));
+        }
+        tokio::spawn(controller.clone().run_liveness());
+
+        // Register, then wait until this broker has applied its own registration and the
+        // controller has unfenced it.
+        let incarnation_id = Uuid::new_v4();
+        let registration = BrokerRegistration {
+            broker_id: node_id,
+            incarnation_id,
             host: config.advertised_host.clone(),
             port: config.advertised_port as i32,
-            rack: None,
-        })?;
+            rack: config.cluster.rack.clone(),
+            controller_addr: Some(own_addr).filter(|a| !a.is_empty()),
+            voter: config.cluster.voter,
+            cluster_id: identity.cluster_id(),
+        };
+        let mut fatal_rx = fatal_tx.subscribe();
+        let registered = tokio::select! {
+            r = controller.register_self(registration.clone()) => r.map_err(|e| StartError::Refused(e.message.unwrap_or_else(|| format!("{:?}", e.code))))?,
+            why = fatal_rx.wait_for(Option::is_some) => {
+                let why = why.map(|w| w.clone().unwrap_or_default()).unwrap_or_default();
+                return Err(StartError::Refused(why));
+            }
+        };
+        let epoch = registered.broker_epoch;
+        let lifecycle = Arc::new(Lifecycle {
+            registration,
+            epoch: std::sync::atomic::AtomicI64::new(epoch),
+            stopping: std::sync::atomic::AtomicBool::new(false),
+        });
+        tokio::spawn(heartbeat_loop(
+            controller.clone(),
+            lifecycle.clone(),
+            published.clone(),
+        ));
+        let mut waited = image_waiter(&published);
+        let unfenced = |s: &ClusterState| {
+            s.brokers
+                .get(&node_id)
+                .is_some_and(|b| b.epoch == lifecycle.epoch() && !b.fenced)
+        };
+        let mut logged = std::time::Instant::now();
+        while !unfenced(&image.load()) {
+            if let Some(why) = fatal_tx.borrow().clone() {
+                return Err(StartError::Refused(why));
+            }
+            if logged.elapsed() > Duration::from_secs(5) {
+                logged = std::time::Instant::now();
+                tracing::info!(
+                    broker_epoch = lifecycle.epoch(),
+                    "waiting to be unfenced by the controller"
+                );
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), waited.changed()).await;
+        }
+        tracing::info!(node_id = %node_id, broker_epoch = lifecycle.epoch(), "broker registered and unfenced");
+
+        let state = image.load();
+        let keep = state.clone();
+        let replicas_ = replicas.clone();
+        off_reactor(move || {
+            replicas_.remove_orphans(|dir_name| {
+                keep.topics().any(|t| {
+                    (0..t.partitions.len()).any(|i| format!("{}-{}", t.name, i) == dir_name)
+                })
+            })
+        })
+        .await;
+        tracing::info!(topics = state.topics().count(), "logs open");
 
         let groups = Arc::new(Coordinator::open(
             image.clone(),
@@ -174,8 +332,37 @@ impl Broker {
             groups,
             producer_ids,
             stopping: tokio::sync::watch::Sender::new(false),
+            fatal: fatal_tx,
+            lifecycle,
             _lock: lock,
         }))
+    }
+
+    /// Tells the controller this broker is going away (it is fenced at once, so its
+    /// leaderships move now rather than at the end of its session), then stops the quorum
+    /// member. Bounded: a controller that does not answer is not waited for.
+    pub async fn leave_cluster(&self) {
+        self.lifecycle
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let hb = BrokerHeartbeat {
+            broker_id: BrokerId(self.config.node_id),
+            broker_epoch: self.lifecycle.epoch(),
+            metadata_offset: self.image.load().last_offset,
+            shutting_down: true,
+        };
+        let _ =
+            tokio::time::timeout(Duration::from_secs(3), self.controller.send_heartbeat(hb)).await;
+        let _ =
+            tokio::time::timeout(Duration::from_secs(3), self.controller.raft().shutdown()).await;
+    }
+
+    /// Resolves when the broker cannot go on (it belongs to another cluster): the reason.
+    pub async fn fatal(&self) -> String {
+        let mut rx = self.fatal.subscribe();
+        let _ = rx.wait_for(Option::is_some).await;
+        let why = rx.borrow().clone();
+        why.unwrap_or_default()
     }
 
     /// Flushes and closes the logs and writes the clean-shutdown marker.
@@ -193,5 +380,137 @@ impl Broker {
             }
             Err(_) => tracing::error!("not every log closed cleanly; the next start recovers"),
         }
+    }
+}
+
+/// This broker's registration as the heartbeat loop keeps it.
+struct Lifecycle {
+    registration: BrokerRegistration,
+    epoch: AtomicI64,
+    stopping: AtomicBool,
+}
+
+impl Lifecycle {
+    fn epoch(&self) -> i64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+}
+
+/// Heartbeats to the active controller every `broker.heartbeat.interval.ms`, reporting how far
+/// this broker has applied the metadata (it is unfenced once that reaches its registration).
+/// A heartbeat refused for a stale epoch (this broker's session expired and it was replaced)
+/// registers again.
+async fn heartbeat_loop(
+    controller: Arc<Controller>,
+    lifecycle: Arc<Lifecycle>,
+    published: watch::Receiver<i64>,
+) {
+    let interval = controller.liveness().heartbeat_interval;
+    let mut fenced_logged = false;
+    let mut first = true;
+    loop {
+        // The first heartbeat goes at once: it is what unfences a starting broker.
+        if !std::mem::take(&mut first) {
+            tokio::time::sleep(interval).await;
+        }
+        if lifecycle.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let hb = BrokerHeartbeat {
+            broker_id: controller.node_id(),
+            broker_epoch: lifecycle.epoch(),
+            metadata_offset: *published.borrow(),
+            shutting_down: false,
+        };
+        match controller.send_heartbeat(hb).await {
+            Ok(reply) => {
+                if reply.fenced && !fenced_logged {
+                    tracing::info!("fenced by the controller; waiting to catch up");
+                }
+                fenced_logged = reply.fenced;
+            }
+            Err(e) if e.code == kafka_protocol::ResponseError::StaleBrokerEpoch => {
+                tracing::warn!(reason = ?e.message, "registration is stale; registering again");
+                let mut reg = lifecycle.registration.clone();
+                reg.incarnation_id = Uuid::new_v4();
+                match controller.register_self(reg).await {
+                    Ok(r) => lifecycle.epoch.store(r.broker_epoch, Ordering::SeqCst),
+                    Err(e) => tracing::error!(error = ?e, "registering again failed"),
+                }
+            }
+            Err(e) => tracing::debug!(error = ?e, "heartbeat failed"),
+        }
+    }
+}
+
+/// A receiver that wakes when the published offset moves.
+fn image_waiter(published: &watch::Receiver<i64>) -> watch::Receiver<i64> {
+    let mut rx = published.clone();
+    rx.mark_changed();
+    rx
+}
+
+/// What [`follow_metadata`] checks the cluster id with.
+struct FollowIdentity {
+    identity: Arc<Identity>,
+    meta_dir: PathBuf,
+    node_id: BrokerId,
+    fatal: Arc<watch::Sender<Option<String>>>,
+}
+
+/// Publishes every state the metadata state machine applies to this broker's image, in order,
+/// and records how far it got. The first time the state names the cluster, the data directory
+/// adopts it (`meta.properties`); a directory of another cluster stops the broker.
+async fn follow_metadata(
+    mut applied: watch::Receiver<Applied>,
+    publisher: Arc<MetadataPublisher>,
+    published: watch::Sender<i64>,
+    clean: bool,
+    who: FollowIdentity,
+) {
+    applied.mark_changed();
+    while applied.changed().await.is_ok() {
+        let (state, offset) = {
+            let a = applied.borrow_and_update();
+            (
+                a.state.clone(),
+                a.last_applied.map_or(-1, |l| l.index as i64),
+            )
+        };
+        if let Some(cluster) = &state.cluster_id {
+            match who.identity.cluster_id() {
+                Some(ours) if ours != *cluster => {
+                    let why = format!(
+                        "data directory {} belongs to cluster {ours}, but the controller quorum \
+                         is cluster {cluster}; refusing to start",
+                        who.meta_dir.display()
+                    );
+                    tracing::error!("{why}");
+                    who.fatal.send_replace(Some(why));
+                    return;
+                }
+                Some(_) => {}
+                None => {
+                    let props = sluice_meta::properties::NodeProperties {
+                        node_id: who.node_id,
+                        cluster_id: Some(cluster.clone()),
+                    };
+                    let dir = who.meta_dir.clone();
+                    match off_reactor(move || sluice_meta::properties::write(&dir, &props)).await {
+                        Ok(()) => {
+                            tracing::info!(cluster_id = %cluster, "joined cluster");
+                            who.identity.set_cluster_id(cluster.clone());
+                        }
+                        Err(e) => tracing::error!(error = %e, "could not record the cluster id"),
+                    }
+                }
+            }
+        }
+        let publisher = publisher.clone();
+        let result = off_reactor(move || publisher.publish((*state).clone(), clean)).await;
+        if let Err(e) = result {
+            tracing::error!(error = ?e, "applying metadata to the local partitions failed");
+        }
+        published.send_replace(offset);
     }
 }

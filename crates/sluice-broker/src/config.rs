@@ -76,6 +76,18 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "Replication factor of auto-created topics.",
     ),
     (
+        "broker.heartbeat.interval.ms",
+        "500",
+        "How often a broker heartbeats to the active controller (Kafka: 2000; shorter here so a \
+         dead broker is fenced in seconds).",
+    ),
+    (
+        "broker.session.timeout.ms",
+        "4000",
+        "A broker whose heartbeats stop for this long is fenced: its partitions get another \
+         leader, or none (Kafka: 9000).",
+    ),
+    (
         "auto.create.topics.enable",
         "true",
         "Create unknown topics named in Metadata requests.",
@@ -313,6 +325,8 @@ fn kind(key: &str) -> Option<Kind> {
     Some(match key {
         "auto.create.topics.enable" => Kind::Bool,
         "num.partitions" => Kind::Int(1, 1_000_000),
+        "broker.heartbeat.interval.ms" => Kind::Int(10, 60_000),
+        "broker.session.timeout.ms" => Kind::Int(100, 600_000),
         "default.replication.factor" => Kind::Int(1, i16::MAX as i64),
         "message.max.bytes" => Kind::Int(0, i32::MAX as i64),
         "socket.request.max.bytes" => Kind::Int(1024, i32::MAX as i64),
@@ -589,6 +603,10 @@ pub struct BrokerSettings {
     pub groups: GroupSettings,
     /// `producer.id.expiration.ms`.
     pub producer_id_expiration_ms: i64,
+    /// `broker.heartbeat.interval.ms`.
+    pub heartbeat_interval: Duration,
+    /// `broker.session.timeout.ms`.
+    pub session_timeout: Duration,
 }
 
 impl BrokerSettings {
@@ -675,6 +693,8 @@ impl BrokerSettings {
                 max_session_timeout_ms: r.int("group.max.session.timeout.ms"),
             },
             producer_id_expiration_ms: r.int("producer.id.expiration.ms"),
+            heartbeat_interval: r.millis("broker.heartbeat.interval.ms"),
+            session_timeout: r.millis("broker.session.timeout.ms"),
         }
     }
 }
@@ -761,6 +781,170 @@ pub struct BrokerConfig {
     /// The same settings by Kafka name with their sources: the base dynamic broker configs are
     /// laid over (`image::effective_settings`) and DescribeConfigs reports.
     pub raw_settings: Settings,
+    /// This node's place in the cluster.
+    pub cluster: ClusterConfig,
+}
+
+/// Where this node sits in the cluster: `--controller-listen`, `--voters`, `--roles`, `--rack`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    /// Where the controller listener binds (Raft, registration, heartbeats, forwarding).
+    /// `None`: a single node with no listener (a quorum of one needs no network).
+    pub controller_listen: Option<SocketAddr>,
+    /// The controller quorum: node id -> controller address.
+    pub voters: BTreeMap<i32, String>,
+    /// Whether this node votes (combined mode); false for `--roles broker`.
+    pub voter: bool,
+    /// `--rack`, for rack-aware placement.
+    pub rack: Option<String>,
+}
+
+impl ClusterConfig {
+    /// Checks the flags against each other and fills in what they imply: with no `--voters` the
+    /// node is a quorum of one; a voter listens where `--voters` says it does.
+    pub fn new(
+        node_id: i32,
+        controller_listen: Option<SocketAddr>,
+        voters: Option<&str>,
+        roles: Option<&str>,
+        rack: Option<String>,
+    ) -> Result<ClusterConfig, ConfigError> {
+        let invalid = |key: &str, value: &str, reason: String| ConfigError::Invalid {
+            key: key.into(),
+            value: value.into(),
+            reason,
+        };
+        let voter = match roles.map(|r| {
+            let mut parts: Vec<&str> = r.split(',').map(str::trim).collect();
+            parts.sort_unstable();
+            parts.dedup();
+            parts
+        }) {
+            None => true,
+            Some(p) if p == ["broker"] => false,
+            Some(p) if p == ["broker", "controller"] => true,
+            Some(_) => {
+                return Err(invalid(
+                    "roles",
+                    roles.unwrap_or_default(),
+                    "expected `broker` or `broker,controller` (controller-only nodes are not \
+                     supported yet)"
+                        .into(),
+                ))
+            }
+        };
+        let mut parsed = BTreeMap::new();
+        if let Some(v) = voters {
+            for entry in v.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                let bad = |why: &str| invalid("voters", v, format!("`{entry}`: {why}"));
+                let (id, addr) = entry
+                    .split_once('@')
+                    .ok_or_else(|| bad("expected ID@HOST:PORT"))?;
+                let id: i32 = id.parse().map_err(|_| bad("the id is not a number"))?;
+                if id < 0 {
+                    return Err(bad("ids are >= 0"));
+                }
+                parse_host_port(addr).ok_or_else(|| bad("expected ID@HOST:PORT"))?;
+                if parsed.insert(id, addr.to_string()).is_some() {
+                    return Err(bad("the id appears twice"));
+                }
+            }
+            if parsed.is_empty() {
+                return Err(invalid("voters", v, "names no voter".into()));
+            }
+        }
+        let listen_str = controller_listen.map(|a| a.to_string());
+        if parsed.is_empty() {
+            if !voter {
+                return Err(invalid(
+                    "roles",
+                    "broker",
+                    "a broker-only node needs --voters to find the controller quorum".into(),
+                ));
+            }
+            parsed.insert(node_id, listen_str.clone().unwrap_or_default());
+            return Ok(ClusterConfig {
+                controller_listen,
+                voters: parsed,
+                voter,
+                rack,
+            });
+        }
+        let controller_listen = match (voter, parsed.get(&node_id)) {
+            (true, None) => {
+                return Err(invalid(
+                    "voters",
+                    voters.unwrap_or_default(),
+                    format!(
+                        "node {node_id} is not one of the voters; add {node_id}@HOST:PORT (its \
+                         --controller-listen address) or start it with --roles broker"
+                    ),
+                ))
+            }
+            (true, Some(addr)) => {
+                let bound: SocketAddr = addr.parse().map_err(|_| {
+                    invalid(
+                        "voters",
+                        voters.unwrap_or_default(),
+                        format!(
+                            "node {node_id}'s controller address {addr} must be IP:PORT to bind it"
+                        ),
+                    )
+                })?;
+                if let Some(listen) = controller_listen {
+                    if listen != bound {
+                        return Err(invalid(
+                            "controller-listen",
+                            &listen.to_string(),
+                            format!(
+                                "--voters says node {node_id}'s controller listener is {addr}; \
+                                 they must agree"
+                            ),
+                        ));
+                    }
+                }
+                Some(bound)
+            }
+            (false, Some(_)) => {
+                return Err(invalid(
+                    "roles",
+                    "broker",
+                    format!("node {node_id} is in --voters, so it must be a controller too"),
+                ))
+            }
+            (false, None) => Some(controller_listen.ok_or_else(|| {
+                invalid(
+                    "controller-listen",
+                    "",
+                    "a broker-only node needs its own --controller-listen address (the active \
+                     controller sends it the metadata log there)"
+                        .into(),
+                )
+            })?),
+        };
+        Ok(ClusterConfig {
+            controller_listen,
+            voters: parsed,
+            voter,
+            rack,
+        })
+    }
+
+    /// One node, its own quorum, no controller listener.
+    pub fn single(node_id: i32) -> ClusterConfig {
+        ClusterConfig::new(node_id, None, None, None, None).expect("a single node is valid")
+    }
+
+    /// This node's controller address as the quorum knows it ("" for a lone node).
+    pub fn own_addr(&self, node_id: i32) -> String {
+        match self.voters.get(&node_id) {
+            Some(a) => a.clone(),
+            None => self
+                .controller_listen
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 impl BrokerConfig {
@@ -796,6 +980,7 @@ impl BrokerConfig {
             durability,
             settings: BrokerSettings::from_settings(settings),
             raw_settings: settings.clone(),
+            cluster: ClusterConfig::single(node_id),
         })
     }
 }

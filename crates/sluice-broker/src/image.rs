@@ -15,7 +15,6 @@ use arc_swap::ArcSwap;
 use sluice_meta::{BrokerId, ClusterState, MetadataDelta};
 
 use crate::config::{BrokerSettings, Settings};
-use crate::controller::MetadataListener;
 use crate::error::ApiError;
 use crate::fetch_session::FetchSessionCache;
 use crate::replica_manager::ReplicaManager;
@@ -130,11 +129,5 @@ impl MetadataPublisher {
             l.on_delta(&delta, &next);
         }
         opened.map_err(ApiError::from_log)
-    }
-}
-
-impl MetadataListener for MetadataPublisher {
-    fn committed(&self, state: &ClusterState) -> Result<(), ApiError> {
-        self.publish(state.clone(), true)
     }
 }

@@ -100,6 +100,8 @@ pub async fn run(listener: TcpListener, broker: Arc<Broker>, shutdown: impl Futu
     );
     drop(listener);
     broker.stopping.send_replace(true);
+    // Controlled shutdown: fenced now, so the cluster moves on without waiting a session out.
+    broker.leave_cluster().await;
     let _ = timers.await;
     let _ = maintenance.await;
     let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {

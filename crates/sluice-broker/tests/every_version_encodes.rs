@@ -302,6 +302,20 @@ fn sample(api: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
                         ]),
                 ]),
         ),
+        ApiKey::DescribeCluster => RequestKind::DescribeCluster(
+            DescribeClusterRequest::default()
+                .with_endpoint_type(1)
+                .with_include_fenced_brokers(true),
+        ),
+        ApiKey::DescribeQuorum => {
+            RequestKind::DescribeQuorum(DescribeQuorumRequest::default().with_topics(vec![
+                describe_quorum_request::TopicData::default()
+                    .with_topic_name(topic("__cluster_metadata"))
+                    .with_partitions(vec![
+                        describe_quorum_request::PartitionData::default().with_partition_index(0),
+                    ]),
+            ]))
+        }
         other => panic!("no sample request for {other:?}: add one with its handler"),
     }
 }
@@ -320,10 +334,7 @@ async fn every_advertised_version_encodes() {
         &settings,
     )
     .unwrap();
-    let broker: Arc<Broker> = tokio::task::spawn_blocking(move || Broker::open(config))
-        .await
-        .unwrap()
-        .unwrap();
+    let broker: Arc<Broker> = Broker::open(config).await.unwrap();
     // The group coordinator's timers complete join phases (server::run starts them normally).
     tokio::spawn(
         broker

@@ -196,7 +196,9 @@ fn isolation(durability: Durability) {
     .unwrap();
     let io = Arc::new(HostageIo::new("hostage-0"));
     let seam: Arc<dyn Io> = io.clone();
-    let broker = Broker::open_with_io(config, seam).unwrap();
+    let broker = runtime
+        .block_on(Broker::open_with_io(config, seam))
+        .unwrap();
     for name in ["hostage", "free"] {
         runtime
             .block_on(

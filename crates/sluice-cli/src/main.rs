@@ -11,6 +11,7 @@
 //!   rust-rdkafka does not wrap).
 //! - `produce`, `consume`, `format`: the console clients; `format` is the kcat-style `-f` format.
 //! - `group`, `cluster`: consumer-group administration and cluster information.
+//! - `dev`: `dev cluster`, a local multi-node cluster of child processes.
 //! - `bench`: load generators (`bench produce|consume|e2e`) with throughput and latency reports.
 
 mod bench;
@@ -18,8 +19,10 @@ mod client;
 mod cluster;
 mod configs;
 mod consume;
+mod dev;
 mod format;
 mod group;
+mod kafka_rpc;
 mod produce;
 mod serve;
 mod table;
@@ -55,6 +58,9 @@ enum Command {
     /// Load generators: throughput and latency of produce, consume and end to end.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Development helpers: a local multi-node cluster in one command.
+    #[command(subcommand)]
+    Dev(dev::DevCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -62,7 +68,8 @@ fn main() -> std::process::ExitCode {
     // The broker logs at info by default; the client commands speak through stdout/stderr and
     // only want the logs when asked for with RUST_LOG.
     let default_filter = match cli.command {
-        Command::Serve(_) => "info",
+        // openraft narrates every election and shutdown step at info.
+        Command::Serve(_) | Command::Dev(_) => "info,openraft=warn",
         _ => "warn",
     };
     tracing_subscriber::fmt()
@@ -75,6 +82,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Dev(cmd) => dev::run(cmd),
         Command::Topic(cmd) => topic::run(cmd),
         Command::Produce(args) => produce::run(args),
         Command::Consume(args) => consume::run(args),

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use sluice_broker::config::ClusterConfig;
 use sluice_broker::{Broker, BrokerConfig, Durability, Settings};
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -38,6 +39,21 @@ pub struct ServeArgs {
     /// When acknowledged produces are durable.
     #[arg(long, value_enum, default_value = "fsync")]
     durability: DurabilityArg,
+    /// Address of this node's controller listener (Raft, broker registration and heartbeats;
+    /// never clients). A voter's defaults to its entry in --voters.
+    #[arg(long, value_name = "HOST:PORT")]
+    controller_listen: Option<SocketAddr>,
+    /// The controller quorum: `ID@HOST:PORT,...` (each voter's controller listener). Without
+    /// it the node is a cluster of one.
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    voters: Option<String>,
+    /// `broker,controller` (the default: a voter, combined mode) or `broker` (follows the
+    /// metadata without voting; for brokers added to a running cluster).
+    #[arg(long, value_name = "ROLES")]
+    roles: Option<String>,
+    /// This broker's rack, for rack-aware replica placement.
+    #[arg(long, value_name = "RACK")]
+    rack: Option<String>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -53,13 +69,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         DurabilityArg::Fsync => Durability::Fsync,
         DurabilityArg::Relaxed => Durability::Relaxed,
     };
-    let config = BrokerConfig::new(
+    let mut config = BrokerConfig::new(
         args.node_id,
         args.listen,
         args.advertised_listener.as_deref(),
         args.data_dir,
         durability,
         &settings,
+    )?;
+    config.cluster = ClusterConfig::new(
+        args.node_id,
+        args.controller_listen,
+        args.voters.as_deref(),
+        args.roles.as_deref(),
+        args.rack,
     )?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -69,9 +92,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     runtime.block_on(async move {
         let listen = config.listen;
-        let broker = tokio::task::spawn_blocking(move || Broker::open(config))
-            .await
-            .context("opening the broker")??;
+        // The client listener is bound only once the broker is registered and unfenced.
+        let broker = tokio::select! {
+            b = Broker::open(config) => b.context("starting the broker")?,
+            _ = shutdown_signal() => {
+                tracing::info!("stopped before the broker joined the cluster");
+                return anyhow::Ok(());
+            }
+        };
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
@@ -83,7 +111,19 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             version = env!("CARGO_PKG_VERSION"),
             "sluice broker started"
         );
-        sluice_broker::server::run(listener, broker, shutdown_signal()).await;
+        let fatal = std::sync::Mutex::new(None);
+        let stop = async {
+            tokio::select! {
+                _ = shutdown_signal() => {}
+                why = broker.fatal() => {
+                    *fatal.lock().unwrap() = Some(why);
+                }
+            }
+        };
+        sluice_broker::server::run(listener, broker.clone(), stop).await;
+        if let Some(why) = fatal.into_inner().unwrap() {
+            anyhow::bail!(why);
+        }
         tracing::info!("sluice broker stopped");
         anyhow::Ok(())
     })

@@ -644,15 +644,25 @@ fn cluster_info() {
     assert!(out.contains("Controller: 1\n"), "{out}");
     assert!(
         out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>()
-            == ["1", "127.0.0.1", &broker.port().to_string(), "yes"]),
+            == [
+                "1",
+                "127.0.0.1",
+                &broker.port().to_string(),
+                "-",
+                "alive",
+                "yes"
+            ]),
         "{out}"
     );
     let v = json(&ok(&["cluster", "info", "-b", &b, "--json"], ""));
     assert_eq!(v["controller_id"], 1);
     assert_eq!(
         v["brokers"],
-        serde_json::json!([{"id": 1, "host": "127.0.0.1", "port": broker.port()}])
+        serde_json::json!([{"id": 1, "host": "127.0.0.1", "port": broker.port(), "rack": null, "fenced": false}])
     );
+    assert_eq!(v["quorum"]["leader_id"], 1, "{v}");
+    assert_eq!(v["quorum"]["voters"][0]["id"], 1, "{v}");
+    assert_eq!(v["quorum"]["voters"][0]["lag"], 0, "{v}");
     assert!(
         v["cluster_id"].as_str().is_some_and(|s| !s.is_empty()),
         "{v}"

@@ -1,6 +1,7 @@
-//! The metadata log on disk (issue 9): a torn last record is cut at start-up and the broker
-//! serves; damage before the last record stops start-up with an error naming the file and
-//! line, instead of a broker running on a guessed cluster state.
+//! The metadata log on disk (issue 9; since the controller quorum, the Raft log): a torn last
+//! entry is cut at start-up and the broker serves; damage before the last entry stops start-up
+//! with an error naming the file and line, instead of a broker running on a guessed cluster
+//! state.
 
 mod common;
 
@@ -25,7 +26,7 @@ fn torn_tail_is_cut_and_middle_damage_refuses_to_start() {
     let mut broker = Broker::start();
     create_topic_sync(&broker, "kept", 2);
     broker.stop();
-    let log = broker.data_dir().join("__cluster_metadata/metadata.log");
+    let log = broker.data_dir().join("__cluster_metadata/raft/log");
     let good = std::fs::read(&log).unwrap();
     assert!(
         good[8] == b' ',
@@ -38,7 +39,7 @@ fn torn_tail_is_cut_and_middle_damage_refuses_to_start() {
         .append(true)
         .open(&log)
         .unwrap()
-        .write_all(b"0badc0de {\"type\":\"delete_topic\",\"topic_i")
+        .write_all(b"0badc0de {\"log_id\":{\"leader_id\":{\"term\":1,\"node_i")
         .unwrap();
     broker.restart();
     assert!(topic_exists(&broker, "kept"));
@@ -46,7 +47,7 @@ fn torn_tail_is_cut_and_middle_damage_refuses_to_start() {
     broker.stop();
     let text = std::fs::read_to_string(broker.log_path()).unwrap();
     assert!(
-        text.contains("cutting a torn last metadata record"),
+        text.contains("cutting a torn last Raft log entry"),
         "{}",
         broker.log_tail()
     );
@@ -59,7 +60,7 @@ fn torn_tail_is_cut_and_middle_damage_refuses_to_start() {
     let (status, tail) = broker.start_expecting_failure();
     assert!(!status.success(), "must not start: {status}");
     assert!(
-        tail.contains("metadata.log") && tail.contains("line 2") && tail.contains("checksum"),
+        tail.contains("raft/log") && tail.contains("line 2") && tail.contains("checksum"),
         "the error names the file, the line and why\n{tail}"
     );
     assert_eq!(

@@ -20,6 +20,7 @@
 //! controllers, as [`MetaBatch`]es; the state machine does not change.
 
 pub mod delta;
+pub mod properties;
 pub mod quorum;
 pub mod record;
 pub mod replay;

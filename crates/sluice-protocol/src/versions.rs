@@ -33,6 +33,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeQuorum, 0, 2),
+    (ApiKey::DescribeCluster, 0, 2),
 ];
 
 /// The supported version range of `api`, if Sluice serves it at all.

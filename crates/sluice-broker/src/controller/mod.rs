@@ -1,43 +1,56 @@
-//! The controller: the one place metadata decisions are made. Placement of new partitions,
-//! leader election and epochs, producer-id blocks and config validation happen here; the result
-//! is a batch of [`MetadataRecord`]s, made durable in the metadata log and then applied and
-//! published to the broker (through a [`MetadataListener`]). Request handlers ask the
-//! controller; they never write records themselves.
+//! The controller: the one place metadata decisions are made, and the client side every broker
+//! uses to reach it.
 //!
-//! On a single node the controller is a local object over the local metadata log; with a
-//! controller quorum the same interface is served by the active controller over Raft and an
-//! RPC, and the handlers do not change.
+//! The active controller is the Raft leader of the metadata quorum. It decides each operation
+//! against the fully applied state ([`decide`], pure), commits the records through Raft, and
+//! answers with the log offset they were committed at. Any other node forwards the operation
+//! to it over the controller listener ([`rpc`]) and, like the controller itself, answers its
+//! client only once its own image has applied that offset: a client that created a topic finds
+//! it in the next Metadata from the same broker.
 //!
-//! Every method that writes does so on the blocking pool (a metadata write ends with an
-//! fdatasync). Writes are serialized by the store's mutex, which is never held on a reactor
-//! thread; records are published in commit order while it is held.
+//! Decisions are serialized by one async mutex held from the linearizable read of the state to
+//! the commit, so no two decisions see the same state. Liveness: brokers register (a new
+//! incarnation, whose log offset is the broker epoch) and heartbeat to the active controller;
+//! one silent for `broker.session.timeout.ms` is fenced and its leaderships move
+//! ([`decide::fence`]); it is unfenced when it heartbeats again having applied the metadata up to
+//! its registration ([`decide::unfence`]).
 
+pub mod decide;
+pub mod network;
 pub mod placement;
+pub mod rpc;
+pub mod server;
 
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
-use sluice_meta::{
-    BrokerId, ClusterState, MetadataRecord, MetadataStore, StoreError, TopicConfigs, TopicInfo,
-    Uuid,
-};
-use sluice_types::{PartitionId, ProducerId};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::Raft;
+use serde::{Deserialize, Serialize};
+use sluice_meta::quorum::{Applied, ControllerNode, MetaBatch, MetaRaft, NodeId};
+use sluice_meta::{BrokerId, ClusterState, MetadataRecord, TopicConfigs, TopicInfo, Uuid};
+use sluice_types::ProducerId;
+use tokio::sync::watch;
 
-use crate::blocking::off_reactor;
 use crate::config::{check_setting, is_dynamic};
 use crate::error::ApiError;
-use crate::topic_config;
-use placement::{place_replicas, validate_assignment, validate_topic_name};
+use decide::Decider;
+use rpc::{
+    BrokerHeartbeat, BrokerRegistration, ControllerOp, HeartbeatReply, OpOutcome, OpReply,
+    RegisterReply, RpcClient, RpcEnvelope, RpcReply, RpcRequest, WireError,
+};
 
 /// Producer ids handed to a broker per allocation.
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
-/// Told about every committed change, in commit order, with the state after it.
-pub trait MetadataListener: Send + Sync {
-    /// The records up to `state.last_offset` are durable; act on them. An error is reported to
-    /// the caller whose change it was (the change itself stays committed).
-    fn committed(&self, state: &ClusterState) -> Result<(), ApiError>;
-}
+/// How long an admin operation may wait for an active controller and its commit.
+const OP_TIMEOUT: Duration = Duration::from_secs(30);
+/// A single RPC to a peer.
+const RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// Between attempts while there is no reachable active controller.
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Broker-wide defaults the controller applies to topics that do not say.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +60,7 @@ pub struct TopicDefaults {
 }
 
 /// A CreateTopics entry as the handler understood it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NewTopic {
     pub name: String,
     /// -1: the broker default.
@@ -71,107 +84,146 @@ impl NewTopic {
     }
 }
 
-/// How a starting broker announces itself.
-#[derive(Debug, Clone)]
-pub struct Registration {
-    pub host: String,
-    pub port: i32,
-    pub rack: Option<String>,
+/// Who this node is: its id and, once known, the cluster it belongs to.
+pub struct Identity {
+    pub node: NodeId,
+    cluster_id: RwLock<Option<String>>,
+}
+
+impl Identity {
+    pub fn new(node: NodeId, cluster_id: Option<String>) -> Identity {
+        Identity {
+            node,
+            cluster_id: RwLock::new(cluster_id),
+        }
+    }
+
+    pub fn cluster_id(&self) -> Option<String> {
+        self.cluster_id
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_cluster_id(&self, id: String) {
+        *self.cluster_id.write().unwrap_or_else(|e| e.into_inner()) = Some(id);
+    }
+}
+
+/// Heartbeat timing (`broker.heartbeat.interval.ms`, `broker.session.timeout.ms`).
+#[derive(Debug, Clone, Copy)]
+pub struct Liveness {
+    pub heartbeat_interval: Duration,
+    pub session_timeout: Duration,
+}
+
+/// The active controller's view of which brokers are alive, reset at every new term (a new
+/// controller gives every broker a full session to reach it).
+#[derive(Default)]
+struct Sessions {
+    term: Option<u64>,
+    last_seen: HashMap<BrokerId, Instant>,
+}
+
+/// Why an attempt to reach the active controller did not produce an answer.
+enum Attempt {
+    /// No answer, nothing decided: try again (there is no leader yet, or it moved).
+    Retry(String),
+    /// A definite refusal.
+    Failed(ApiError),
 }
 
 pub struct Controller {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
     node_id: BrokerId,
-    defaults: TopicDefaults,
-    /// The metadata log; a std mutex, only ever locked on the blocking pool.
-    store: Mutex<MetadataStore>,
-    listener: Arc<dyn MetadataListener>,
+    identity: Arc<Identity>,
+    raft: Raft<MetaRaft>,
+    /// The state as applied by the local state machine.
+    applied: watch::Receiver<Applied>,
+    /// The highest offset the local image has published.
+    published: watch::Receiver<i64>,
+    decider: Decider,
+    /// Held from the linearizable read to the commit of each decision.
+    decide_lock: tokio::sync::Mutex<()>,
+    /// The configured voters' controller addresses, to find the quorum before Raft knows it.
+    voters: BTreeMap<NodeId, String>,
+    peers: Mutex<HashMap<String, Arc<RpcClient>>>,
+    sessions: Mutex<Sessions>,
+    liveness: Liveness,
 }
 
 impl Controller {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         node_id: BrokerId,
+        identity: Arc<Identity>,
+        raft: Raft<MetaRaft>,
+        applied: watch::Receiver<Applied>,
+        published: watch::Receiver<i64>,
         defaults: TopicDefaults,
-        store: MetadataStore,
-        listener: Arc<dyn MetadataListener>,
+        voters: BTreeMap<NodeId, String>,
+        liveness: Liveness,
     ) -> Controller {
         Controller {
-            inner: Arc::new(Inner {
-                node_id,
-                defaults,
-                store: Mutex::new(store),
-                listener,
-            }),
+            node_id,
+            identity,
+            raft,
+            applied,
+            published,
+            decider: Decider { defaults },
+            decide_lock: tokio::sync::Mutex::new(()),
+            voters,
+            peers: Mutex::default(),
+            sessions: Mutex::default(),
+            liveness,
         }
     }
 
-    async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&Inner, &mut MetadataStore) -> T + Send + 'static,
-    ) -> T {
-        let inner = self.inner.clone();
-        off_reactor(move || {
-            let mut store = inner.store.lock().unwrap_or_else(|e| e.into_inner());
-            f(&inner, &mut store)
-        })
-        .await
+    pub fn raft(&self) -> &Raft<MetaRaft> {
+        &self.raft
     }
 
-    /// Registers this node at start-up (blocking; before the broker serves): forms the cluster
-    /// if its log does not say it was formed, records a new incarnation (whose log offset is the
-    /// broker epoch), unfences it and elects it leader of every partition it may lead. A new
-    /// incarnation always leads under a new leader epoch, so anything the previous process
-    /// appended or answered under the old epoch is fenced.
-    pub fn register(&self, registration: Registration) -> Result<i64, StoreError> {
-        let inner = &self.inner;
-        let mut store = inner.store.lock().unwrap_or_else(|e| e.into_inner());
-        let node = inner.node_id;
-        let mut records = Vec::new();
-        if store.state().cluster_id.is_none() {
-            records.push(MetadataRecord::FormCluster {
-                cluster_id: store.cluster_id().to_string(),
-            });
-        }
-        records.push(MetadataRecord::RegisterBroker {
-            broker_id: node,
-            host: registration.host,
-            port: registration.port,
-            rack: registration.rack,
-            incarnation_id: Some(Uuid::new_v4()),
-            fenced: true,
-        });
-        store.append_all(records)?;
-        let epoch = store.state().brokers[&node].epoch;
-
-        let mut records = vec![MetadataRecord::UnfenceBroker {
-            broker_id: node,
-            epoch,
-        }];
-        for topic in store.state().topics() {
-            for (i, p) in topic.partitions.iter().enumerate() {
-                let may_lead = p.isr.contains(&node) || p.elr.contains(&node);
-                if may_lead && (p.leader == node || !p.has_leader()) {
-                    records.push(MetadataRecord::PartitionChange {
-                        topic_id: topic.topic_id,
-                        partition: PartitionId(i as i32),
-                        leader: Some(node),
-                        isr: None,
-                        elr: None,
-                        replicas: None,
-                    });
-                }
-            }
-        }
-        store.append_all(records)?;
-        if let Err(e) = inner.listener.committed(store.state()) {
-            tracing::error!(error = ?e, "applying the registration failed");
-        }
-        tracing::info!(node_id = %node, broker_epoch = epoch, "broker registered");
-        Ok(epoch)
+    pub fn identity(&self) -> &Arc<Identity> {
+        &self.identity
     }
+
+    pub fn liveness(&self) -> Liveness {
+        self.liveness
+    }
+
+    /// The active controller as this node knows it.
+    pub fn active_controller(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    fn is_active(&self) -> bool {
+        self.active_controller() == Some(self.identity.node)
+    }
+
+    /// The controller address of node `id`: from the Raft membership, else from `--voters`.
+    /// The controller address of voter `id`, from `--voters`: the active controller is always
+    /// a voter, and `--voters` is what this process was told the quorum is (the membership a
+    /// data directory remembers may be another cluster's).
+    fn address_of(&self, id: NodeId) -> Option<String> {
+        self.voters.get(&id).filter(|a| !a.is_empty()).cloned()
+    }
+
+    fn peer(&self, addr: &str) -> Arc<RpcClient> {
+        self.peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(addr.to_string())
+            .or_insert_with(|| Arc::new(RpcClient::new(addr.to_string())))
+            .clone()
+    }
+
+    /// Waits (bounded) until the local image has published `offset`.
+    async fn wait_published(&self, offset: i64, deadline: Instant) {
+        let mut rx = self.published.clone();
+        let wait = rx.wait_for(|p| *p >= offset);
+        let _ = tokio::time::timeout_at(deadline.into(), wait).await;
+    }
+
+    // ------------------------------------------------------------------ admin operations
 
     /// Creates topics (or only checks that they could be created). One result per topic, in
     /// order; the valid ones are written as one batch.
@@ -180,45 +232,32 @@ impl Controller {
         topics: Vec<NewTopic>,
         validate_only: bool,
     ) -> Vec<Result<TopicInfo, ApiError>> {
-        self.run(move |inner, store| inner.create_topics(store, topics, validate_only))
+        let n = topics.len();
+        match self
+            .execute(ControllerOp::CreateTopics {
+                topics,
+                validate_only,
+            })
             .await
+        {
+            Ok(OpOutcome::CreateTopics(r)) if r.len() == n => {
+                r.into_iter().map(|r| r.map_err(Into::into)).collect()
+            }
+            Ok(other) => vec![Err(unexpected(other)); n],
+            Err(e) => vec![Err(e); n],
+        }
     }
 
     /// Deletes topics by id; internal topics are refused.
     pub async fn delete_topics(&self, ids: Vec<Uuid>) -> Vec<Result<String, ApiError>> {
-        self.run(move |inner, store| {
-            let mut scratch = store.state().clone();
-            let mut records = Vec::new();
-            let mut results: Vec<Result<String, ApiError>> = ids
-                .iter()
-                .map(|id| {
-                    let name = match scratch.topic_by_id(id) {
-                        Some(t) if t.is_internal() => {
-                            return Err(ApiError::new(
-                                ResponseError::InvalidTopicException,
-                                format!("Internal topic '{}' cannot be deleted.", t.name),
-                            ))
-                        }
-                        Some(t) => t.name.clone(),
-                        None => return Err(ResponseError::UnknownTopicId.into()),
-                    };
-                    let record = MetadataRecord::DeleteTopic { topic_id: *id };
-                    scratch.apply(scratch.last_offset + 1, &record);
-                    records.push(record);
-                    Ok(name)
-                })
-                .collect();
-            if let Err(e) = inner.commit(store, records) {
-                for r in results.iter_mut().filter(|r| r.is_ok()) {
-                    *r = Err(e.clone());
-                }
+        let n = ids.len();
+        match self.execute(ControllerOp::DeleteTopics { ids }).await {
+            Ok(OpOutcome::DeleteTopics(r)) if r.len() == n => {
+                r.into_iter().map(|r| r.map_err(Into::into)).collect()
             }
-            for name in results.iter().flatten() {
-                tracing::info!(topic = %name, "deleted topic");
-            }
-            results
-        })
-        .await
+            Ok(other) => vec![Err(unexpected(other)); n],
+            Err(e) => vec![Err(e); n],
+        }
     }
 
     /// Grows a topic to `count` partitions.
@@ -229,42 +268,24 @@ impl Controller {
         assignment: Option<Vec<Vec<BrokerId>>>,
         validate_only: bool,
     ) -> Result<(), ApiError> {
-        self.run(move |inner, store| {
-            let record = inner.new_partitions(store.state(), &name, count, assignment)?;
-            if validate_only {
-                return Ok(());
-            }
-            inner.commit(store, vec![record])
+        self.unit(ControllerOp::CreatePartitions {
+            name,
+            count,
+            assignment,
+            validate_only,
         })
         .await
     }
 
-    /// Replaces a topic's config overrides. Every entry is checked here, whoever computed them.
+    /// Replaces a topic's config overrides. Every entry is checked by the controller, whoever
+    /// computed them.
     pub async fn set_topic_configs(
         &self,
         name: String,
         configs: TopicConfigs,
     ) -> Result<(), ApiError> {
-        self.run(move |inner, store| {
-            let topic_id = store
-                .state()
-                .topic(&name)
-                .map(|t| t.topic_id)
-                .ok_or(ResponseError::UnknownTopicOrPartition)?;
-            for (k, v) in &configs {
-                topic_config::validate(k, v)?;
-            }
-            inner.commit(
-                store,
-                vec![MetadataRecord::SetTopicConfigs {
-                    topic_id,
-                    configs: configs.clone(),
-                }],
-            )?;
-            tracing::info!(topic = %name, configs = ?configs, "topic configs changed");
-            Ok(())
-        })
-        .await
+        self.unit(ControllerOp::SetTopicConfigs { name, configs })
+            .await
     }
 
     /// Replaces the dynamic configs of one broker (`Some(id)`) or the cluster defaults
@@ -274,36 +295,589 @@ impl Controller {
         broker_id: Option<BrokerId>,
         configs: TopicConfigs,
     ) -> Result<(), ApiError> {
-        self.run(move |inner, store| {
-            for (k, v) in &configs {
-                validate_broker_config(k, v)?;
-            }
-            inner.commit(
-                store,
-                vec![MetadataRecord::SetBrokerConfigs { broker_id, configs }],
-            )
-        })
-        .await
+        self.unit(ControllerOp::SetBrokerConfigs { broker_id, configs })
+            .await
     }
 
     /// Reserves the next block of producer ids for `broker_id`: `(first, end)`, end exclusive.
+    /// Blocks come from the metadata log, so no id is handed out twice in the cluster.
     pub async fn allocate_producer_ids(
         &self,
         broker_id: BrokerId,
     ) -> Result<(ProducerId, ProducerId), ApiError> {
-        self.run(move |inner, store| {
-            let first_id = store.state().next_producer_id;
-            inner.commit(
-                store,
-                vec![MetadataRecord::AllocateProducerIds {
-                    broker_id,
-                    first_id,
-                    size: PRODUCER_ID_BLOCK,
-                }],
-            )?;
-            Ok((first_id, ProducerId(first_id.get() + PRODUCER_ID_BLOCK)))
+        match self
+            .execute(ControllerOp::AllocateProducerIds { broker_id })
+            .await?
+        {
+            OpOutcome::ProducerIds(r) => r.map_err(Into::into),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn unit(&self, op: ControllerOp) -> Result<(), ApiError> {
+        match self.execute(op).await? {
+            OpOutcome::Unit(r) => r.map_err(Into::into),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Runs `op` on the active controller (here, or forwarded) and waits until this node's
+    /// image has applied its records.
+    async fn execute(&self, op: ControllerOp) -> Result<OpOutcome, ApiError> {
+        let deadline = Instant::now() + OP_TIMEOUT;
+        let reply = match self.to_leader(RpcRequest::Forward(op), deadline).await? {
+            RpcReply::Forward(reply) => reply,
+            other => return Err(unexpected(other)),
+        };
+        if reply.offset < 0 {
+            // The controller failed the operation as a whole.
+            if let OpOutcome::Unit(Err(e)) = reply.outcome {
+                return Err(e.into());
+            }
+        }
+        self.wait_published(reply.offset, deadline).await;
+        Ok(reply.outcome)
+    }
+
+    /// Sends `request` to the active controller, wherever it is, until an answer or `deadline`.
+    /// Before Raft knows a leader (a broker-only node not yet in the group, or an election),
+    /// the configured voters are asked in turn; a voter that is not the controller names the
+    /// one it knows.
+    async fn to_leader(
+        &self,
+        request: RpcRequest,
+        deadline: Instant,
+    ) -> Result<RpcReply, ApiError> {
+        let envelope = RpcEnvelope {
+            from: self.identity.node,
+            cluster_id: self.identity.cluster_id(),
+            request,
+        };
+        let mut hint: Option<NodeId> = None;
+        let mut round = 0usize;
+        let mut last_problem;
+        loop {
+            // A leader this process cannot address (one remembered from another quorum than
+            // `--voters` names) is no lead.
+            let known = |id: &NodeId| *id == self.identity.node || self.voters.contains_key(id);
+            let target = self
+                .active_controller()
+                .filter(known)
+                .or(hint.take().filter(known))
+                .or_else(|| {
+                    // Round-robin over the voters.
+                    let ids: Vec<&NodeId> = self.voters.keys().collect();
+                    round += 1;
+                    ids.get(round % ids.len().max(1)).map(|id| **id)
+                });
+            let attempt = match target {
+                Some(t) if t == self.identity.node => self.serve_as_leader(&envelope).await,
+                Some(t) => match self.address_of(t) {
+                    Some(addr) => match self.peer(&addr).call(&envelope, RPC_TIMEOUT).await {
+                        Ok(RpcReply::NotController { leader }) => {
+                            hint = leader;
+                            Err(Attempt::Retry(format!("node {t} is not the controller")))
+                        }
+                        Ok(RpcReply::WrongCluster { ours }) => Err(Attempt::Failed(ApiError::new(
+                            ResponseError::InconsistentClusterId,
+                            format!(
+                                "this node's data directory belongs to cluster {}, but the \
+                                     controller quorum is cluster {ours}",
+                                envelope.cluster_id.as_deref().unwrap_or("?")
+                            ),
+                        ))),
+                        Ok(reply) => Ok(reply),
+                        Err(e) => Err(Attempt::Retry(e.to_string())),
+                    },
+                    None => Err(Attempt::Retry(format!("no address for node {t}"))),
+                },
+                None => Err(Attempt::Retry("no controller known".into())),
+            };
+            match attempt {
+                Ok(reply) => return Ok(reply),
+                Err(Attempt::Failed(e)) => return Err(e),
+                Err(Attempt::Retry(why)) => last_problem = why,
+            }
+            if Instant::now() + RETRY_BACKOFF >= deadline {
+                return Err(ApiError::new(
+                    ResponseError::RequestTimedOut,
+                    format!("no active controller answered in time: {last_problem}"),
+                ));
+            }
+            tokio::time::sleep(RETRY_BACKOFF).await;
+        }
+    }
+
+    // ------------------------------------------------------------------ the active controller
+
+    /// Answers a request addressed to the active controller, from a peer or from this node.
+    async fn serve_as_leader(&self, envelope: &RpcEnvelope) -> Result<RpcReply, Attempt> {
+        match &envelope.request {
+            RpcRequest::Forward(op) => {
+                let (outcome, offset) = self
+                    .decide_and_commit(|d, state| {
+                        let (outcome, records) = d.decide(state, op.clone());
+                        Ok((outcome, records))
+                    })
+                    .await?;
+                Ok(RpcReply::Forward(OpReply { outcome, offset }))
+            }
+            RpcRequest::Register(reg) => match self.register_broker(reg).await {
+                Ok(r) => Ok(RpcReply::Register(Ok(r))),
+                Err(Attempt::Failed(e)) => Ok(RpcReply::Register(Err(e.into()))),
+                Err(retry) => Err(retry),
+            },
+            RpcRequest::DescribeQuorum => Ok(RpcReply::Quorum(self.quorum_info())),
+            RpcRequest::Heartbeat(hb) => match self.heartbeat(hb).await {
+                Ok(r) => Ok(RpcReply::Heartbeat(Ok(r))),
+                Err(Attempt::Failed(e)) => Ok(RpcReply::Heartbeat(Err(e.into()))),
+                Err(retry) => Err(retry),
+            },
+            other => Err(Attempt::Failed(ApiError::new(
+                ResponseError::InvalidRequest,
+                format!("not a controller operation: {other:?}"),
+            ))),
+        }
+    }
+
+    /// Decides against the fully applied state and commits the records; returns the answer and
+    /// the offset to wait for.
+    async fn decide_and_commit<T>(
+        &self,
+        decide: impl FnOnce(&Decider, &ClusterState) -> Result<(T, Vec<MetadataRecord>), ApiError>,
+    ) -> Result<(T, i64), Attempt> {
+        let _decision = self.decide_lock.lock().await;
+        let (state, applied_offset) = self.linearized_state().await?;
+        let (answer, mut records) = decide(&self.decider, &state).map_err(Attempt::Failed)?;
+        if records.is_empty() {
+            return Ok((answer, applied_offset));
+        }
+        if state.cluster_id.is_none() {
+            records.insert(0, self.form_cluster());
+        }
+        let offset = self.commit(records).await?;
+        Ok((answer, offset))
+    }
+
+    /// The cluster's id, chosen once by the first active controller: this node's data directory
+    /// id if it has one (a directory from a release before the quorum), else a new one.
+    fn form_cluster(&self) -> MetadataRecord {
+        let cluster_id = self
+            .identity
+            .cluster_id()
+            .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
+        MetadataRecord::FormCluster { cluster_id }
+    }
+
+    /// The applied state once it includes everything committed before now, checked with a
+    /// quorum round (this node is still the leader).
+    async fn linearized_state(&self) -> Result<(Arc<ClusterState>, i64), Attempt> {
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => {
+                let applied = self.applied.borrow();
+                Ok((
+                    applied.state.clone(),
+                    applied.last_applied.map_or(-1, |l| l.index as i64),
+                ))
+            }
+            Err(RaftError::APIError(e)) => Err(Attempt::Retry(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(Attempt::Failed(ApiError::new(
+                ResponseError::KafkaStorageError,
+                format!("the metadata quorum stopped: {e}"),
+            ))),
+        }
+    }
+
+    /// Commits `records` as one Raft entry; returns its offset once applied here.
+    async fn commit(&self, records: Vec<MetadataRecord>) -> Result<i64, Attempt> {
+        match self.raft.client_write(MetaBatch { records }).await {
+            Ok(resp) => Ok(resp.data.index as i64),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Attempt::Retry(
+                format!("leadership moved to {:?} before the commit", f.leader_id),
+            )),
+            Err(RaftError::APIError(e)) => Err(Attempt::Failed(ApiError::new(
+                ResponseError::UnknownServerError,
+                e.to_string(),
+            ))),
+            Err(RaftError::Fatal(e)) => Err(Attempt::Failed(ApiError::new(
+                ResponseError::KafkaStorageError,
+                format!("the metadata quorum stopped: {e}"),
+            ))),
+        }
+    }
+
+    fn seen(&self, broker: BrokerId) {
+        let mut s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        s.last_seen.insert(broker, Instant::now());
+    }
+
+    fn session_alive(&self, broker: BrokerId) -> bool {
+        let s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        s.last_seen
+            .get(&broker)
+            .is_some_and(|t| t.elapsed() < self.liveness.session_timeout)
+    }
+
+    async fn register_broker(&self, reg: &BrokerRegistration) -> Result<RegisterReply, Attempt> {
+        let id = node_id_of(reg.broker_id)?;
+        // A broker-only node receives the metadata log as a Raft learner.
+        if !reg.voter {
+            if let Some(addr) = reg.controller_addr.clone().filter(|a| !a.is_empty()) {
+                let known = self
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .get_node(&id)
+                    .cloned();
+                if known.as_ref().map(|n| &n.addr) != Some(&addr) {
+                    self.raft
+                        .add_learner(id, ControllerNode::new(addr.clone()), false)
+                        .await
+                        .map_err(|e| Attempt::Retry(format!("adding learner {id}: {e}")))?;
+                    tracing::info!(node_id = id, controller_addr = %addr, "added a broker-only node to the metadata quorum as a learner");
+                }
+            }
+        }
+        let duplicate = |state: &ClusterState| {
+            state.brokers.get(&reg.broker_id).is_some_and(|b| {
+                !b.fenced
+                    && b.incarnation_id.is_some_and(|i| i != reg.incarnation_id)
+                    && self.session_alive(reg.broker_id)
+            })
+        };
+        let (cluster_id, epoch) = self
+            .decide_and_commit(|_, state| {
+                if duplicate(state) {
+                    return Err(ApiError::new(
+                        ResponseError::DuplicateBrokerRegistration,
+                        format!(
+                            "another process is registered as node {} and its session is \
+                             alive; node ids must be unique",
+                            reg.broker_id
+                        ),
+                    ));
+                }
+                if let (Some(ours), Some(theirs)) = (&state.cluster_id, &reg.cluster_id) {
+                    if ours != theirs {
+                        return Err(ApiError::new(
+                            ResponseError::InconsistentClusterId,
+                            format!(
+                                "node {}'s data directory belongs to cluster {theirs}, not \
+                                 {ours}",
+                                reg.broker_id
+                            ),
+                        ));
+                    }
+                }
+                Ok((
+                    state.cluster_id.clone(),
+                    vec![MetadataRecord::RegisterBroker {
+                        broker_id: reg.broker_id,
+                        host: reg.host.clone(),
+                        port: reg.port,
+                        rack: reg.rack.clone(),
+                        incarnation_id: Some(reg.incarnation_id),
+                        fenced: true,
+                    }],
+                ))
+            })
+            .await?;
+        self.seen(reg.broker_id);
+        let cluster_id = match cluster_id {
+            Some(c) => c,
+            None => self
+                .applied
+                .borrow()
+                .state
+                .cluster_id
+                .clone()
+                .unwrap_or_default(),
+        };
+        tracing::info!(node_id = %reg.broker_id, broker_epoch = epoch, host = %reg.host, port = reg.port, rack = ?reg.rack, "broker registered");
+        Ok(RegisterReply {
+            broker_epoch: epoch,
+            cluster_id,
         })
-        .await
+    }
+
+    async fn heartbeat(&self, hb: &BrokerHeartbeat) -> Result<HeartbeatReply, Attempt> {
+        let current = self
+            .applied
+            .borrow()
+            .state
+            .brokers
+            .get(&hb.broker_id)
+            .cloned();
+        let Some(info) = current.filter(|b| b.epoch == hb.broker_epoch) else {
+            return Err(Attempt::Failed(ApiError::new(
+                ResponseError::StaleBrokerEpoch,
+                format!(
+                    "broker {} epoch {} is not its current registration",
+                    hb.broker_id, hb.broker_epoch
+                ),
+            )));
+        };
+        if !hb.shutting_down {
+            self.seen(hb.broker_id);
+        }
+        let want_fence = hb.shutting_down && !info.fenced;
+        let want_unfence = !hb.shutting_down && info.fenced && hb.metadata_offset >= info.epoch;
+        if !want_fence && !want_unfence {
+            return Ok(HeartbeatReply {
+                fenced: info.fenced,
+            });
+        }
+        let broker = hb.broker_id;
+        let epoch = hb.broker_epoch;
+        let (fenced, _) = self
+            .decide_and_commit(|_, state| {
+                let Some(b) = state.brokers.get(&broker).filter(|b| b.epoch == epoch) else {
+                    return Err(ResponseError::StaleBrokerEpoch.into());
+                };
+                Ok(match (want_fence, b.fenced) {
+                    (true, false) => (true, decide::fence(state, broker)),
+                    (false, true) => (false, decide::unfence(state, broker)),
+                    (_, fenced) => (fenced, Vec::new()),
+                })
+            })
+            .await?;
+        if want_fence {
+            tracing::info!(node_id = %broker, "broker fenced: it is shutting down");
+        } else {
+            tracing::info!(node_id = %broker, broker_epoch = epoch, "broker unfenced: caught up with the metadata");
+        }
+        Ok(HeartbeatReply { fenced })
+    }
+
+    /// The active controller's duties on a timer: form the cluster, fence brokers whose session
+    /// expired. Runs for the node's lifetime; does nothing while this node is not active.
+    pub async fn run_liveness(self: Arc<Self>) {
+        let tick = (self.liveness.session_timeout / 8)
+            .clamp(Duration::from_millis(50), Duration::from_millis(500));
+        loop {
+            tokio::time::sleep(tick).await;
+            let metrics = self.raft.metrics().borrow().clone();
+            if metrics.current_leader != Some(self.identity.node) {
+                self.sessions.lock().unwrap_or_else(|e| e.into_inner()).term = None;
+                continue;
+            }
+            let state = self.applied.borrow().state.clone();
+            let expired: Vec<BrokerId> = {
+                let mut s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+                if s.term != Some(metrics.current_term) {
+                    // A new term: every broker gets a full session to find this controller.
+                    s.term = Some(metrics.current_term);
+                    let now = Instant::now();
+                    s.last_seen = state.brokers.keys().map(|b| (*b, now)).collect();
+                    continue;
+                }
+                state
+                    .live_brokers()
+                    .map(|b| b.broker_id)
+                    .filter(|b| {
+                        s.last_seen
+                            .get(b)
+                            .is_none_or(|t| t.elapsed() >= self.liveness.session_timeout)
+                    })
+                    .collect()
+            };
+            if state.cluster_id.is_none() {
+                let form = self.form_cluster();
+                let _ = self
+                    .decide_and_commit(|_, s| {
+                        Ok((
+                            (),
+                            if s.cluster_id.is_none() {
+                                vec![form]
+                            } else {
+                                Vec::new()
+                            },
+                        ))
+                    })
+                    .await;
+            }
+            for broker in expired {
+                let done = self
+                    .decide_and_commit(|_, s| {
+                        let live = s.brokers.get(&broker).is_some_and(|b| !b.fenced);
+                        Ok((
+                            (),
+                            if live {
+                                decide::fence(s, broker)
+                            } else {
+                                Vec::new()
+                            },
+                        ))
+                    })
+                    .await;
+                match done {
+                    Ok(_) => tracing::warn!(
+                        node_id = %broker,
+                        session_timeout_ms = self.liveness.session_timeout.as_millis() as u64,
+                        "broker fenced: no heartbeat within its session"
+                    ),
+                    Err(Attempt::Retry(why))
+                    | Err(Attempt::Failed(ApiError {
+                        message: Some(why), ..
+                    })) => {
+                        tracing::warn!(node_id = %broker, reason = %why, "could not fence broker")
+                    }
+                    Err(Attempt::Failed(e)) => {
+                        tracing::warn!(node_id = %broker, error = ?e, "could not fence broker")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers one request that arrived on the controller listener.
+    pub async fn handle_rpc(&self, envelope: RpcEnvelope) -> RpcReply {
+        if let (Some(theirs), Some(ours)) = (&envelope.cluster_id, self.identity.cluster_id()) {
+            if *theirs != ours {
+                tracing::warn!(from = envelope.from, their_cluster = %theirs, "refused a request from a node of another cluster");
+                return RpcReply::WrongCluster { ours };
+            }
+        }
+        match envelope.request {
+            RpcRequest::AppendEntries(r) => {
+                RpcReply::AppendEntries(self.raft.append_entries(r).await)
+            }
+            RpcRequest::Vote(r) => RpcReply::Vote(self.raft.vote(r).await),
+            RpcRequest::InstallSnapshot(r) => {
+                RpcReply::InstallSnapshot(self.raft.install_snapshot(r).await)
+            }
+            _ if !self.is_active() => RpcReply::NotController {
+                leader: self.active_controller(),
+            },
+            _ => match self.serve_as_leader(&envelope).await {
+                Ok(reply) => reply,
+                Err(Attempt::Retry(_)) => RpcReply::NotController {
+                    leader: self.active_controller(),
+                },
+                Err(Attempt::Failed(e)) => match envelope.request {
+                    RpcRequest::Register(_) => RpcReply::Register(Err(e.into())),
+                    RpcRequest::Heartbeat(_) => RpcReply::Heartbeat(Err(e.into())),
+                    _ => RpcReply::Forward(OpReply {
+                        outcome: OpOutcome::Unit(Err(e.into())),
+                        offset: -1,
+                    }),
+                },
+            },
+        }
+    }
+
+    // ------------------------------------------------------------------ this broker's lifecycle
+
+    /// Registers this node with the active controller, waiting for a quorum as long as it takes
+    /// (nodes may start in any order). Refusals that a retry cannot fix (another cluster, a
+    /// duplicate node id) are returned.
+    pub async fn register_self(&self, reg: BrokerRegistration) -> Result<RegisterReply, ApiError> {
+        let started = Instant::now();
+        let mut logged = Instant::now();
+        loop {
+            let deadline = Instant::now() + RPC_TIMEOUT;
+            match self
+                .to_leader(RpcRequest::Register(reg.clone()), deadline)
+                .await
+            {
+                Ok(RpcReply::Register(Ok(r))) => return Ok(r),
+                Ok(RpcReply::Register(Err(e))) => return Err(e.into()),
+                Ok(other) => return Err(unexpected(other)),
+                Err(e) if e.code == ResponseError::InconsistentClusterId => return Err(e),
+                Err(e) => {
+                    if logged.elapsed() >= Duration::from_secs(5) {
+                        logged = Instant::now();
+                        tracing::info!(waited_s = started.elapsed().as_secs(), reason = ?e.message, "waiting for the controller quorum");
+                    }
+                }
+            }
+        }
+    }
+
+    /// One heartbeat to the active controller.
+    pub async fn send_heartbeat(&self, hb: BrokerHeartbeat) -> Result<HeartbeatReply, ApiError> {
+        let deadline = Instant::now() + self.liveness.session_timeout.min(RPC_TIMEOUT);
+        match self.to_leader(RpcRequest::Heartbeat(hb), deadline).await? {
+            RpcReply::Heartbeat(r) => r.map_err(Into::into),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The quorum as the active controller sees it (asked of it, wherever it is).
+    pub async fn describe_quorum(&self) -> Result<rpc::QuorumInfo, ApiError> {
+        let deadline = Instant::now() + RPC_TIMEOUT;
+        match self.to_leader(RpcRequest::DescribeQuorum, deadline).await? {
+            RpcReply::Quorum(q) => Ok(q),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// This node's view of the quorum; complete only on the leader (which tracks every
+    /// member's replication progress).
+    fn quorum_info(&self) -> rpc::QuorumInfo {
+        let m = self.raft.metrics().borrow().clone();
+        let progress = |id: NodeId, addr: &str| {
+            let matched = if id == m.id {
+                m.last_log_index
+            } else {
+                m.replication
+                    .as_ref()
+                    .and_then(|r| r.get(&id).cloned().flatten())
+                    .map(|l| l.index)
+            };
+            rpc::ReplicaProgress {
+                id,
+                addr: addr.to_string(),
+                log_end_offset: matched.map_or(-1, |i| i as i64 + 1),
+            }
+        };
+        let membership = m.membership_config.membership();
+        let voter_ids: Vec<NodeId> = membership.voter_ids().collect();
+        let mut voters = Vec::new();
+        let mut observers = Vec::new();
+        for (id, node) in membership.nodes() {
+            if voter_ids.contains(id) {
+                voters.push(progress(*id, &node.addr));
+            } else {
+                observers.push(progress(*id, &node.addr));
+            }
+        }
+        rpc::QuorumInfo {
+            leader: m.current_leader.unwrap_or(m.id),
+            term: m.current_term,
+            high_watermark: m.last_applied.map_or(0, |l| l.index as i64 + 1),
+            voters,
+            observers,
+        }
+    }
+
+    /// The broker id of this node.
+    pub fn node_id(&self) -> BrokerId {
+        self.node_id
+    }
+}
+
+fn node_id_of(b: BrokerId) -> Result<NodeId, Attempt> {
+    u64::try_from(b.0).map_err(|_| {
+        Attempt::Failed(ApiError::new(
+            ResponseError::InvalidRequest,
+            format!("invalid node id {b}"),
+        ))
+    })
+}
+
+fn unexpected(what: impl std::fmt::Debug) -> ApiError {
+    ApiError::new(
+        ResponseError::UnknownServerError,
+        format!("unexpected controller answer: {what:?}"),
+    )
+}
+
+impl From<WireError> for Attempt {
+    fn from(e: WireError) -> Attempt {
+        Attempt::Failed(e.into())
     }
 }
 
@@ -318,153 +892,4 @@ pub fn validate_broker_config(key: &str, value: &str) -> Result<(), ApiError> {
     check_setting(key, value)
         .map(|_| ())
         .map_err(|e| ApiError::new(ResponseError::InvalidConfig, e.to_string()))
-}
-
-impl Inner {
-    /// Makes `records` durable and publishes the state after them.
-    fn commit(
-        &self,
-        store: &mut MetadataStore,
-        records: Vec<MetadataRecord>,
-    ) -> Result<(), ApiError> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        store.append_all(records).map_err(ApiError::from_store)?;
-        self.listener.committed(store.state())
-    }
-
-    /// Brokers new replicas may be placed on: registered and not fenced, by id.
-    fn placeable(state: &ClusterState) -> Vec<BrokerId> {
-        state.live_brokers().map(|b| b.broker_id).collect()
-    }
-
-    fn create_topics(
-        &self,
-        store: &mut MetadataStore,
-        topics: Vec<NewTopic>,
-        validate_only: bool,
-    ) -> Vec<Result<TopicInfo, ApiError>> {
-        // Each topic is decided against the state the earlier ones of the batch leave.
-        let mut scratch = store.state().clone();
-        let mut records = Vec::new();
-        let mut results: Vec<Result<TopicInfo, ApiError>> = topics
-            .into_iter()
-            .map(|t| {
-                let record = self.new_topic(&scratch, t)?;
-                let MetadataRecord::CreateTopic { name, .. } = &record else {
-                    unreachable!("new_topic makes CreateTopic records")
-                };
-                let name = name.clone();
-                scratch.apply(scratch.last_offset + 1, &record);
-                records.push(record);
-                Ok(scratch.topic(&name).expect("just applied").clone())
-            })
-            .collect();
-        if validate_only {
-            return results;
-        }
-        if let Err(e) = self.commit(store, records) {
-            for r in results.iter_mut().filter(|r| r.is_ok()) {
-                *r = Err(e.clone());
-            }
-        }
-        for t in results.iter().flatten() {
-            tracing::info!(topic = %t.name, partitions = t.partitions.len(), "created topic");
-        }
-        results
-    }
-
-    fn new_topic(&self, state: &ClusterState, t: NewTopic) -> Result<MetadataRecord, ApiError> {
-        validate_topic_name(&t.name)?;
-        if state.topic(&t.name).is_some() {
-            return Err(ApiError::new(
-                ResponseError::TopicAlreadyExists,
-                format!("Topic '{}' already exists.", t.name),
-            ));
-        }
-        for (k, v) in &t.configs {
-            topic_config::validate(k, v)?;
-        }
-        let registered: Vec<BrokerId> = state.brokers.keys().copied().collect();
-        let replicas = match t.assignment {
-            Some(a) => {
-                validate_assignment(&a, &registered)?;
-                a
-            }
-            None => {
-                let partitions = if t.num_partitions == -1 {
-                    self.defaults.num_partitions
-                } else {
-                    t.num_partitions
-                };
-                if partitions <= 0 {
-                    return Err(ApiError::new(
-                        ResponseError::InvalidPartitions,
-                        format!("Number of partitions must be larger than 0 (got {partitions})."),
-                    ));
-                }
-                let rf = if t.replication_factor == -1 {
-                    self.defaults.replication_factor
-                } else {
-                    t.replication_factor
-                };
-                let live = Self::placeable(state);
-                place_replicas(partitions, rf, &live, random_start(live.len()))?
-            }
-        };
-        Ok(MetadataRecord::CreateTopic {
-            name: t.name,
-            topic_id: Uuid::new_v4(),
-            replicas,
-            configs: t.configs,
-        })
-    }
-
-    fn new_partitions(
-        &self,
-        state: &ClusterState,
-        name: &str,
-        count: i32,
-        assignment: Option<Vec<Vec<BrokerId>>>,
-    ) -> Result<MetadataRecord, ApiError> {
-        let topic = state
-            .topic(name)
-            .ok_or(ResponseError::UnknownTopicOrPartition)?;
-        let current = topic.partitions.len() as i32;
-        if count <= current {
-            return Err(ApiError::new(
-                ResponseError::InvalidPartitions,
-                format!("Topic currently has {current} partitions, which is higher than or equal to the requested {count}."),
-            ));
-        }
-        let replicas = match assignment {
-            Some(a) => {
-                if a.len() as i32 != count - current {
-                    return Err(ApiError::new(
-                        ResponseError::InvalidReplicaAssignment,
-                        format!("Increasing the number of partitions by {} but {} assignments provided.", count - current, a.len()),
-                    ));
-                }
-                let registered: Vec<BrokerId> = state.brokers.keys().copied().collect();
-                validate_assignment(&a, &registered)?;
-                a
-            }
-            None => {
-                let rf = topic.partitions[0].replicas.len() as i16;
-                let live = Self::placeable(state);
-                place_replicas(count - current, rf, &live, random_start(live.len()))?
-            }
-        };
-        Ok(MetadataRecord::CreatePartitions {
-            topic_id: topic.topic_id,
-            replicas,
-        })
-    }
-}
-
-/// Where round-robin placement starts, at random, so that topics created one after another do
-/// not all put their first leader on the same broker.
-fn random_start(brokers: usize) -> usize {
-    (Uuid::new_v4().as_u128() % brokers.max(1) as u128) as usize
 }

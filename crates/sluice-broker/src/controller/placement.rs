@@ -83,6 +83,29 @@ pub fn place_replicas(
         .collect())
 }
 
+/// The live brokers in the order placement walks them: with racks, one broker of each rack in
+/// turn (racks and brokers by name and id), as Kafka's rack-aware assignment does, so that
+/// consecutive brokers, and so the replicas of one partition, sit in different racks while
+/// there are racks to spare. Brokers without a rack form one rack of their own.
+pub fn rack_alternated(brokers: &[(BrokerId, Option<String>)]) -> Vec<BrokerId> {
+    let mut racks: std::collections::BTreeMap<Option<&str>, Vec<BrokerId>> = Default::default();
+    for (id, rack) in brokers {
+        racks.entry(rack.as_deref()).or_default().push(*id);
+    }
+    if racks.len() <= 1 {
+        let mut ids: Vec<BrokerId> = brokers.iter().map(|(id, _)| *id).collect();
+        ids.sort_unstable();
+        return ids;
+    }
+    for ids in racks.values_mut() {
+        ids.sort_unstable();
+    }
+    let longest = racks.values().map(Vec::len).max().unwrap_or(0);
+    (0..longest)
+        .flat_map(|i| racks.values().filter_map(move |ids| ids.get(i).copied()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +147,19 @@ mod tests {
         assert_eq!(
             place_replicas(1, 0, &ids(&[1]), 0).unwrap_err().code,
             ResponseError::InvalidReplicationFactor
+        );
+    }
+
+    #[test]
+    fn racks_alternate() {
+        let b = |id, rack: &str| (BrokerId(id), Some(rack.to_string()));
+        assert_eq!(
+            rack_alternated(&[b(1, "a"), b(2, "a"), b(3, "b"), b(4, "b"), b(5, "c")]),
+            ids(&[1, 3, 5, 2, 4])
+        );
+        assert_eq!(
+            rack_alternated(&[(BrokerId(2), None), (BrokerId(1), None)]),
+            ids(&[1, 2])
         );
     }
 

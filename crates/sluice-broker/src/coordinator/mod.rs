@@ -339,8 +339,14 @@ impl Coordinator {
                     vec![NewTopic {
                         name: OFFSETS_TOPIC.to_string(),
                         num_partitions: settings.offsets_topic_partitions,
-                        replication_factor: 1,
-                        assignment: None,
+                        replication_factor: -1,
+                        // Every offsets partition on the broker that creates the topic: the
+                        // coordinator does not yet load and unload partitions as leadership
+                        // moves (issue 14 spreads them), so one broker coordinates every group.
+                        assignment: Some(vec![
+                            vec![self.controller.node_id()];
+                            settings.offsets_topic_partitions.max(1) as usize
+                        ]),
                         configs,
                     }],
                     false,
@@ -361,14 +367,43 @@ impl Coordinator {
             .load()
             .topic(OFFSETS_TOPIC)
             .map_or(0, |t| t.partitions.len());
+        // Another broker holds them: it is the coordinator (FindCoordinator says which).
         let parts = (0..partitions as i32)
             .map(|i| self.replicas.get(OFFSETS_TOPIC, i))
             .collect::<Option<Vec<_>>>()
-            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+            .ok_or(ResponseError::NotCoordinator)?;
         // Loading reads the offsets logs: off the reactor.
         let store = crate::blocking::off_reactor(move || OffsetStore::load(parts)).await;
         tracing::info!(partitions, "group coordinator ready");
         Ok(Arc::new(store))
+    }
+
+    /// The broker that coordinates `group`: the leader of its `__consumer_offsets` partition
+    /// (creating the topic, here, on first use).
+    pub async fn coordinator_for(&self, group: &str) -> Result<sluice_meta::BrokerInfo, ApiError> {
+        if self.image.load().topic(OFFSETS_TOPIC).is_none() {
+            self.offsets().await?;
+        }
+        let image = self.image.load();
+        let topic = image
+            .topic(OFFSETS_TOPIC)
+            .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        let p = &topic.partitions[offsets::partition_for(group, topic.partitions.len())];
+        if !p.has_leader() {
+            return Err(ApiError::new(
+                ResponseError::CoordinatorNotAvailable,
+                format!("the offsets partition of group {group} has no leader"),
+            ));
+        }
+        if p.leader == self.controller.node_id() {
+            self.offsets().await?;
+        }
+        image
+            .brokers
+            .get(&p.leader)
+            .filter(|b| !b.fenced)
+            .cloned()
+            .ok_or_else(|| ResponseError::CoordinatorNotAvailable.into())
     }
 
     /// The offset store if it exists, without creating it.

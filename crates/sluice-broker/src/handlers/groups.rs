@@ -46,7 +46,6 @@ use sluice_group::{
 };
 
 use super::{str_bytes, topic_name};
-use crate::config::BrokerConfig;
 use crate::coordinator::offsets::{CommittedOffset, OffsetStore};
 use crate::coordinator::Coordinator as GroupCoordinator;
 use crate::error::{group_error_code, ApiError};
@@ -68,7 +67,6 @@ fn opt(s: &Option<StrBytes>) -> Option<String> {
 
 pub async fn find_coordinator(
     groups: &GroupCoordinator,
-    config: &BrokerConfig,
     req: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
@@ -82,8 +80,8 @@ pub async fn find_coordinator(
     };
     let mut coordinators = Vec::with_capacity(keys.len());
     for key in keys {
-        let outcome: Result<(), ApiError> = match req.key_type {
-            0 => groups.offsets().await.map(|_| ()),
+        let outcome = match req.key_type {
+            0 => groups.coordinator_for(&key).await,
             1 => Err(ApiError::new(
                 ResponseError::CoordinatorNotAvailable,
                 "transactions are not supported yet",
@@ -95,10 +93,10 @@ pub async fn find_coordinator(
         };
         let c = Coordinator::default().with_key(str_bytes(&key));
         coordinators.push(match outcome {
-            Ok(()) => c
-                .with_node_id(BrokerId(config.node_id))
-                .with_host(str_bytes(&config.advertised_host))
-                .with_port(config.advertised_port as i32),
+            Ok(b) => c
+                .with_node_id(BrokerId(b.broker_id.get()))
+                .with_host(str_bytes(&b.host))
+                .with_port(b.port),
             Err(e) => c
                 .with_node_id(BrokerId(-1))
                 .with_port(-1)

@@ -147,7 +147,7 @@ fn response(
     MetadataResponse::default()
         .with_brokers(brokers)
         .with_cluster_id(image.cluster_id.as_deref().map(str_bytes))
-        // A single node is its own controller (a quorum of one, combined mode).
+        // The active controller (combined mode: also a broker); -1 during an election.
         .with_controller_id(BrokerId(controller_id))
         .with_topics(topics)
 }

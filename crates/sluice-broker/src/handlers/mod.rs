@@ -2,6 +2,7 @@
 //! response body (or `None` when Kafka sends no response: Produce with `acks=0`).
 
 pub mod api_versions;
+pub mod cluster;
 pub mod configs;
 pub mod delete_records;
 pub mod fetch;
@@ -74,7 +75,10 @@ pub async fn dispatch(
                 &broker.image,
                 &broker.controller,
                 broker.config.settings.auto_create_topics,
-                broker.config.node_id,
+                broker
+                    .controller
+                    .active_controller()
+                    .map_or(-1, |c| c as i32),
                 r,
                 version,
             )
@@ -110,7 +114,7 @@ pub async fn dispatch(
             .await,
         )),
         RequestKind::FindCoordinator(r) => Some(ResponseKind::FindCoordinator(
-            groups::find_coordinator(&broker.groups, &broker.config, r, version).await,
+            groups::find_coordinator(&broker.groups, r, version).await,
         )),
         RequestKind::JoinGroup(r) => Some(ResponseKind::JoinGroup(
             groups::join_group(&broker.groups, r, version, &client_id, peer).await,
@@ -170,6 +174,13 @@ pub async fn dispatch(
         )),
         RequestKind::DeleteRecords(r) => Some(ResponseKind::DeleteRecords(
             delete_records::handle(&broker.replicas, r).await,
+        )),
+        RequestKind::DescribeCluster(r) => Some(ResponseKind::DescribeCluster(
+            cluster::describe_cluster(&broker.image, &broker.controller, r, version),
+        )),
+        // Asks the active controller (over the controller listener) for its view.
+        RequestKind::DescribeQuorum(r) => Some(ResponseKind::DescribeQuorum(
+            cluster::describe_quorum(&broker.controller, r, version).await,
         )),
         other => {
             // The version table and this match disagree: a bug, not the client's fault.

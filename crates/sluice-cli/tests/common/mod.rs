@@ -45,7 +45,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// How long the broker gets to start accepting connections.
-pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+pub const START_TIMEOUT: Duration = Duration::from_secs(45);
 /// How long a graceful shutdown may take before the test calls it hung.
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Default bound for any client-side wait (admin results, deliveries, consumption).
@@ -109,6 +109,8 @@ pub struct Broker {
     child: Option<Child>,
     /// How many times the process has been started (labels the log sections).
     starts: u32,
+    /// `--node-id`.
+    node_id: u32,
 }
 
 impl Broker {
@@ -144,9 +146,41 @@ impl Broker {
             extra_args,
             child: None,
             starts: 0,
+            node_id: 1,
         };
         b.spawn();
         b
+    }
+
+    /// A node of a cluster, not started yet: its ports must be known to every node's
+    /// `--voters` before any starts, and no node finishes starting before a quorum runs, so a
+    /// cluster spawns every process first ([`Broker::spawn_process`]) and then waits for each
+    /// ([`Broker::wait_accepting`]).
+    pub fn prepare_node(node_id: u32, port: u16, extra_args: Vec<String>) -> Broker {
+        Broker {
+            data_dir: tempfile::Builder::new()
+                .prefix("sluice-it-data")
+                .tempdir()
+                .expect("create data dir"),
+            log_dir: tempfile::Builder::new()
+                .prefix("sluice-it-log")
+                .tempdir()
+                .expect("create log dir"),
+            port,
+            extra_args,
+            child: None,
+            starts: 0,
+            node_id,
+        }
+    }
+
+    pub fn node_id(&self) -> u32 {
+        self.node_id
+    }
+
+    /// Replaces the extra `serve` arguments used by the next start.
+    pub fn set_extra_args(&mut self, extra_args: Vec<String>) {
+        self.extra_args = extra_args;
     }
 
     pub fn port(&self) -> u16 {
@@ -178,7 +212,7 @@ impl Broker {
         self.wait_accepting();
     }
 
-    fn spawn_process(&mut self) {
+    pub fn spawn_process(&mut self) {
         assert!(self.child.is_none(), "broker already running");
         self.starts += 1;
         let mut log = OpenOptions::new()
@@ -195,7 +229,7 @@ impl Broker {
             .arg("--data-dir")
             .arg(self.data_dir.path())
             .arg("--node-id")
-            .arg("1")
+            .arg(self.node_id.to_string())
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
@@ -206,7 +240,7 @@ impl Broker {
     }
 
     /// Waits until a TCP connect succeeds, failing fast if the process exits first.
-    fn wait_accepting(&mut self) {
+    pub fn wait_accepting(&mut self) {
         let addr = self.addr();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
@@ -324,7 +358,8 @@ impl Broker {
             let _ = f.read_to_end(&mut buf);
             s = String::from_utf8_lossy(&buf).into_owned();
         }
-        let lines: Vec<&str> = s.lines().collect();
+        // openraft's retry chatter about unreachable peers would push everything else out.
+        let lines: Vec<&str> = s.lines().filter(|l| !l.contains(" openraft::")).collect();
         let tail = &lines[lines.len().saturating_sub(60)..];
         format!(
             "----- broker log tail ({}) -----\n{}\n----- end of broker log -----",
