@@ -184,8 +184,12 @@ impl Broker {
             election_timeout_min: 1000,
             election_timeout_max: 2000,
             install_snapshot_timeout: 10_000,
-            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2000),
-            max_in_snapshot_log_to_keep: 500,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
+                config.settings.metadata_snapshot_entries,
+            ),
+            // Entries kept behind a snapshot, so a briefly lagging node catches up from the log
+            // rather than a whole snapshot.
+            max_in_snapshot_log_to_keep: config.settings.metadata_snapshot_entries / 4,
             ..Default::default()
         }
         .validate()

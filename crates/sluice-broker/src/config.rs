@@ -88,6 +88,13 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
          leader, or none (Kafka: 9000).",
     ),
     (
+        "metadata.log.max.entries.between.snapshots",
+        "2000",
+        "Sluice's own: the metadata log is snapshotted after this many new entries and the \
+         entries behind the snapshot are dropped (Kafka counts bytes instead: \
+         metadata.log.max.record.bytes.between.snapshots).",
+    ),
+    (
         "auto.create.topics.enable",
         "true",
         "Create unknown topics named in Metadata requests.",
@@ -327,6 +334,7 @@ fn kind(key: &str) -> Option<Kind> {
         "num.partitions" => Kind::Int(1, 1_000_000),
         "broker.heartbeat.interval.ms" => Kind::Int(10, 60_000),
         "broker.session.timeout.ms" => Kind::Int(100, 600_000),
+        "metadata.log.max.entries.between.snapshots" => Kind::Int(10, i32::MAX as i64),
         "default.replication.factor" => Kind::Int(1, i16::MAX as i64),
         "message.max.bytes" => Kind::Int(0, i32::MAX as i64),
         "socket.request.max.bytes" => Kind::Int(1024, i32::MAX as i64),
@@ -607,6 +615,8 @@ pub struct BrokerSettings {
     pub heartbeat_interval: Duration,
     /// `broker.session.timeout.ms`.
     pub session_timeout: Duration,
+    /// `metadata.log.max.entries.between.snapshots`.
+    pub metadata_snapshot_entries: u64,
 }
 
 impl BrokerSettings {
@@ -695,6 +705,7 @@ impl BrokerSettings {
             producer_id_expiration_ms: r.int("producer.id.expiration.ms"),
             heartbeat_interval: r.millis("broker.heartbeat.interval.ms"),
             session_timeout: r.millis("broker.session.timeout.ms"),
+            metadata_snapshot_entries: r.int("metadata.log.max.entries.between.snapshots") as u64,
         }
     }
 }

@@ -42,6 +42,11 @@ fn node_args(controller_port: u16, voters: &str, overrides: &[&str]) -> Vec<Stri
 
 impl TestCluster {
     fn start(n: u32) -> TestCluster {
+        TestCluster::start_with(n, &[])
+    }
+
+    fn start_with(n: u32, extra: &[&str]) -> TestCluster {
+        let overrides: Vec<&str> = FAST_LIVENESS.iter().chain(extra).copied().collect();
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let voters = ports
             .iter()
@@ -53,7 +58,7 @@ impl TestCluster {
             .iter()
             .enumerate()
             .map(|(i, (p, c))| {
-                Broker::prepare_node(i as u32 + 1, *p, node_args(*c, &voters, FAST_LIVENESS))
+                Broker::prepare_node(i as u32 + 1, *p, node_args(*c, &voters, &overrides))
             })
             .collect();
         // Every process first: none finishes starting before a quorum of them runs.
@@ -415,6 +420,48 @@ fn killing_the_active_controller_loses_no_topic() {
                 })
                 .collect();
             sets.iter().all(|s| *s == expected).then_some(())
+        },
+    );
+}
+
+#[test]
+fn a_node_that_missed_many_changes_catches_up_from_a_snapshot() {
+    // A snapshot every 10 entries, so the survivors drop the entries the dead node missed and
+    // must send it a snapshot.
+    let mut cluster =
+        TestCluster::start_with(3, &["metadata.log.max.entries.between.snapshots=10"]);
+    let controller = view(cluster.node(1)).controller;
+    let victim = (1..=3).find(|b| *b != controller).unwrap();
+    let survivors: Vec<String> = (1..=3)
+        .filter(|b| *b != victim)
+        .map(|b| cluster.node(b).bootstrap())
+        .collect();
+    cluster.node(victim).kill9();
+    let bootstrap = survivors.join(",");
+    let names: BTreeSet<String> = (0..40).map(|i| format!("snap-{i}")).collect();
+    for name in &names {
+        create(&bootstrap, name, 1);
+    }
+    let survivor_dir = cluster.node(controller).data_dir().to_path_buf();
+    assert!(
+        survivor_dir
+            .join("__cluster_metadata/raft/snapshot.json")
+            .exists(),
+        "the active controller took a snapshot"
+    );
+    cluster.node(victim).restart();
+    wait_for(
+        "the restarted node to see every topic",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let seen: BTreeSet<String> = view(cluster.node(victim))
+                .leaders
+                .keys()
+                .map(|(t, _)| t.clone())
+                .filter(|t| t.starts_with("snap-"))
+                .collect();
+            (seen == names).then_some(())
         },
     );
 }
