@@ -23,7 +23,7 @@ use crate::coordinator::Coordinator;
 use crate::error::ApiError;
 use crate::fetch_session::FetchSessionCache;
 use crate::image::{effective_settings, MetadataImage, MetadataPublisher};
-use crate::partition::PartitionEnv;
+use crate::partition::{IsrChange, PartitionEnv};
 use crate::producer_ids::ProducerIds;
 use crate::replica_manager::ReplicaManager;
 
@@ -137,11 +137,15 @@ impl Broker {
         };
         let applied = state_machine.subscribe();
         let initial = applied.borrow().state.clone();
+        // ISR changes leaders propose, on their way to the controller (once it exists, below).
+        let (isr_tx, isr_rx) = tokio::sync::mpsc::unbounded_channel();
         let replicas = Arc::new(ReplicaManager::with_io(
             PartitionEnv {
                 local: node_id,
                 durability: config.durability,
                 clock: clock.clone(),
+                isr_changes: Some(isr_tx),
+                replica_lag_time_max_ms: config.settings.replica_lag_time_max_ms,
             },
             dir.clone(),
             BrokerSettings::from_settings(&effective_settings(
@@ -282,6 +286,14 @@ impl Broker {
             lifecycle.clone(),
             published.clone(),
         ));
+        tokio::spawn(forward_isr_changes(
+            isr_rx,
+            controller.clone(),
+            lifecycle.clone(),
+            image.clone(),
+            replicas.clone(),
+        ));
+        tokio::spawn(tick_replicas(replicas.clone(), clock.clone()));
         let mut waited = image_waiter(&published);
         let unfenced = |s: &ClusterState| {
             s.brokers
@@ -443,6 +455,64 @@ async fn heartbeat_loop(
                 }
             }
             Err(e) => tracing::debug!(error = ?e, "heartbeat failed"),
+        }
+    }
+}
+
+/// Sends each ISR change a leader proposes to the controller (AlterPartition). Accepted changes
+/// come back through the metadata image like every other; a refused one is dropped so the
+/// leader may propose again.
+async fn forward_isr_changes(
+    mut changes: tokio::sync::mpsc::UnboundedReceiver<IsrChange>,
+    controller: Arc<Controller>,
+    lifecycle: Arc<Lifecycle>,
+    image: Arc<MetadataImage>,
+    replicas: Arc<ReplicaManager>,
+) {
+    while let Some(change) = changes.recv().await {
+        let (controller, lifecycle, image, replicas) = (
+            controller.clone(),
+            lifecycle.clone(),
+            image.clone(),
+            replicas.clone(),
+        );
+        tokio::spawn(async move {
+            let id = change.proposal.id;
+            let result = controller
+                .alter_partition(controller::rpc::AlterPartition {
+                    broker_id: controller.node_id(),
+                    broker_epoch: lifecycle.epoch(),
+                    topic_id: change.topic_id,
+                    partition: change.partition,
+                    leader_epoch: change.proposal.leader_epoch,
+                    partition_epoch: change.proposal.partition_epoch,
+                    isr: change.proposal.isr.clone(),
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::info!(topic_id = %change.topic_id, partition = change.partition,
+                    error = ?e.code, message = ?e.message, "ISR change not applied");
+                let name = image
+                    .load()
+                    .topic_by_id(&change.topic_id)
+                    .map(|t| t.name.clone());
+                if let Some(p) = name.and_then(|n| replicas.get(&n, change.partition)) {
+                    p.isr_change_rejected(id);
+                }
+            }
+        });
+    }
+}
+
+/// Lets time act on every hosted partition (ISR shrink after `replica.lag.time.max.ms`).
+async fn tick_replicas(replicas: Arc<ReplicaManager>, clock: Arc<dyn Clock>) {
+    let mut every = tokio::time::interval(Duration::from_millis(250));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let now = clock.now_ms();
+        for p in replicas.all() {
+            p.tick(now);
         }
     }
 }

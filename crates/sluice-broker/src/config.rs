@@ -88,6 +88,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
          leader, or none (Kafka: 9000).",
     ),
     (
+        "replica.lag.time.max.ms",
+        "30000",
+        "An in-sync follower that has not caught up with the leader for this long leaves the ISR.",
+    ),
+    (
         "metadata.log.max.entries.between.snapshots",
         "2000",
         "Sluice's own: the metadata log is snapshotted after this many new entries and the \
@@ -335,6 +340,7 @@ fn kind(key: &str) -> Option<Kind> {
         "broker.heartbeat.interval.ms" => Kind::Int(10, 60_000),
         "broker.session.timeout.ms" => Kind::Int(100, 600_000),
         "metadata.log.max.entries.between.snapshots" => Kind::Int(10, i32::MAX as i64),
+        "replica.lag.time.max.ms" => Kind::Int(1, i64::MAX),
         "default.replication.factor" => Kind::Int(1, i16::MAX as i64),
         "message.max.bytes" => Kind::Int(0, i32::MAX as i64),
         "socket.request.max.bytes" => Kind::Int(1024, i32::MAX as i64),
@@ -617,6 +623,8 @@ pub struct BrokerSettings {
     pub session_timeout: Duration,
     /// `metadata.log.max.entries.between.snapshots`.
     pub metadata_snapshot_entries: u64,
+    /// `replica.lag.time.max.ms`.
+    pub replica_lag_time_max_ms: i64,
 }
 
 impl BrokerSettings {
@@ -706,6 +714,7 @@ impl BrokerSettings {
             heartbeat_interval: r.millis("broker.heartbeat.interval.ms"),
             session_timeout: r.millis("broker.session.timeout.ms"),
             metadata_snapshot_entries: r.int("metadata.log.max.entries.between.snapshots") as u64,
+            replica_lag_time_max_ms: r.int("replica.lag.time.max.ms"),
         }
     }
 }

@@ -60,15 +60,28 @@ pub struct Partition {
     producers: Mutex<ProducerStateTable>,
     /// Fetches parked until the HW moves.
     pub waiters: Waiters,
+    isr_changes: Option<tokio::sync::mpsc::UnboundedSender<IsrChange>>,
 }
 
-/// What every partition of a broker shares: who it is, how durable an acknowledgement is, and
-/// the clock.
+/// What every partition of a broker shares: who it is, how durable an acknowledgement is, the
+/// clock, and where ISR changes the leader proposes go (to the controller).
 #[derive(Clone)]
 pub struct PartitionEnv {
     pub local: BrokerId,
     pub durability: Durability,
     pub clock: Arc<dyn Clock>,
+    /// `None`: nobody to ask (tests of a lone partition); proposals are dropped.
+    pub isr_changes: Option<tokio::sync::mpsc::UnboundedSender<IsrChange>>,
+    /// `replica.lag.time.max.ms`.
+    pub replica_lag_time_max_ms: i64,
+}
+
+/// An ISR change a leader proposes, on its way to the controller (Kafka's AlterPartition).
+#[derive(Debug, Clone)]
+pub struct IsrChange {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub proposal: sluice_replica::IsrProposal,
 }
 
 impl Partition {
@@ -84,8 +97,15 @@ impl Partition {
         let hw = checkpointed_hw
             .unwrap_or(Offset(0))
             .clamp(log.log_start_offset(), log.log_end_offset());
-        let replica = ReplicaState::new(env.local, ReplicaConfig::default());
+        let replica = ReplicaState::new(
+            env.local,
+            ReplicaConfig {
+                replica_lag_time_max_ms: env.replica_lag_time_max_ms,
+                min_insync_replicas: settings.min_insync_replicas.max(1) as usize,
+            },
+        );
         Partition {
+            isr_changes: env.isr_changes.clone(),
             clock: env.clock.clone(),
             replica: Mutex::new(replica),
             topic: tp.topic.clone(),
@@ -107,7 +127,11 @@ impl Partition {
     }
 
     pub fn set_settings(&self, settings: Arc<TopicSettings>) {
+        let min_insync = settings.min_insync_replicas.max(1) as usize;
         *self.settings.write().expect("settings lock") = settings;
+        let mut replica = self.replica.lock().expect("replica lock");
+        let out = replica.set_min_insync(min_insync, self.clock.now_ms());
+        self.apply(out);
     }
 
     /// The local end the HW counts: what a crash cannot take back in fsync mode.
@@ -177,15 +201,75 @@ impl Partition {
         for o in out {
             match o {
                 Output::HighWatermark(hw) => self.set_high_watermark(hw.get()),
-                // One replica: nothing to propose, no produce parked in the machine (acks=all
-                // waits on durability in `make_durable`). Replication wires these.
-                Output::ProposeIsr(_) | Output::ProduceDone { .. } => {}
+                Output::ProposeIsr(proposal) => {
+                    tracing::info!(topic = %self.topic, partition = self.index, isr = ?proposal.isr,
+                        "proposing an ISR change");
+                    if let Some(tx) = &self.isr_changes {
+                        let _ = tx.send(IsrChange {
+                            topic_id: self.topic_id,
+                            partition: self.index,
+                            proposal,
+                        });
+                    }
+                }
+                // acks=all produces wait on the HW through the waiters
+                // ([`Partition::wait_for_hw`]), not parked in the machine.
+                Output::ProduceDone { .. } => {}
             }
         }
     }
 
     pub fn is_leader(&self) -> bool {
         self.is_leader.load(Ordering::Acquire)
+    }
+
+    /// May an `acks=all` produce be appended: this broker leads and the ISR holds at least the
+    /// effective `min.insync.replicas` (NOT_ENOUGH_REPLICAS otherwise, nothing written).
+    pub fn check_min_insync(&self) -> Result<(), sluice_replica::ReplicaError> {
+        self.replica
+            .lock()
+            .expect("replica lock")
+            .check_min_insync()
+    }
+
+    /// The committed ISR as this replica knows it.
+    pub fn isr(&self) -> Vec<BrokerId> {
+        self.replica.lock().expect("replica lock").isr().to_vec()
+    }
+
+    /// Resolves once the HW reaches `end` (every record below it is on the ISR, durably in
+    /// fsync mode), or with NOT_LEADER_OR_FOLLOWER when this broker stops leading first. The
+    /// caller bounds the wait.
+    pub async fn wait_for_hw(&self, end: Offset) -> Result<(), AppendError> {
+        loop {
+            let woken = Arc::new(tokio::sync::Notify::new());
+            // Registered before the check: a move in between leaves a permit.
+            self.waiters.register(&woken);
+            if self.high_watermark() >= end {
+                return Ok(());
+            }
+            if !self.is_leader() {
+                return Err(AppendError::NotLeader);
+            }
+            woken.notified().await;
+        }
+    }
+
+    /// The controller refused the ISR change `id` without applying it: free to propose again.
+    pub fn isr_change_rejected(&self, id: u64) {
+        let mut replica = self.replica.lock().expect("replica lock");
+        let out = replica.isr_change_rejected(id, self.clock.now_ms());
+        self.apply(out);
+    }
+
+    /// Runs what time makes due in the replica state (ISR shrink after
+    /// `replica.lag.time.max.ms`, a held HW released); cheap when nothing is due.
+    pub fn tick(&self, now_ms: i64) {
+        let mut replica = self.replica.lock().expect("replica lock");
+        if replica.next_deadline(now_ms).is_some_and(|d| d <= now_ms) {
+            let out = replica.tick(now_ms);
+            self.apply(out);
+        }
     }
 
     pub fn leader_epoch(&self) -> LeaderEpoch {

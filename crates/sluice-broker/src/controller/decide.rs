@@ -78,6 +78,10 @@ impl Decider {
                     Err(e) => (OpOutcome::Unit(Err(e.into())), Vec::new()),
                 }
             }
+            ControllerOp::AlterPartition(change) => match alter_partition(state, &change) {
+                Ok(records) => (OpOutcome::Unit(Ok(())), records),
+                Err(e) => (OpOutcome::Unit(Err(e.into())), Vec::new()),
+            },
             ControllerOp::AllocateProducerIds { broker_id } => {
                 let first_id = state.next_producer_id;
                 (
@@ -287,6 +291,70 @@ fn set_topic_configs(
     Ok(MetadataRecord::SetTopicConfigs { topic_id, configs })
 }
 
+/// Checks a leader's ISR change against the current partition (Kafka's
+/// `ReplicationControlManager.alterPartition`) and returns the record that makes it.
+pub fn alter_partition(
+    state: &ClusterState,
+    change: &super::rpc::AlterPartition,
+) -> Result<Vec<MetadataRecord>, ApiError> {
+    let broker = state
+        .brokers
+        .get(&change.broker_id)
+        .filter(|b| b.epoch == change.broker_epoch)
+        .ok_or(ResponseError::StaleBrokerEpoch)?;
+    if broker.fenced {
+        return Err(ResponseError::StaleBrokerEpoch.into());
+    }
+    let p = state
+        .topic_by_id(&change.topic_id)
+        .and_then(|t| t.partition(PartitionId(change.partition)))
+        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    if p.leader != change.broker_id {
+        return Err(ResponseError::NotLeaderOrFollower.into());
+    }
+    if change.leader_epoch < p.leader_epoch {
+        return Err(ResponseError::FencedLeaderEpoch.into());
+    }
+    if change.leader_epoch > p.leader_epoch {
+        return Err(ResponseError::UnknownLeaderEpoch.into());
+    }
+    if change.partition_epoch != p.partition_epoch {
+        return Err(ApiError::new(
+            ResponseError::InvalidUpdateVersion,
+            format!(
+                "partition epoch {} is not the current {}",
+                change.partition_epoch, p.partition_epoch
+            ),
+        ));
+    }
+    if !change.isr.contains(&change.broker_id) {
+        return Err(ApiError::new(
+            ResponseError::InvalidRequest,
+            "the leader must stay in the ISR",
+        ));
+    }
+    for b in &change.isr {
+        let live = state.brokers.get(b).is_some_and(|i| !i.fenced);
+        if !p.replicas.contains(b) || (!live && !p.isr.contains(b)) {
+            return Err(ApiError::new(
+                ResponseError::IneligibleReplica,
+                format!("broker {b} cannot join the ISR"),
+            ));
+        }
+    }
+    if change.isr == p.isr {
+        return Ok(Vec::new());
+    }
+    Ok(vec![MetadataRecord::PartitionChange {
+        topic_id: change.topic_id,
+        partition: PartitionId(change.partition),
+        leader: None,
+        isr: Some(change.isr.clone()),
+        elr: None,
+        replicas: None,
+    }])
+}
+
 /// Fences `broker`: it may no longer lead or stay in an ISR it shares with others. Each
 /// partition it leads moves to another live member of the ISR, or to no leader at all (the
 /// partition is offline until an ISR member returns). Every leader change bumps the epoch.
@@ -441,6 +509,53 @@ mod tests {
             t.partitions[1].leader,
             b(2),
             "not in the ISR: does not lead"
+        );
+    }
+
+    #[test]
+    fn isr_changes_are_checked_against_the_current_partition() {
+        let b = BrokerId;
+        let mut s = state_with(&[1, 2, 3], vec![vec![b(1), b(2), b(3)]]);
+        let t = s.topic("t").unwrap().clone();
+        let p = &t.partitions[0];
+        let epoch_1 = s.brokers[&b(1)].epoch;
+        let change = |isr: &[i32], partition_epoch: i32| super::super::rpc::AlterPartition {
+            broker_id: b(1),
+            broker_epoch: epoch_1,
+            topic_id: t.topic_id,
+            partition: 0,
+            leader_epoch: p.leader_epoch,
+            partition_epoch,
+            isr: isr.iter().copied().map(BrokerId).collect(),
+        };
+        // A shrink by the leader at the current epochs.
+        let records = alter_partition(&s, &change(&[1, 2], p.partition_epoch)).unwrap();
+        let stale = change(&[1], p.partition_epoch);
+        apply_all(&mut s, &records);
+        let after = &s.topic("t").unwrap().partitions[0];
+        assert_eq!(after.isr, vec![b(1), b(2)]);
+        assert_eq!(after.leader_epoch, p.leader_epoch, "an ISR change keeps the leader epoch");
+        assert_eq!(after.partition_epoch, p.partition_epoch + 1);
+        // The same proposal again: its partition epoch is stale now.
+        assert_eq!(
+            alter_partition(&s, &stale).unwrap_err().code,
+            ResponseError::InvalidUpdateVersion
+        );
+        // Only the leader proposes.
+        let mut not_leader = change(&[1, 2], after.partition_epoch);
+        not_leader.broker_id = b(2);
+        not_leader.broker_epoch = s.brokers[&b(2)].epoch;
+        assert_eq!(
+            alter_partition(&s, &not_leader).unwrap_err().code,
+            ResponseError::NotLeaderOrFollower
+        );
+        // A fenced broker cannot join.
+        let fenced = fence(&s, b(3));
+        apply_all(&mut s, &fenced);
+        let pe = s.topic("t").unwrap().partitions[0].partition_epoch;
+        assert_eq!(
+            alter_partition(&s, &change(&[1, 2, 3], pe)).unwrap_err().code,
+            ResponseError::IneligibleReplica
         );
     }
 

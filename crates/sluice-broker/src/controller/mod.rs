@@ -314,6 +314,13 @@ impl Controller {
         }
     }
 
+    /// Commits a leader's ISR change (AlterPartition semantics: the proposer must be the
+    /// current, unfenced leader at the current leader and partition epochs; new members must be
+    /// live replicas).
+    pub async fn alter_partition(&self, change: rpc::AlterPartition) -> Result<(), ApiError> {
+        self.unit(ControllerOp::AlterPartition(change)).await
+    }
+
     async fn unit(&self, op: ControllerOp) -> Result<(), ApiError> {
         match self.execute(op).await? {
             OpOutcome::Unit(r) => r.map_err(Into::into),

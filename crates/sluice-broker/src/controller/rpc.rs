@@ -190,6 +190,19 @@ pub enum ControllerOp {
     AllocateProducerIds {
         broker_id: BrokerId,
     },
+    AlterPartition(AlterPartition),
+}
+
+/// A leader's ISR change (Kafka's AlterPartition), checked against the current partition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AlterPartition {
+    pub broker_id: BrokerId,
+    pub broker_epoch: i64,
+    pub topic_id: Uuid,
+    pub partition: i32,
+    pub leader_epoch: sluice_types::LeaderEpoch,
+    pub partition_epoch: i32,
+    pub isr: Vec<BrokerId>,
 }
 
 /// What an operation answered, and the metadata offset its records were committed at (the

@@ -173,6 +173,7 @@ fn append_one(
     topic: &str,
     data: &PartitionProduceData,
     now: i64,
+    acks: i16,
 ) -> Result<Appended, Refused> {
     // Kafka refuses these in ReplicaManager before looking at the records: the broker writes
     // them itself, and a client's record there could poison the coordinator that reads them.
@@ -228,6 +229,16 @@ fn append_one(
         .into());
     }
     let walked = validate_records(records, &settings, topic, data.index, now)?;
+    // acks=all needs min.insync.replicas in the ISR before anything is written (Kafka checks
+    // in `Partition.appendRecordsToLeader`).
+    if acks == -1 {
+        partition.check_min_insync().map_err(|e| match e {
+            sluice_replica::ReplicaError::NotLeader => {
+                ApiError::from(ResponseError::NotLeaderOrFollower)
+            }
+            other => ApiError::new(ResponseError::NotEnoughReplicas, other.to_string()),
+        })?;
+    }
     let producer = (summary.producer_id >= 0).then_some(IncomingBatch {
         producer_id: summary.producer_id,
         epoch: summary.producer_epoch,
@@ -311,15 +322,22 @@ pub async fn handle(
     start(replicas, clock, req).await.finish().await
 }
 
-/// A background wait for one partition's appended data to become durable.
-type DurabilityTask = tokio::task::JoinHandle<Result<(), sluice_log::LogError>>;
+/// A background wait for one partition's appended data to become durable (`acks=1`) and, for
+/// `acks=all`, replicated to the ISR (the HW passes it).
+type DurabilityTask = tokio::task::JoinHandle<Result<(), ApiError>>;
 
 /// A produce whose batches are appended and whose durability is being waited for.
 pub struct PendingProduce {
     /// `None` for acks=0: nothing is answered.
     response: Option<ProduceResponse>,
-    /// (topic slot, partition slot, durability task) per appended partition.
-    waits: Vec<(usize, usize, DurabilityTask)>,
+    /// (topic slot, partition slot, partition, durability task) per appended partition.
+    waits: Vec<(
+        usize,
+        usize,
+        Arc<crate::partition::Partition>,
+        DurabilityTask,
+    )>,
+    acks: i16,
     deadline: tokio::time::Instant,
 }
 
@@ -354,7 +372,7 @@ fn start_blocking(replicas: &ReplicaManager, now: i64, req: ProduceRequest) -> P
             let outcome = if !matches!(acks, -1..=1) {
                 Err(Refused::from(ResponseError::InvalidRequiredAcks))
             } else {
-                append_one(replicas, name, data, now)
+                append_one(replicas, name, data, now, acks)
             };
             partitions.push(match outcome {
                 Ok(a) => {
@@ -399,8 +417,15 @@ fn start_blocking(replicas: &ReplicaManager, now: i64, req: ProduceRequest) -> P
     let waits: Vec<_> = appended
         .into_iter()
         .map(|(ti, pi, partition, end)| {
-            let task = tokio::spawn(async move { partition.make_durable(end).await });
-            (ti, pi, task)
+            let p = partition.clone();
+            let task = tokio::spawn(async move {
+                p.make_durable(end).await.map_err(ApiError::from_log)?;
+                if acks == -1 {
+                    p.wait_for_hw(end).await.map_err(ApiError::from_append)?;
+                }
+                Ok(())
+            });
+            (ti, pi, partition, task)
         })
         .collect();
     // A non-positive timeout is no promise a client can rely on; use Kafka's request default.
@@ -412,6 +437,7 @@ fn start_blocking(replicas: &ReplicaManager, now: i64, req: ProduceRequest) -> P
     PendingProduce {
         response: (acks != 0).then(|| ProduceResponse::default().with_responses(responses)),
         waits,
+        acks,
         deadline: tokio::time::Instant::now() + Duration::from_millis(timeout_ms),
     }
 }
@@ -420,13 +446,18 @@ impl PendingProduce {
     /// Waits (bounded by the request's timeout) until the appended data is durable.
     pub async fn finish(self) -> Option<ProduceResponse> {
         let mut response = self.response?;
-        for (ti, pi, task) in self.waits {
+        for (ti, pi, partition, task) in self.waits {
             let code = match tokio::time::timeout_at(self.deadline, task).await {
                 Ok(Ok(Ok(()))) => continue,
-                Ok(Ok(Err(e))) => ApiError::from_log(e).code,
+                Ok(Ok(Err(e))) => e.code,
                 Ok(Err(join)) => {
                     tracing::error!(error = %join, "durability task failed");
                     ResponseError::KafkaStorageError
+                }
+                // Written here, but the ISR shrank below min.insync.replicas before it was
+                // replicated: Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND.
+                Err(_) if self.acks == -1 && partition.check_min_insync().is_err() => {
+                    ResponseError::NotEnoughReplicasAfterAppend
                 }
                 Err(_) => ResponseError::RequestTimedOut,
             };
