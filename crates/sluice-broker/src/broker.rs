@@ -239,6 +239,7 @@ impl Broker {
             Liveness {
                 heartbeat_interval: config.settings.heartbeat_interval,
                 session_timeout: config.settings.session_timeout,
+                leader_rebalance: config.settings.leader_rebalance,
             },
         ));
         if let Some(addr) = config.cluster.controller_listen {

@@ -88,6 +88,23 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
          leader, or none (Kafka: 9000).",
     ),
     (
+        "auto.leader.rebalance.enable",
+        "true",
+        "The active controller moves leadership back to each partition's preferred (first) \
+         replica when it is in sync and a broker's share of such partitions led elsewhere \
+         passes leader.imbalance.per.broker.percentage.",
+    ),
+    (
+        "leader.imbalance.check.interval.seconds",
+        "300",
+        "How often the active controller checks for leadership away from preferred replicas.",
+    ),
+    (
+        "leader.imbalance.per.broker.percentage",
+        "10",
+        "The share of a broker's preferred partitions led elsewhere that triggers a rebalance.",
+    ),
+    (
         "replica.lag.time.max.ms",
         "30000",
         "An in-sync follower that has not caught up with the leader for this long leaves the ISR.",
@@ -341,6 +358,9 @@ fn kind(key: &str) -> Option<Kind> {
         "broker.session.timeout.ms" => Kind::Int(100, 600_000),
         "metadata.log.max.entries.between.snapshots" => Kind::Int(10, i32::MAX as i64),
         "replica.lag.time.max.ms" => Kind::Int(1, i64::MAX),
+        "auto.leader.rebalance.enable" => Kind::Bool,
+        "leader.imbalance.check.interval.seconds" => Kind::Int(1, i32::MAX as i64),
+        "leader.imbalance.per.broker.percentage" => Kind::Int(0, 100),
         "default.replication.factor" => Kind::Int(1, i16::MAX as i64),
         "message.max.bytes" => Kind::Int(0, i32::MAX as i64),
         "socket.request.max.bytes" => Kind::Int(1024, i32::MAX as i64),
@@ -625,6 +645,9 @@ pub struct BrokerSettings {
     pub metadata_snapshot_entries: u64,
     /// `replica.lag.time.max.ms`.
     pub replica_lag_time_max_ms: i64,
+    /// `auto.leader.rebalance.enable`, `leader.imbalance.check.interval.seconds`,
+    /// `leader.imbalance.per.broker.percentage`.
+    pub leader_rebalance: Option<(Duration, u32)>,
 }
 
 impl BrokerSettings {
@@ -715,6 +738,13 @@ impl BrokerSettings {
             session_timeout: r.millis("broker.session.timeout.ms"),
             metadata_snapshot_entries: r.int("metadata.log.max.entries.between.snapshots") as u64,
             replica_lag_time_max_ms: r.int("replica.lag.time.max.ms"),
+            leader_rebalance: {
+                let enabled = r.bool("auto.leader.rebalance.enable");
+                let every =
+                    Duration::from_secs(r.int("leader.imbalance.check.interval.seconds") as u64);
+                let percent = r.int("leader.imbalance.per.broker.percentage") as u32;
+                enabled.then_some((every, percent))
+            },
         }
     }
 }

@@ -302,6 +302,15 @@ fn sample(api: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
                         ]),
                 ]),
         ),
+        ApiKey::ElectLeaders => RequestKind::ElectLeaders(
+            ElectLeadersRequest::default()
+                .with_election_type(if version >= 1 { 1 } else { 0 })
+                .with_topic_partitions(Some(vec![elect_leaders_request::TopicPartitions::default(
+                )
+                .with_topic(topic(t))
+                .with_partitions(vec![0])]))
+                .with_timeout_ms(5000),
+        ),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(
             DescribeClusterRequest::default()
                 .with_endpoint_type(1)

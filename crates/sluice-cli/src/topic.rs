@@ -21,6 +21,24 @@ pub enum TopicCommand {
     Delete(NameArgs),
     /// Set (or with --delete, reset) topic configs (IncrementalAlterConfigs).
     AlterConfig(AlterArgs),
+    /// Move leadership back to preferred replicas, or (--unclean) elect a leader for
+    /// partitions that have none (ElectLeaders).
+    ElectLeaders(ElectArgs),
+}
+
+#[derive(Args)]
+pub struct ElectArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Only this topic (default: every partition that needs an election).
+    topic: Option<String>,
+    /// Only this partition of the topic.
+    #[arg(short, long, requires = "topic")]
+    partition: Option<i32>,
+    /// Elect any live replica of a partition without a live in-sync one: records only the
+    /// old leader had are lost.
+    #[arg(long)]
+    unclean: bool,
 }
 
 #[derive(Args)]
@@ -75,6 +93,7 @@ pub fn run(cmd: TopicCommand) -> anyhow::Result<()> {
         TopicCommand::Describe(a) => describe(a),
         TopicCommand::Delete(a) => delete(a),
         TopicCommand::AlterConfig(a) => alter_config(a),
+        TopicCommand::ElectLeaders(a) => elect_leaders(a),
     }
 }
 
@@ -309,5 +328,88 @@ fn alter_config(a: AlterArgs) -> anyhow::Result<()> {
     } else {
         println!("updated configs of topic {}", a.name);
     }
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct Election {
+    topic: String,
+    partition: i32,
+    /// `elected`, or the Kafka error name.
+    result: String,
+}
+
+fn elect_leaders(a: ElectArgs) -> anyhow::Result<()> {
+    use kafka_protocol::messages::elect_leaders_request::{ElectLeadersRequest, TopicPartitions};
+    use kafka_protocol::messages::elect_leaders_response::ElectLeadersResponse;
+    use kafka_protocol::messages::{ApiKey, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let brokers = &a.conn.brokers;
+    let partitions = match &a.topic {
+        None => None,
+        Some(t) => {
+            let indexes = match a.partition {
+                Some(p) => vec![p],
+                None => {
+                    let c = client::lone_consumer(brokers)?;
+                    let md = client::topic_metadata(&c, brokers, t)?;
+                    md.topics()[0].partitions().iter().map(|p| p.id()).collect()
+                }
+            };
+            Some(vec![TopicPartitions::default()
+                .with_topic(TopicName(StrBytes::from_string(t.clone())))
+                .with_partitions(indexes)])
+        }
+    };
+    let req = ElectLeadersRequest::default()
+        .with_election_type(if a.unclean { 1 } else { 0 })
+        .with_topic_partitions(partitions)
+        .with_timeout_ms(30_000);
+    let resp: ElectLeadersResponse = crate::kafka_rpc::call(
+        brokers,
+        ApiKey::ElectLeaders,
+        2,
+        &req,
+        std::time::Duration::from_secs(35),
+    )
+    .with_context(|| format!("asking {brokers} for leader elections"))?;
+    if resp.error_code != 0 {
+        bail!(
+            "ElectLeaders failed: {:?}",
+            kafka_protocol::ResponseError::try_from_code(resp.error_code)
+        );
+    }
+    let mut results = Vec::new();
+    for t in &resp.replica_election_results {
+        for p in &t.partition_result {
+            results.push(Election {
+                topic: t.topic.to_string(),
+                partition: p.partition_id,
+                result: if p.error_code == 0 {
+                    "elected".to_string()
+                } else {
+                    kafka_protocol::ResponseError::try_from_code(p.error_code)
+                        .map_or_else(|| format!("error {}", p.error_code), |e| format!("{e:?}"))
+                },
+            });
+        }
+    }
+    if a.conn.json {
+        return client::print_json(&serde_json::json!({ "elections": results }));
+    }
+    if results.is_empty() {
+        println!("No partition needed an election.");
+        return Ok(());
+    }
+    let mut t = Table::new(&["TOPIC", "PARTITION", "RESULT"]);
+    for r in &results {
+        t.row(vec![
+            r.topic.clone(),
+            r.partition.to_string(),
+            r.result.clone(),
+        ]);
+    }
+    t.print();
     Ok(())
 }

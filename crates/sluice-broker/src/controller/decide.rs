@@ -1,6 +1,8 @@
 //! The active controller's decisions: given the current state and an operation, the answer and
 //! the records that carry it out. Pure: the caller commits the records through Raft.
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::ResponseError;
 use sluice_meta::{BrokerId, ClusterState, MetadataRecord, TopicConfigs, TopicInfo, Uuid};
 use sluice_types::{PartitionId, ProducerId};
@@ -82,6 +84,18 @@ impl Decider {
                 Ok(records) => (OpOutcome::Unit(Ok(())), records),
                 Err(e) => (OpOutcome::Unit(Err(e.into())), Vec::new()),
             },
+            ControllerOp::ElectLeaders {
+                unclean,
+                partitions,
+            } => {
+                let (results, records) = elect_leaders(state, unclean, partitions);
+                (
+                    OpOutcome::Elections(
+                        results.into_iter().map(|(tp, r)| (tp, wire(r))).collect(),
+                    ),
+                    records,
+                )
+            }
             ControllerOp::AllocateProducerIds { broker_id } => {
                 let first_id = state.next_producer_id;
                 (
@@ -355,6 +369,111 @@ pub fn alter_partition(
     }])
 }
 
+/// One partition's election outcome: (topic, partition) and whether a leader was elected.
+pub type Election = ((String, i32), Result<(), ApiError>);
+
+/// ElectLeaders (KIP-460). Preferred: the first replica becomes leader if it is live and in
+/// the ISR (ELECTION_NOT_NEEDED if it already leads, PREFERRED_LEADER_NOT_AVAILABLE if it may
+/// not). Unclean: a partition without a leader gets a live ISR member, or failing that any live
+/// replica, whose log becomes the partition's (ELIGIBLE_LEADERS_NOT_AVAILABLE if none is live).
+/// With `partitions` = `None`, every partition that needs an election, and only those, is
+/// answered.
+pub fn elect_leaders(
+    state: &ClusterState,
+    unclean: bool,
+    partitions: Option<Vec<(String, i32)>>,
+) -> (Vec<Election>, Vec<MetadataRecord>) {
+    let all = partitions.is_none();
+    let wanted: Vec<(String, i32)> = partitions.unwrap_or_else(|| {
+        state
+            .topics()
+            .flat_map(|t| (0..t.partitions.len() as i32).map(move |i| (t.name.clone(), i)))
+            .collect()
+    });
+    let live = |b: &BrokerId| state.brokers.get(b).is_some_and(|i| !i.fenced);
+    let mut results = Vec::new();
+    let mut records = Vec::new();
+    for (topic, index) in wanted {
+        let Some((t, p)) = state
+            .topic(&topic)
+            .and_then(|t| t.partition(PartitionId(index)).map(|p| (t, p)))
+        else {
+            results.push((
+                (topic, index),
+                Err(ResponseError::UnknownTopicOrPartition.into()),
+            ));
+            continue;
+        };
+        let change =
+            |leader: BrokerId, isr: Option<Vec<BrokerId>>| MetadataRecord::PartitionChange {
+                topic_id: t.topic_id,
+                partition: PartitionId(index),
+                leader: Some(leader),
+                isr,
+                elr: None,
+                replicas: None,
+            };
+        let outcome: Result<(), ApiError> = if unclean {
+            if p.has_leader() && live(&p.leader) {
+                Err(ResponseError::ElectionNotNeeded.into())
+            } else if let Some(b) = p.isr.iter().copied().find(live) {
+                records.push(change(b, None));
+                Ok(())
+            } else if let Some(b) = p.replicas.iter().copied().find(live) {
+                records.push(change(b, Some(vec![b])));
+                Ok(())
+            } else {
+                Err(ResponseError::EligibleLeadersNotAvailable.into())
+            }
+        } else {
+            let preferred = p.replicas.first().copied().unwrap_or(BrokerId::NONE);
+            if p.leader == preferred {
+                Err(ResponseError::ElectionNotNeeded.into())
+            } else if !live(&preferred) || !p.isr.contains(&preferred) {
+                Err(ResponseError::PreferredLeaderNotAvailable.into())
+            } else {
+                records.push(change(preferred, None));
+                Ok(())
+            }
+        };
+        let quiet = all
+            && matches!(&outcome, Err(e) if e.code == ResponseError::ElectionNotNeeded
+                || e.code == ResponseError::PreferredLeaderNotAvailable);
+        if !quiet {
+            results.push(((topic, index), outcome));
+        }
+    }
+    (results, records)
+}
+
+/// Kafka's auto leader rebalance: for each broker whose share of partitions it should lead (it
+/// is their first replica) but does not exceeds `percent`, the preferred elections that can be
+/// made (it is live and in the ISR).
+pub fn preferred_rebalance(state: &ClusterState, percent: u32) -> Vec<MetadataRecord> {
+    let mut preferred: BTreeMap<BrokerId, (usize, Vec<(String, i32)>)> = BTreeMap::new();
+    for t in state.topics() {
+        for (i, p) in t.partitions.iter().enumerate() {
+            let Some(first) = p.replicas.first() else {
+                continue;
+            };
+            let entry = preferred.entry(*first).or_default();
+            entry.0 += 1;
+            if p.leader != *first {
+                entry.1.push((t.name.clone(), i as i32));
+            }
+        }
+    }
+    let wanted: Vec<(String, i32)> = preferred
+        .into_values()
+        .filter(|(total, away)| !away.is_empty() && away.len() * 100 > *total * percent as usize)
+        .flat_map(|(_, away)| away)
+        .collect();
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    elect_leaders(state, false, Some(wanted)).1
+}
+
 /// Fences `broker`: it may no longer lead or stay in an ISR it shares with others. Each
 /// partition it leads moves to another live member of the ISR, or to no leader at all (the
 /// partition is offline until an ISR member returns). Every leader change bumps the epoch.
@@ -534,7 +653,10 @@ mod tests {
         apply_all(&mut s, &records);
         let after = &s.topic("t").unwrap().partitions[0];
         assert_eq!(after.isr, vec![b(1), b(2)]);
-        assert_eq!(after.leader_epoch, p.leader_epoch, "an ISR change keeps the leader epoch");
+        assert_eq!(
+            after.leader_epoch, p.leader_epoch,
+            "an ISR change keeps the leader epoch"
+        );
         assert_eq!(after.partition_epoch, p.partition_epoch + 1);
         // The same proposal again: its partition epoch is stale now.
         assert_eq!(
@@ -554,8 +676,54 @@ mod tests {
         apply_all(&mut s, &fenced);
         let pe = s.topic("t").unwrap().partitions[0].partition_epoch;
         assert_eq!(
-            alter_partition(&s, &change(&[1, 2, 3], pe)).unwrap_err().code,
+            alter_partition(&s, &change(&[1, 2, 3], pe))
+                .unwrap_err()
+                .code,
             ResponseError::IneligibleReplica
+        );
+    }
+
+    #[test]
+    fn preferred_and_unclean_elections() {
+        let b = BrokerId;
+        let mut s = state_with(&[1, 2], vec![vec![b(1), b(2)], vec![b(2)]]);
+        // Partition 0 led by 2 (1 was fenced and came back), partition 1 has no live replica.
+        let fenced = fence(&s, b(1));
+        apply_all(&mut s, &fenced);
+        let back = unfence(&s, b(1));
+        apply_all(&mut s, &back);
+        let fenced = fence(&s, b(2));
+        apply_all(&mut s, &fenced);
+        let t = s.topic("t").unwrap();
+        assert_eq!(
+            t.partitions[0].leader,
+            BrokerId::NONE,
+            "1 left the ISR when fenced"
+        );
+        // Unclean: 1 is live but not in the ISR of partition 0; partition 1 has nobody.
+        let (results, records) = elect_leaders(&s, true, None);
+        assert_eq!(records.len(), 1, "{results:?}");
+        apply_all(&mut s, &records);
+        let p0 = &s.topic("t").unwrap().partitions[0];
+        assert_eq!(p0.leader, b(1));
+        assert_eq!(
+            p0.isr,
+            vec![b(1)],
+            "the unclean leader's log is the partition's now"
+        );
+        assert!(results.iter().any(|((_, i), r)| *i == 1
+            && r.as_ref().unwrap_err().code == ResponseError::EligibleLeadersNotAvailable));
+        // Preferred: already led by its preferred replica.
+        let (results, records) =
+            elect_leaders(&s, false, Some(vec![("t".into(), 0), ("nope".into(), 0)]));
+        assert!(records.is_empty());
+        assert_eq!(
+            results[0].1.as_ref().unwrap_err().code,
+            ResponseError::ElectionNotNeeded
+        );
+        assert_eq!(
+            results[1].1.as_ref().unwrap_err().code,
+            ResponseError::UnknownTopicOrPartition
         );
     }
 

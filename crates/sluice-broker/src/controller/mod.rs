@@ -110,11 +110,13 @@ impl Identity {
     }
 }
 
-/// Heartbeat timing (`broker.heartbeat.interval.ms`, `broker.session.timeout.ms`).
+/// Heartbeat timing (`broker.heartbeat.interval.ms`, `broker.session.timeout.ms`) and the
+/// auto leader rebalance (interval, imbalance percentage), if enabled.
 #[derive(Debug, Clone, Copy)]
 pub struct Liveness {
     pub heartbeat_interval: Duration,
     pub session_timeout: Duration,
+    pub leader_rebalance: Option<(Duration, u32)>,
 }
 
 /// The active controller's view of which brokers are alive, reset at every new term (a new
@@ -319,6 +321,27 @@ impl Controller {
     /// live replicas).
     pub async fn alter_partition(&self, change: rpc::AlterPartition) -> Result<(), ApiError> {
         self.unit(ControllerOp::AlterPartition(change)).await
+    }
+
+    /// ElectLeaders: per partition, whether an election was made.
+    pub async fn elect_leaders(
+        &self,
+        unclean: bool,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<Vec<((String, i32), Result<(), ApiError>)>, ApiError> {
+        match self
+            .execute(ControllerOp::ElectLeaders {
+                unclean,
+                partitions,
+            })
+            .await?
+        {
+            OpOutcome::Elections(r) => Ok(r
+                .into_iter()
+                .map(|(tp, r)| (tp, r.map_err(Into::into)))
+                .collect()),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn unit(&self, op: ControllerOp) -> Result<(), ApiError> {
@@ -663,6 +686,7 @@ impl Controller {
     pub async fn run_liveness(self: Arc<Self>) {
         let tick = (self.liveness.session_timeout / 8)
             .clamp(Duration::from_millis(50), Duration::from_millis(500));
+        let mut last_rebalance = Instant::now();
         loop {
             tokio::time::sleep(tick).await;
             let metrics = self.raft.metrics().borrow().clone();
@@ -704,6 +728,25 @@ impl Controller {
                         ))
                     })
                     .await;
+            }
+            if let Some((every, percent)) = self.liveness.leader_rebalance {
+                if last_rebalance.elapsed() >= every {
+                    last_rebalance = Instant::now();
+                    let done = self
+                        .decide_and_commit(|_, s| {
+                            let records = decide::preferred_rebalance(s, percent);
+                            Ok((records.len(), records))
+                        })
+                        .await;
+                    if let Ok((moved, _)) = done {
+                        if moved > 0 {
+                            tracing::info!(
+                                partitions = moved,
+                                "leadership moved back to preferred replicas"
+                            );
+                        }
+                    }
+                }
             }
             for broker in expired {
                 let done = self

@@ -191,6 +191,11 @@ pub enum ControllerOp {
         broker_id: BrokerId,
     },
     AlterPartition(AlterPartition),
+    /// ElectLeaders: `partitions` by topic name and index, or every partition (`None`).
+    ElectLeaders {
+        unclean: bool,
+        partitions: Option<Vec<(String, i32)>>,
+    },
 }
 
 /// A leader's ISR change (Kafka's AlterPartition), checked against the current partition.
@@ -219,6 +224,8 @@ pub enum OpOutcome {
     DeleteTopics(Vec<WireResult<String>>),
     Unit(WireResult<()>),
     ProducerIds(WireResult<(ProducerId, ProducerId)>),
+    /// One result per partition named (or every partition that needed one).
+    Elections(Vec<((String, i32), WireResult<()>)>),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,6 +5,7 @@ pub mod api_versions;
 pub mod cluster;
 pub mod configs;
 pub mod delete_records;
+pub mod elections;
 pub mod fetch;
 pub mod groups;
 pub mod leader_epochs;
@@ -174,6 +175,10 @@ pub async fn dispatch(
         )),
         RequestKind::DeleteRecords(r) => Some(ResponseKind::DeleteRecords(
             delete_records::handle(&broker.replicas, r).await,
+        )),
+        // Decided by the active controller.
+        RequestKind::ElectLeaders(r) => Some(ResponseKind::ElectLeaders(
+            elections::handle(&broker.controller, r, version).await,
         )),
         RequestKind::DescribeCluster(r) => Some(ResponseKind::DescribeCluster(
             cluster::describe_cluster(&broker.image, &broker.controller, r, version),
