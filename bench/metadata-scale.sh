@@ -65,7 +65,7 @@ wait_all_nodes() {
 
 rss_mib() {
     local out=""
-    for pid in $(pgrep -P "$CLUSTER_PID" -f "sluice serve"); do
+    for pid in $(pgrep -P "$CLUSTER_PID" -f " serve "); do
         out+="$(( $(ps -o rss= -p "$pid") / 1024 )) "
     done
     echo "$out"

@@ -57,12 +57,22 @@ struct QuorumInfo {
     observers: Vec<VoterInfo>,
 }
 
+#[derive(Serialize, Default)]
+struct PartitionCounts {
+    partitions: usize,
+    /// Fewer in-sync replicas than replicas.
+    under_replicated: usize,
+    /// No leader: not readable or writable until one of its in-sync replicas returns.
+    offline: usize,
+}
+
 #[derive(Serialize)]
 struct ClusterInfo {
     cluster_id: Option<String>,
     /// The active controller; -1 during an election.
     controller_id: i32,
     brokers: Vec<BrokerInfo>,
+    partitions: PartitionCounts,
     quorum: Option<QuorumInfo>,
     cli_version: &'static str,
 }
@@ -132,6 +142,26 @@ fn info(a: InfoArgs) -> anyhow::Result<()> {
             observers: p.observers.iter().map(voter).collect(),
         })
     });
+    let metadata: kafka_protocol::messages::MetadataResponse = kafka_rpc::call(
+        brokers,
+        ApiKey::Metadata,
+        12,
+        &kafka_protocol::messages::MetadataRequest::default()
+            .with_topics(None)
+            .with_allow_auto_topic_creation(false),
+        client::TIMEOUT,
+    )
+    .map_err(|e| unreachable(brokers, e))?;
+    let mut partitions = PartitionCounts::default();
+    for p in metadata.topics.iter().flat_map(|t| &t.partitions) {
+        partitions.partitions += 1;
+        if p.leader_id.0 < 0 {
+            partitions.offline += 1;
+        }
+        if p.isr_nodes.len() < p.replica_nodes.len() {
+            partitions.under_replicated += 1;
+        }
+    }
     let mut list: Vec<BrokerInfo> = cluster
         .brokers
         .iter()
@@ -148,6 +178,7 @@ fn info(a: InfoArgs) -> anyhow::Result<()> {
         cluster_id: Some(cluster.cluster_id.to_string()).filter(|c| !c.is_empty()),
         controller_id: cluster.controller_id.0,
         brokers: list,
+        partitions,
         quorum,
         cli_version: env!("CARGO_PKG_VERSION"),
     };
@@ -159,6 +190,10 @@ fn info(a: InfoArgs) -> anyhow::Result<()> {
         info.cluster_id.as_deref().unwrap_or("(none)")
     );
     println!("Controller: {}", info.controller_id);
+    println!(
+        "Partitions: {} ({} under-replicated, {} offline)",
+        info.partitions.partitions, info.partitions.under_replicated, info.partitions.offline
+    );
     println!("sluice CLI: {}", info.cli_version);
     println!();
     let mut t = Table::new(&["BROKER", "HOST", "PORT", "RACK", "STATUS", "CONTROLLER"]);

@@ -323,6 +323,23 @@ fn a_killed_broker_is_fenced_and_serves_its_partitions_again_after_restart() {
             (!v.brokers.contains(&victim) && offline == 2).then_some(())
         },
     );
+    let info: serde_json::Value = serde_json::from_str(&sluice(&[
+        "cluster",
+        "info",
+        "-b",
+        &cluster.node(watcher).bootstrap(),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(info["partitions"]["offline"], 2, "{info}");
+    let fenced: Vec<&serde_json::Value> = info["brokers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["fenced"] == true)
+        .collect();
+    assert_eq!(fenced.len(), 1, "{info}");
+    assert_eq!(fenced[0]["id"], victim, "{info}");
 
     cluster.node(victim).restart();
     wait_for(
