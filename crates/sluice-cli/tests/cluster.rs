@@ -297,6 +297,71 @@ fn three_nodes_spread_partitions_and_serve_clients_from_any_node() {
 }
 
 #[test]
+fn a_produce_to_the_wrong_broker_names_the_leader() {
+    use bytes::Bytes;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let mut cluster = TestCluster::start(3);
+    create(&cluster.bootstrap(), "route", 1);
+    let leader = wait_for(
+        "a leader",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            view(cluster.node(1))
+                .leaders
+                .get(&("route".to_string(), 0))
+                .copied()
+                .filter(|l| *l > 0)
+        },
+    );
+    let other = (1..=3).find(|b| *b != leader).unwrap();
+    wait_for(
+        "the other node to know the topic",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            view(cluster.node(other))
+                .leaders
+                .contains_key(&("route".to_string(), 0))
+                .then_some(())
+        },
+    );
+    let batch = sluice_protocol::batch::testing::build_batch(
+        0,
+        &[(
+            Some(b"k".as_slice()),
+            Some(b"v".as_slice()),
+            1_700_000_000_000,
+        )],
+    );
+    let req = ProduceRequest::default()
+        .with_acks(1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_static_str("route")))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(batch)))])]);
+    let resp = RawConn::connect(cluster.node(other)).call(11, &req);
+    let p = &resp.responses[0].partition_responses[0];
+    assert_eq!(
+        p.error_code,
+        kafka_protocol::ResponseError::NotLeaderOrFollower.code(),
+        "{resp:?}"
+    );
+    assert_eq!(p.current_leader.leader_id.0, leader, "{resp:?}");
+    assert_eq!(resp.node_endpoints.len(), 1, "{resp:?}");
+    assert_eq!(resp.node_endpoints[0].node_id.0, leader);
+    assert_eq!(
+        resp.node_endpoints[0].port,
+        cluster.node(leader).port() as i32
+    );
+}
+
+#[test]
 fn a_killed_broker_is_fenced_and_serves_its_partitions_again_after_restart() {
     let mut cluster = TestCluster::start(3);
     create(&cluster.bootstrap(), "fence", 6);

@@ -41,8 +41,11 @@ pub async fn begin(broker: &Arc<Broker>, request: Request, peer: SocketAddr) -> 
     match request.body {
         RequestKind::Produce(r) => {
             let pending = produce::start(&broker.replicas, &broker.clock, r).await;
+            let (broker, version) = (broker.clone(), request.version);
             Reply::Later(Box::pin(async move {
-                pending.finish().await.map(ResponseKind::Produce)
+                let mut resp = pending.finish().await?;
+                produce::add_leader_hints(&mut resp, &broker.image.load(), version);
+                Some(ResponseKind::Produce(resp))
             }))
         }
         body => Reply::Now(
@@ -99,9 +102,11 @@ pub async fn dispatch(
             let replicas = broker.replicas.clone();
             off_reactor(move || list_offsets::handle(&replicas, r, version)).await
         })),
-        RequestKind::Produce(r) => produce::handle(&broker.replicas, &broker.clock, r)
-            .await
-            .map(ResponseKind::Produce),
+        RequestKind::Produce(r) => {
+            let mut resp = produce::handle(&broker.replicas, &broker.clock, r).await?;
+            produce::add_leader_hints(&mut resp, &broker.image.load(), version);
+            Some(ResponseKind::Produce(resp))
+        }
         RequestKind::Fetch(r) => Some(ResponseKind::Fetch(
             fetch::handle(
                 &broker.replicas,

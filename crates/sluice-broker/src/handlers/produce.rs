@@ -468,3 +468,50 @@ impl PendingProduce {
         Some(response)
     }
 }
+
+/// Routing help for a client with stale metadata. A partition that exists but is not hosted
+/// here is NOT_LEADER_OR_FOLLOWER, not UNKNOWN_TOPIC_OR_PARTITION (Kafka's
+/// `getPartitionOrError`). And (KIP-951, Produce v10+) a partition answered
+/// NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH names its current leader and epoch, with that
+/// leader's endpoint in the response, so the client re-routes without a Metadata round trip.
+pub fn add_leader_hints(
+    resp: &mut ProduceResponse,
+    image: &sluice_meta::ClusterState,
+    version: i16,
+) {
+    use kafka_protocol::messages::produce_response::{LeaderIdAndEpoch, NodeEndpoint};
+    let mut leaders = std::collections::BTreeSet::new();
+    for topic in &mut resp.responses {
+        let Some(info) = image.topic(topic.name.as_str()) else {
+            continue;
+        };
+        for p in &mut topic.partition_responses {
+            let Some(part) = info.partition(sluice_types::PartitionId(p.index)) else {
+                continue;
+            };
+            if p.error_code == ResponseError::UnknownTopicOrPartition.code() {
+                p.error_code = ResponseError::NotLeaderOrFollower.code();
+                p.error_message = None;
+            }
+            let moved = p.error_code == ResponseError::NotLeaderOrFollower.code()
+                || p.error_code == ResponseError::FencedLeaderEpoch.code();
+            if version >= 10 && moved && part.has_leader() {
+                p.current_leader = LeaderIdAndEpoch::default()
+                    .with_leader_id(kafka_protocol::messages::BrokerId(part.leader.get()))
+                    .with_leader_epoch(part.leader_epoch.get());
+                leaders.insert(part.leader);
+            }
+        }
+    }
+    resp.node_endpoints = leaders
+        .into_iter()
+        .filter_map(|id| image.brokers.get(&id).filter(|b| !b.fenced))
+        .map(|b| {
+            NodeEndpoint::default()
+                .with_node_id(kafka_protocol::messages::BrokerId(b.broker_id.get()))
+                .with_host(str_bytes(&b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.as_deref().map(str_bytes))
+        })
+        .collect();
+}
