@@ -234,6 +234,9 @@ impl Broker {
             TopicDefaults {
                 num_partitions: config.settings.num_partitions,
                 replication_factor: config.settings.default_replication_factor,
+                replication_factor_explicit: config
+                    .raw_settings
+                    .is_explicit("default.replication.factor"),
             },
             voters.into_iter().map(|(id, n)| (id, n.addr)).collect(),
             Liveness {

@@ -72,8 +72,11 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
     (
         "default.replication.factor",
-        "1",
-        "Replication factor of auto-created topics.",
+        "3",
+        "Replication factor of topics created without one (auto-created, or CreateTopics with \
+         -1). Left at this default it is capped at the live brokers, so a smaller cluster, down \
+         to one node, still creates topics; set explicitly, a value above the live brokers is \
+         refused (INVALID_REPLICATION_FACTOR), as in Kafka.",
     ),
     (
         "broker.heartbeat.interval.ms",
@@ -273,8 +276,10 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
     (
         "min.insync.replicas",
-        "1",
-        "Default min.insync.replicas of topics. Not enforced yet: every topic has one replica until replication arrives.",
+        "2",
+        "Default min.insync.replicas of topics: in-sync replicas (fsynced copies in fsync mode) an \
+         acks=all write needs before it is acknowledged, capped at the partition's replica \
+         count (so 1 on a single node). Kafka's default is 1.",
     ),
     (
         "compression.type",
@@ -1204,7 +1209,7 @@ mod tests {
         }
         assert!(setting_doc("min.insync.replicas")
             .unwrap()
-            .contains("Not enforced yet"));
+            .contains("capped at the partition's replica"));
     }
 
     #[test]
@@ -1406,7 +1411,7 @@ mod tests {
             ("message.timestamp.type", Some("LogAppendTime")),
             ("min.cleanable.dirty.ratio", Some("0.1")),
             ("min.compaction.lag.ms", Some("1")),
-            ("min.insync.replicas", Some("2")),
+            ("min.insync.replicas", Some("3")),
             ("preallocate", None),
             ("retention.bytes", Some("1")),
             ("retention.ms", Some("1")),

@@ -74,7 +74,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef { name: "message.timestamp.type", ty: ConfigType::String, default: "CreateTime", synonyms: &[syn("log.message.timestamp.type")], doc: "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's time." },
     TopicConfigDef { name: "min.cleanable.dirty.ratio", ty: ConfigType::Double, default: "0.5", synonyms: &[syn("log.cleaner.min.cleanable.ratio")], doc: "Dirty share of the log above which it is compacted." },
     TopicConfigDef { name: "min.compaction.lag.ms", ty: ConfigType::Long, default: "0", synonyms: &[syn("log.cleaner.min.compaction.lag.ms")], doc: "Shortest time a record stays uncompacted." },
-    TopicConfigDef { name: "min.insync.replicas", ty: ConfigType::Int, default: "1", synonyms: &[syn("min.insync.replicas")], doc: "Replicas that must acknowledge an acks=all produce. Not enforced yet: every topic has one replica; it takes effect with replication." },
+    TopicConfigDef { name: "min.insync.replicas", ty: ConfigType::Int, default: "2", synonyms: &[syn("min.insync.replicas")], doc: "In-sync replicas (fsynced copies in fsync mode) an acks=all produce needs: below it such produces are refused (NOT_ENOUGH_REPLICAS) and the high watermark is held. Capped at the partition's replica count. Kafka's default is 1." },
     TopicConfigDef { name: "preallocate", ty: ConfigType::Boolean, default: "false", synonyms: &[syn("log.preallocate")], doc: "Preallocate segment files. Not supported: segment files are never preallocated; only false is accepted." },
     TopicConfigDef { name: "retention.bytes", ty: ConfigType::Long, default: "-1", synonyms: &[syn("log.retention.bytes")], doc: "Largest size of a partition before old segments are deleted; -1 for no limit." },
     TopicConfigDef { name: "retention.ms", ty: ConfigType::Long, default: "604800000", synonyms: &[syn("log.retention.ms"), Synonym { broker_key: "log.retention.minutes", scale: 60_000 }, Synonym { broker_key: "log.retention.hours", scale: 3_600_000 }], doc: "Longest time a segment is kept before it is deleted; -1 for no limit." },
@@ -82,7 +82,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef { name: "segment.index.bytes", ty: ConfigType::Int, default: "10485760", synonyms: &[syn("log.index.size.max.bytes")], doc: "Offset index size of a segment." },
     TopicConfigDef { name: "segment.jitter.ms", ty: ConfigType::Long, default: "0", synonyms: &[syn("log.roll.jitter.ms")], doc: "Random jitter subtracted from segment.ms. Not supported yet: segments roll at segment.ms exactly; only 0 is accepted." },
     TopicConfigDef { name: "segment.ms", ty: ConfigType::Long, default: "604800000", synonyms: &[syn("log.roll.ms"), Synonym { broker_key: "log.roll.hours", scale: 3_600_000 }], doc: "Roll the active segment after this time even if not full." },
-    TopicConfigDef { name: "unclean.leader.election.enable", ty: ConfigType::Boolean, default: "false", synonyms: &[syn("unclean.leader.election.enable")], doc: "Allow out-of-sync replicas to become leader (data loss). Not enforced yet: every topic has one replica, so there is no other leader to elect; it takes effect with replication." },
+    TopicConfigDef { name: "unclean.leader.election.enable", ty: ConfigType::Boolean, default: "false", synonyms: &[syn("unclean.leader.election.enable")], doc: "When a partition's leader is fenced and no in-sync replica is alive, make a live out-of-sync replica leader (records only the ISR had are lost) instead of leaving the partition offline." },
 ];
 
 pub fn def(name: &str) -> Option<&'static TopicConfigDef> {
@@ -375,12 +375,14 @@ mod tests {
             assert!(validate(name, accepted).is_ok(), "{name}");
             assert!(d.doc.contains("Not supported"), "{name}: {}", d.doc);
         }
-        // Accepted for replication, but the documentation does not pretend.
-        for name in ["min.insync.replicas", "unclean.leader.election.enable"] {
-            assert!(
-                def(name).unwrap().doc.contains("Not enforced yet"),
-                "{name}"
-            );
-        }
+        // Replication settings say what they do.
+        assert!(def("min.insync.replicas")
+            .unwrap()
+            .doc
+            .contains("NOT_ENOUGH_REPLICAS"));
+        assert!(def("unclean.leader.election.enable")
+            .unwrap()
+            .doc
+            .contains("are lost"));
     }
 }

@@ -112,18 +112,23 @@ fn ignored_settings_are_refused_and_unenforced_ones_say_so() {
     assert_eq!(alter_raw(&broker, "cfg", "segment.jitter.ms", "0").0, 0);
     assert_eq!(describe(&broker, "cfg", "segment.jitter.ms").0, "0");
 
-    eprintln!("--- replication settings are stored, and documented as not enforced yet");
-    assert_eq!(alter(&broker, "cfg", "min.insync.replicas", "2"), Ok(()));
+    eprintln!("--- replication settings are stored and say what they do");
+    let (value, _) = describe(&broker, "cfg", "min.insync.replicas");
+    assert_eq!(value, "2", "Sluice's default");
+    assert_eq!(alter(&broker, "cfg", "min.insync.replicas", "3"), Ok(()));
     let (value, doc) = describe(&broker, "cfg", "min.insync.replicas");
-    assert_eq!(value, "2");
-    assert!(doc.contains("Not enforced yet"), "{doc}");
+    assert_eq!(value, "3");
+    assert!(
+        doc.contains("Capped at the partition's replica count"),
+        "{doc}"
+    );
     assert_eq!(
         alter(&broker, "cfg", "unclean.leader.election.enable", "true"),
         Ok(())
     );
     let (value, doc) = describe(&broker, "cfg", "unclean.leader.election.enable");
     assert_eq!(value, "true");
-    assert!(doc.contains("Not enforced yet"), "{doc}");
+    assert!(doc.contains("are lost"), "{doc}");
 }
 
 /// `compression.type` on a topic recompresses every batch that arrives in another codec: what is

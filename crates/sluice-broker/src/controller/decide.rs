@@ -167,12 +167,19 @@ impl Decider {
                         format!("Number of partitions must be larger than 0 (got {partitions})."),
                     ));
                 }
-                let rf = if t.replication_factor == -1 {
-                    self.defaults.replication_factor
-                } else {
-                    t.replication_factor
-                };
                 let live = placeable(state);
+                let rf = match t.replication_factor {
+                    -1 if self.defaults.replication_factor_explicit => {
+                        self.defaults.replication_factor
+                    }
+                    // The default default: as many copies as there are brokers, up to it.
+                    -1 => self
+                        .defaults
+                        .replication_factor
+                        .min(live.len().max(1) as i16)
+                        .min(MAX_REPLICATION_FACTOR as i16),
+                    rf => rf,
+                };
                 let placed = place_replicas(partitions, rf, &live, random_start(live.len()))?;
                 check_replication_factor(rf as usize)?;
                 placed
@@ -497,8 +504,17 @@ pub fn fence(state: &ClusterState, broker: BrokerId) -> Vec<MetadataRecord> {
             } else {
                 p.isr.clone()
             };
-            let leader = (p.leader == broker)
+            let mut leader = (p.leader == broker)
                 .then(|| isr.iter().copied().find(live).unwrap_or(BrokerId::NONE));
+            let mut isr = isr;
+            // No in-sync replica left alive: offline, unless the topic allows an unclean
+            // election (a live replica's log becomes the partition's).
+            if leader == Some(BrokerId::NONE) && unclean_allowed(topic) {
+                if let Some(b) = p.replicas.iter().copied().find(live) {
+                    leader = Some(b);
+                    isr = vec![b];
+                }
+            }
             let isr = (isr != p.isr).then_some(isr);
             if leader.is_some() || isr.is_some() {
                 records.push(MetadataRecord::PartitionChange {
@@ -513,6 +529,14 @@ pub fn fence(state: &ClusterState, broker: BrokerId) -> Vec<MetadataRecord> {
         }
     }
     records
+}
+
+/// The topic's `unclean.leader.election.enable` (an override; the default is false).
+fn unclean_allowed(topic: &TopicInfo) -> bool {
+    topic
+        .configs
+        .get("unclean.leader.election.enable")
+        .is_some_and(|v| v == "true")
 }
 
 /// Unfences `broker` (alive and caught up with the metadata) and makes it leader, under a new
@@ -733,7 +757,8 @@ mod tests {
         let d = Decider {
             defaults: TopicDefaults {
                 num_partitions: 3,
-                replication_factor: 1,
+                replication_factor: 3,
+                replication_factor_explicit: false,
             },
         };
         let mut t = NewTopic::new("x", 3);

@@ -57,6 +57,9 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 pub struct TopicDefaults {
     pub num_partitions: i32,
     pub replication_factor: i16,
+    /// Whether `default.replication.factor` was set; left at its default it is capped at the
+    /// live brokers.
+    pub replication_factor_explicit: bool,
 }
 
 /// A CreateTopics entry as the handler understood it.
