@@ -11,9 +11,10 @@ use super::{validate_broker_config, NewTopic, TopicDefaults, PRODUCER_ID_BLOCK};
 use crate::error::ApiError;
 use crate::topic_config;
 
-/// The highest replication factor a topic may have until partition replication lands: a topic
-/// never claims copies it does not have.
-pub const MAX_REPLICATION_FACTOR: usize = 1;
+/// The highest replication factor a topic may have. TEST ONLY (replication branch): lifted to
+/// Kafka's bound (placement still refuses more replicas than live brokers) so replication can be
+/// tested end to end before the controller side (AlterPartition, min ISR) lands.
+pub const MAX_REPLICATION_FACTOR: usize = i16::MAX as usize;
 
 pub struct Decider {
     pub defaults: TopicDefaults,
@@ -445,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn replication_factors_above_one_are_refused_for_now() {
+    fn replication_factors_above_the_live_brokers_are_refused() {
         let s = state_with(&[1, 2, 3], vec![vec![BrokerId(1)]]);
         let d = Decider {
             defaults: TopicDefaults {
@@ -456,11 +457,8 @@ mod tests {
         let mut t = NewTopic::new("x", 3);
         t.replication_factor = 2;
         let (results, records) = d.create_topics(&s, vec![t]);
-        assert_eq!(
-            results[0].as_ref().unwrap_err().code,
-            ResponseError::InvalidReplicationFactor
-        );
-        assert!(records.is_empty());
+        assert!(results[0].is_ok());
+        assert_eq!(records.len(), 1);
         let mut t = NewTopic::new("x", 12);
         t.replication_factor = 4;
         let (results, _) = d.create_topics(&s, vec![t]);
