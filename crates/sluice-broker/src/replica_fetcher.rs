@@ -124,8 +124,12 @@ pub fn build_request(
 /// What to do with one partition's part of the leader's answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    /// Append these batches (possibly none), then take the leader's HW.
-    Append { records: Bytes, leader_hw: Offset },
+    /// Append these batches (possibly none), then take the leader's HW and log start.
+    Append {
+        records: Bytes,
+        leader_hw: Offset,
+        leader_log_start: Offset,
+    },
     /// The local log diverges (KIP-320): the leader's answer for the last fetched epoch.
     Diverged {
         epoch: LeaderEpoch,
@@ -164,6 +168,7 @@ pub fn decide(target: &FetchTarget, data: &PartitionData) -> Action {
     Action::Append {
         records: data.records.clone().unwrap_or_default(),
         leader_hw: Offset(data.high_watermark),
+        leader_log_start: Offset(data.log_start_offset),
     }
 }
 
@@ -592,8 +597,8 @@ async fn round(
             resp.error_code
         )));
     }
-    let shared_ = shared.clone();
-    let retry = off_reactor(move || apply_response(&shared_, targets, resp)).await?;
+    let (f_, shared_) = (f.clone(), shared.clone());
+    let retry = off_reactor(move || apply_response(&f_, &shared_, targets, resp)).await?;
     if !retry.is_empty() {
         let at = Instant::now() + shared.settings.backoff;
         let mut parts = f.partitions.lock().expect("partitions lock");
@@ -613,6 +618,7 @@ async fn round(
 /// were fetched under). A malformed record set fails the whole round (the connection closes).
 /// Blocking.
 fn apply_response(
+    f: &LeaderFetcher,
     shared: &Shared,
     targets: Vec<(TopicPartition, Followed, FetchTarget)>,
     resp: FetchResponse,
@@ -628,6 +634,17 @@ fn apply_response(
             };
             answered[i] = true;
             let (tp, followed, target) = &targets[i];
+            // Unfollowed (or re-followed under another epoch) while the fetch was out: the
+            // answer is for a role this replica no longer has.
+            let current = f
+                .partitions
+                .lock()
+                .expect("partitions lock")
+                .get(tp)
+                .is_some_and(|p| p.leader_epoch == followed.leader_epoch);
+            if !current {
+                continue;
+            }
             match apply_partition(shared, followed, target, data) {
                 Ok(true) => {}
                 Ok(false) => retry.push((tp.clone(), followed.leader_epoch)),
@@ -668,7 +685,11 @@ fn apply_partition(
     let now_ms = p.now_ms();
     let expiration = shared.producer_expiration_ms;
     match decide(target, data) {
-        Action::Append { records, leader_hw } => {
+        Action::Append {
+            records,
+            leader_hw,
+            leader_log_start,
+        } => {
             if !records.is_empty() {
                 match p.append_as_follower(&records, epoch, now_ms) {
                     Ok(_) => {}
@@ -685,6 +706,14 @@ fn apply_partition(
             }
             p.flush_as_follower(now_ms).map_err(ApplyError::Log)?;
             p.on_leader_high_watermark(leader_hw);
+            // The leader's log start moved (DeleteRecords, retention): follow it, as far as
+            // this replica's HW (Kafka's `maybeIncrementLogStartOffset` on the follower).
+            if leader_log_start > p.log.log_start_offset() && leader_log_start <= p.high_watermark()
+            {
+                p.log
+                    .delete_records_before(leader_log_start)
+                    .map_err(ApplyError::Log)?;
+            }
             Ok(true)
         }
         Action::Diverged {
@@ -812,12 +841,14 @@ mod tests {
         let t = target(1, 0, 10, Some(5));
         let ok = PartitionData::default()
             .with_high_watermark(12)
+            .with_log_start_offset(3)
             .with_records(Some(Bytes::from_static(b"batches")));
         assert_eq!(
             decide(&t, &ok),
             Action::Append {
                 records: Bytes::from_static(b"batches"),
-                leader_hw: Offset(12)
+                leader_hw: Offset(12),
+                leader_log_start: Offset(3),
             }
         );
         let diverged = PartitionData::default()
