@@ -1,6 +1,6 @@
 //! Partition replication on a cluster of real `sluice` processes: followers fetch from the
-//! leader and hold the same log, and after the leader is killed a follower elected in its place
-//! serves every acknowledged record.
+//! leader and hold the same log, after the leader is killed a follower elected in its place
+//! serves every acknowledged record, and the old leader comes back as a follower.
 
 mod common;
 
@@ -242,4 +242,16 @@ fn followers_copy_the_leader_and_a_new_leader_serves_every_acknowledged_record()
         Duration::from_millis(50),
         || (segment_bytes(&other_dir, TOPIC) == new_bytes).then_some(()),
     );
+
+    eprintln!("--- the old leader {leader} restarts and follows the new leader");
+    cluster.node(leader).restart();
+    let old_dir = cluster.node(leader).data_dir().to_path_buf();
+    wait_for(
+        "the restarted old leader to hold the new leader's log",
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || (segment_bytes(&old_dir, TOPIC) == new_bytes).then_some(()),
+    );
+    let (now_leading, _) = partition_view(cluster.node(leader), TOPIC).unwrap();
+    assert_eq!(now_leading, new_leader, "leadership did not move back");
 }
