@@ -25,6 +25,7 @@ use crate::fetch_session::FetchSessionCache;
 use crate::image::{effective_settings, MetadataImage, MetadataPublisher};
 use crate::partition::{IsrChange, PartitionEnv};
 use crate::producer_ids::ProducerIds;
+use crate::replica_fetcher::ReplicaFetchers;
 use crate::replica_manager::ReplicaManager;
 
 /// Written on clean shutdown, removed at start-up; its absence means logs need recovery.
@@ -157,6 +158,13 @@ impl Broker {
         ));
         let fetch_sessions = Arc::new(FetchSessionCache::new(1000));
         let image = Arc::new(MetadataImage::new(ClusterState::new()));
+        replicas.set_fetchers(Arc::new(ReplicaFetchers::new(
+            node_id,
+            image.clone(),
+            config.settings.replica_fetch.clone(),
+            config.settings.producer_id_expiration_ms,
+            tokio::runtime::Handle::current(),
+        )));
         let publisher = Arc::new(MetadataPublisher::new(
             node_id,
             image.clone(),
@@ -375,6 +383,10 @@ impl Broker {
             tokio::time::timeout(Duration::from_secs(3), self.controller.send_heartbeat(hb)).await;
         let _ =
             tokio::time::timeout(Duration::from_secs(3), self.controller.raft().shutdown()).await;
+        // No follower write may land after the logs close.
+        if let Some(fetchers) = self.replicas.fetchers() {
+            fetchers.shutdown().await;
+        }
     }
 
     /// Resolves when the broker cannot go on (it belongs to another cluster): the reason.

@@ -200,6 +200,32 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "Upper bound on the bytes a Fetch response carries.",
     ),
     (
+        "replica.fetch.max.bytes",
+        "1048576",
+        "Bytes a follower asks its leader for, per partition (the first batch comes whole even \
+         if larger).",
+    ),
+    (
+        "replica.fetch.response.max.bytes",
+        "10485760",
+        "Bytes a follower asks its leader for in one Fetch, over all partitions.",
+    ),
+    (
+        "replica.fetch.wait.max.ms",
+        "500",
+        "How long a follower's Fetch may wait at the leader for data.",
+    ),
+    (
+        "replica.fetch.min.bytes",
+        "1",
+        "Bytes a follower's Fetch waits for at the leader before it is answered.",
+    ),
+    (
+        "replica.fetch.backoff.ms",
+        "1000",
+        "How long a follower waits before fetching again after an error from its leader.",
+    ),
+    (
         "log.retention.hours",
         "168",
         "Delete closed segments older than this (hours).",
@@ -375,6 +401,11 @@ fn kind(key: &str) -> Option<Kind> {
         "log.index.interval.bytes" => Kind::Int(0, i32::MAX as i64),
         "log.index.size.max.bytes" => Kind::Int(4, i32::MAX as i64),
         "fetch.max.bytes" => Kind::Int(1024, i32::MAX as i64),
+        "replica.fetch.max.bytes" => Kind::Int(1, i32::MAX as i64),
+        "replica.fetch.response.max.bytes" => Kind::Int(1, i32::MAX as i64),
+        "replica.fetch.wait.max.ms" => Kind::Int(0, i32::MAX as i64),
+        "replica.fetch.min.bytes" => Kind::Int(1, i32::MAX as i64),
+        "replica.fetch.backoff.ms" => Kind::Int(0, i32::MAX as i64),
         "queued.max.request.bytes" => Kind::IntOrUnbounded(1024, i64::MAX),
         "connection.max.inflight.bytes" => Kind::Int(1024, i32::MAX as i64),
         "max.connections" | "max.connections.per.ip" => Kind::Int(1, i32::MAX as i64),
@@ -653,6 +684,23 @@ pub struct BrokerSettings {
     /// `auto.leader.rebalance.enable`, `leader.imbalance.check.interval.seconds`,
     /// `leader.imbalance.per.broker.percentage`.
     pub leader_rebalance: Option<(Duration, u32)>,
+    /// `replica.fetch.*`: how followers fetch from their leaders.
+    pub replica_fetch: ReplicaFetchSettings,
+}
+
+/// How a follower fetches from its leader (Kafka's `replica.fetch.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaFetchSettings {
+    /// `replica.fetch.max.bytes`: per partition.
+    pub max_bytes: i32,
+    /// `replica.fetch.response.max.bytes`: per request.
+    pub response_max_bytes: i32,
+    /// `replica.fetch.wait.max.ms`.
+    pub wait_max: Duration,
+    /// `replica.fetch.min.bytes`.
+    pub min_bytes: i32,
+    /// `replica.fetch.backoff.ms`.
+    pub backoff: Duration,
 }
 
 impl BrokerSettings {
@@ -749,6 +797,15 @@ impl BrokerSettings {
                     Duration::from_secs(r.int("leader.imbalance.check.interval.seconds") as u64);
                 let percent = r.int("leader.imbalance.per.broker.percentage") as u32;
                 enabled.then_some((every, percent))
+            },
+            replica_fetch: ReplicaFetchSettings {
+                max_bytes: r.int("replica.fetch.max.bytes").clamp(1, i32::MAX as i64) as i32,
+                response_max_bytes: r
+                    .int("replica.fetch.response.max.bytes")
+                    .clamp(1, i32::MAX as i64) as i32,
+                wait_max: r.millis("replica.fetch.wait.max.ms"),
+                min_bytes: r.int("replica.fetch.min.bytes").clamp(1, i32::MAX as i64) as i32,
+                backoff: r.millis("replica.fetch.backoff.ms"),
             },
         }
     }

@@ -23,6 +23,9 @@ pub struct SessionPartition {
     pub max_bytes: i32,
     /// The leader epoch the fetcher believes current (KIP-320); -1: it does not say.
     pub current_leader_epoch: i32,
+    /// The epoch of the last batch the fetcher holds (KIP-320, v12+; followers send it so the
+    /// leader can detect a diverging log); -1: it does not say.
+    pub last_fetched_epoch: i32,
     /// High watermark and log start offset in the last response that included the partition;
     /// -1 until then, so the first response always includes it.
     pub last_high_watermark: i64,
@@ -57,6 +60,7 @@ impl FetchSession {
                 existing.fetch_offset = p.fetch_offset;
                 existing.max_bytes = p.max_bytes;
                 existing.current_leader_epoch = p.current_leader_epoch;
+                existing.last_fetched_epoch = p.last_fetched_epoch;
             }
             None => self.partitions.push(p),
         }
@@ -183,6 +187,7 @@ mod tests {
             fetch_offset: offset,
             max_bytes: 1024,
             current_leader_epoch: -1,
+            last_fetched_epoch: -1,
             last_high_watermark: -1,
             last_log_start_offset: -1,
         }

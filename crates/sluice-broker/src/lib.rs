@@ -15,6 +15,8 @@
 //! - [`server`]: accept loop and graceful shutdown; [`connection`]: one client connection.
 //! - [`handlers`]: one module per Kafka API family (produce, fetch, metadata, topics, ...).
 //! - [`replica_manager`], [`partition`]: the partitions hosted here, their logs and high watermarks.
+//! - [`replica_fetcher`]: the follower side of replication: one task per leader broker fetching
+//!   this broker's follower partitions from it.
 //! - [`maintenance`]: background retention and compaction of every hosted log.
 //! - [`purgatory`]: parked requests (long-polling fetches) woken by partition events.
 //! - [`fetch_session`]: KIP-227 incremental fetch sessions.
@@ -41,6 +43,7 @@ pub mod partition;
 pub mod producer_ids;
 pub mod producer_state;
 pub mod purgatory;
+pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod server;
 pub mod topic_config;

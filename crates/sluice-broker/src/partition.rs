@@ -19,10 +19,12 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
-use sluice_log::{Log, LogError};
+use sluice_log::{AppendInfo, Log, LogError};
 use sluice_meta::PartitionInfo;
 use sluice_protocol::batch::Batches;
-use sluice_replica::{FollowerChange, LeaderChange, Output, ReplicaConfig, ReplicaState};
+use sluice_replica::{
+    FollowerChange, LeaderChange, Output, ReplicaConfig, ReplicaError, ReplicaState,
+};
 use sluice_types::{BrokerId, Clock, LeaderEpoch, Offset, TopicPartition};
 use uuid::Uuid;
 
@@ -58,9 +60,16 @@ pub struct Partition {
     /// The topic's effective configs; replaced when they are altered.
     settings: RwLock<Arc<TopicSettings>>,
     producers: Mutex<ProducerStateTable>,
-    /// Fetches parked until the HW moves.
+    /// Held by leadership changes and by every write a follower makes to the log (append,
+    /// truncation), so a follower write never lands after this replica started to lead, and a
+    /// write under a stale leader epoch is dropped.
+    role_change: Mutex<()>,
+    /// Consumer fetches parked until the HW moves.
     pub waiters: Waiters,
     isr_changes: Option<tokio::sync::mpsc::UnboundedSender<IsrChange>>,
+    /// Follower fetches parked until the log end moves (an append), the role changes, or the
+    /// partition goes: followers read up to the log end, not the HW.
+    pub follower_waiters: Waiters,
 }
 
 /// What every partition of a broker shares: who it is, how durable an acknowledgement is, the
@@ -118,7 +127,9 @@ impl Partition {
             leader_epoch: AtomicI32::new(0),
             settings: RwLock::new(settings),
             producers: Mutex::new(ProducerStateTable::default()),
+            role_change: Mutex::new(()),
             waiters: Waiters::default(),
+            follower_waiters: Waiters::default(),
         }
     }
 
@@ -145,6 +156,7 @@ impl Partition {
     /// Applies what the metadata image says about this partition: this broker leads it (under
     /// `info.leader_epoch`) or follows.
     pub fn set_leadership(&self, leads: bool, info: &PartitionInfo, now_ms: i64) {
+        let _role = self.role_change.lock().expect("role lock");
         let mut replica = self.replica.lock().expect("replica lock");
         if leads && info.leader_epoch > replica.leader_epoch() {
             // The new epoch starts at the log end now, not at its first append.
@@ -187,6 +199,7 @@ impl Partition {
         }
         drop(replica);
         self.waiters.wake_all();
+        self.follower_waiters.wake_all();
     }
 
     /// Reports the counted local end to the replica state and applies what follows.
@@ -217,6 +230,11 @@ impl Partition {
                 Output::ProduceDone { .. } => {}
             }
         }
+    }
+
+    /// The time on the broker's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     pub fn is_leader(&self) -> bool {
@@ -318,6 +336,7 @@ impl Partition {
             producers.record(b, info.base_offset.get(), info.last_offset.get(), now_ms);
         }
         drop(producers);
+        self.follower_waiters.wake_all();
         if self.durability == Durability::Relaxed {
             self.report_local_end(now_ms);
         }
@@ -336,6 +355,130 @@ impl Partition {
             .map_err(|e| LogError::Io(std::io::Error::other(e.to_string())))??;
         self.report_local_end(self.clock.now_ms());
         Ok(())
+    }
+
+    /// Whether `broker` is in this partition's replica set (as last applied from the image).
+    pub fn has_replica(&self, broker: BrokerId) -> bool {
+        self.replica
+            .lock()
+            .expect("replica lock")
+            .replicas()
+            .contains(&broker)
+    }
+
+    /// Leader side of a follower's fetch from `fetch_offset` (it holds everything before it):
+    /// recorded against the leader's counted end, which may move the HW (waking consumers) or
+    /// propose an ISR change. Refused when this replica does not lead or `follower` is not one
+    /// of its followers.
+    pub fn record_follower_fetch(
+        &self,
+        follower: BrokerId,
+        fetch_offset: Offset,
+    ) -> Result<(), ReplicaError> {
+        let now_ms = self.clock.now_ms();
+        let mut replica = self.replica.lock().expect("replica lock");
+        let leader_end = self.counted_end();
+        let out = replica.on_follower_fetch(follower, fetch_offset, leader_end, now_ms)?;
+        self.apply(out);
+        Ok(())
+    }
+
+    /// Runs `write` on the log as a follower of `leader_epoch`, under the role lock; `None`
+    /// (nothing written) if this replica leads now or follows under another epoch.
+    fn as_follower<T>(
+        &self,
+        leader_epoch: LeaderEpoch,
+        write: impl FnOnce() -> Result<T, LogError>,
+    ) -> Result<Option<T>, LogError> {
+        let _role = self.role_change.lock().expect("role lock");
+        if self.is_leader() || self.leader_epoch() != leader_epoch {
+            return Ok(None);
+        }
+        write().map(Some)
+    }
+
+    /// Appends batches fetched from the leader of `leader_epoch`, as they are (their offsets and
+    /// epochs are the leader's), and notes their producers so the idempotent-producer state is
+    /// current if this replica becomes leader. `Ok(None)`: the role moved on, nothing written.
+    /// Blocking (a write); no fsync (see [`Partition::flush_as_follower`]).
+    pub fn append_as_follower(
+        &self,
+        batches: &[u8],
+        leader_epoch: LeaderEpoch,
+        now_ms: i64,
+    ) -> Result<Option<AppendInfo>, LogError> {
+        let Some(info) = self.as_follower(leader_epoch, || {
+            let mut producers = self.producers.lock().expect("producer state lock");
+            let info = self.log.append_as_follower(batches)?;
+            for (h, _) in Batches::new(batches).map_while(Result::ok) {
+                if h.producer_id >= 0 && !h.is_control() {
+                    producers.observe(
+                        &IncomingBatch {
+                            producer_id: h.producer_id,
+                            epoch: h.producer_epoch,
+                            first_seq: h.base_sequence,
+                            last_seq: h.last_sequence(),
+                        },
+                        h.base_offset,
+                        h.last_offset(),
+                        h.max_timestamp,
+                    );
+                }
+            }
+            Ok(info)
+        })?
+        else {
+            return Ok(None);
+        };
+        if self.durability == Durability::Relaxed {
+            self.report_local_end(now_ms);
+        }
+        Ok(Some(info))
+    }
+
+    /// Cuts the log back to `offset` (a diverging suffix), or, with `restart`, empties it and
+    /// starts it at `offset` (the leader's log start is past everything this replica holds).
+    /// The producer state is rebuilt from what remains. `Ok(false)`: the role moved on, nothing
+    /// changed. Blocking.
+    pub fn truncate_as_follower(
+        &self,
+        offset: Offset,
+        restart: bool,
+        leader_epoch: LeaderEpoch,
+        now_ms: i64,
+        producer_expiration_ms: i64,
+    ) -> Result<bool, LogError> {
+        let done = self.as_follower(leader_epoch, || {
+            if restart {
+                self.log.truncate_fully_and_start_at(offset)
+            } else {
+                self.log.truncate_to(offset)
+            }
+        })?;
+        if done.is_none() {
+            return Ok(false);
+        }
+        self.report_local_end(now_ms);
+        self.load_producer_state(now_ms, producer_expiration_ms)?;
+        Ok(true)
+    }
+
+    /// Makes what the follower appended durable when the durability mode asks for it, so that
+    /// its next fetch offset (which the leader counts toward the HW) covers only data a crash
+    /// cannot take back. Blocking (an fsync).
+    pub fn flush_as_follower(&self, now_ms: i64) -> Result<(), LogError> {
+        if self.durability == Durability::Fsync {
+            self.log.flush(self.log.log_end_offset())?;
+        }
+        self.report_local_end(now_ms);
+        Ok(())
+    }
+
+    /// A follower learnt its leader's HW: its own is that, capped by its counted local end.
+    pub fn on_leader_high_watermark(&self, leader_hw: Offset) {
+        let mut replica = self.replica.lock().expect("replica lock");
+        let out = replica.on_leader_hw(leader_hw);
+        self.apply(out);
     }
 
     /// Active producers, for DescribeProducers.

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use sluice_log::{Io, Log, LogConfig, LogError, StdIo};
 use sluice_meta::{ClusterState, LocalChanges, TopicInfo, Uuid};
@@ -13,6 +13,7 @@ use sluice_types::{Offset, TopicPartition};
 
 use crate::config::BrokerSettings;
 use crate::partition::{Partition, PartitionEnv};
+use crate::replica_fetcher::ReplicaFetchers;
 use crate::topic_config::TopicSettings;
 
 pub struct ReplicaManager {
@@ -29,6 +30,9 @@ pub struct ReplicaManager {
     partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
     /// The disk seam every partition log goes through.
     io: Arc<dyn Io>,
+    /// Where follower partitions are fetched from their leaders; unset (nothing is fetched)
+    /// until the broker installs it.
+    fetchers: OnceLock<Arc<ReplicaFetchers>>,
 }
 
 impl ReplicaManager {
@@ -50,7 +54,18 @@ impl ReplicaManager {
             data_dir,
             settings: RwLock::new(Arc::new(settings)),
             partitions: RwLock::default(),
+            fetchers: OnceLock::new(),
         }
+    }
+
+    /// Installs the follower fetchers: from now on every partition this broker follows under a
+    /// live leader is fetched from it. Once; later calls are ignored.
+    pub fn set_fetchers(&self, fetchers: Arc<ReplicaFetchers>) {
+        let _ = self.fetchers.set(fetchers);
+    }
+
+    pub fn fetchers(&self) -> Option<&Arc<ReplicaFetchers>> {
+        self.fetchers.get()
     }
 
     pub fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
@@ -133,6 +148,24 @@ impl ReplicaManager {
                 }
             };
             partition.set_leadership(leads, &change.info, self.env.clock.now_ms());
+            if let Some(fetchers) = self.fetchers.get() {
+                let info = &change.info;
+                if leads || !info.has_leader() {
+                    fetchers.unfollow(&change.tp);
+                } else {
+                    let addr = image
+                        .brokers
+                        .get(&info.leader)
+                        .map(|b| format!("{}:{}", b.host, b.port));
+                    fetchers.follow(
+                        &change.tp,
+                        partition.clone(),
+                        info.leader,
+                        addr,
+                        info.leader_epoch,
+                    );
+                }
+            }
             tracing::debug!(partition = %change.tp, leads, leader_epoch = %change.info.leader_epoch,
                 "partition leadership applied");
         }
@@ -184,6 +217,11 @@ impl ReplicaManager {
         if gone.is_empty() {
             return;
         }
+        if let Some(fetchers) = self.fetchers.get() {
+            for (tp, _) in gone {
+                fetchers.unfollow(tp);
+            }
+        }
         let removed: Vec<Arc<Partition>> = {
             let mut map = self.partitions.write().expect("partition map lock");
             gone.iter()
@@ -198,6 +236,7 @@ impl ReplicaManager {
         };
         for p in removed {
             p.waiters.wake_all();
+            p.follower_waiters.wake_all();
             let dir = p.log.dir().to_path_buf();
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 if e.kind() != std::io::ErrorKind::NotFound {

@@ -278,9 +278,9 @@ fn three_nodes_spread_partitions_and_serve_clients_from_any_node() {
         "{info}"
     );
     assert_eq!(info["controller_id"], views[0].controller, "{info}");
-    // A replication factor the cluster cannot honour yet is refused, not faked.
+    // A replication factor the cluster cannot honour is refused, not faked.
     let res = block_on(admin_for(&cluster.bootstrap()).create_topics(
-        &[NewTopic::new("rf3", 3, TopicReplication::Fixed(3))],
+        &[NewTopic::new("rf4", 3, TopicReplication::Fixed(4))],
         &admin_opts(),
     ))
     .expect("CreateTopics");

@@ -809,6 +809,17 @@ impl Log {
     /// batch goes too (the log end becomes its base offset). An offset at or below the log start
     /// empties the log and restarts it at `offset`. For follower truncation.
     pub fn truncate_to(&self, offset: Offset) -> Result<(), LogError> {
+        self.truncate(offset, false)
+    }
+
+    /// Empties the log and restarts it at `offset`, wherever that lies (Kafka's
+    /// `truncateFullyAndStartAt`): a follower whose log end is below the leader's log start
+    /// (the leader deleted what it would fetch) starts over from there.
+    pub fn truncate_fully_and_start_at(&self, offset: Offset) -> Result<(), LogError> {
+        self.truncate(offset, true)
+    }
+
+    fn truncate(&self, offset: Offset, fully: bool) -> Result<(), LogError> {
         self.check_online()?;
         if offset < Offset(0) {
             return Err(LogError::OffsetOutOfRange {
@@ -822,10 +833,10 @@ impl Log {
         let _files = self.files.write().unwrap_or_else(|e| e.into_inner());
         let mut st = self.lock_state()?;
         self.check_online()?;
-        if offset >= st.log_end() {
+        if offset >= st.log_end() && !fully {
             return Ok(());
         }
-        let full = offset <= st.log_start();
+        let full = fully || offset <= st.log_start();
         let io = &*self.io;
         // Lower the recovery point first: a crash mid-truncation must rescan what is cut.
         if flush.checkpointed.is_some_and(|c| c > offset) {

@@ -353,3 +353,25 @@ fn offsets_below_the_log_end_out_of_order_or_corrupt_are_refused() {
     assert_eq!(log.latest_epoch(), Some(LeaderEpoch(7)));
     assert!(!log.is_offline(), "refusals do not take the log offline");
 }
+
+#[test]
+fn a_follower_behind_the_leaders_log_start_starts_over_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), config(), false).unwrap();
+    log.append_as_follower(&batch_at(0, 3, 1)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(3));
+    // The leader's log now starts at 40: everything here goes, and the log restarts there
+    // (`truncate_to` would do nothing: 40 is past the end).
+    log.truncate_fully_and_start_at(Offset(40)).unwrap();
+    assert_eq!(log.log_start_offset(), Offset(40));
+    assert_eq!(log.log_end_offset(), Offset(40));
+    assert_eq!(log.latest_epoch(), None);
+    log.append_as_follower(&batch_at(40, 2, 2)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(42));
+    log.close().unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), config(), false).unwrap();
+    assert_eq!(log.log_start_offset(), Offset(40));
+    assert_eq!(log.log_end_offset(), Offset(42));
+    assert_eq!(log.epoch_for_offset(Offset(41)), Some(LeaderEpoch(2)));
+}

@@ -13,10 +13,6 @@ use super::{validate_broker_config, NewTopic, TopicDefaults, PRODUCER_ID_BLOCK};
 use crate::error::ApiError;
 use crate::topic_config;
 
-/// The highest replication factor a topic may have until partition replication lands: a topic
-/// never claims copies it does not have.
-pub const MAX_REPLICATION_FACTOR: usize = 1;
-
 pub struct Decider {
     pub defaults: TopicDefaults,
 }
@@ -152,7 +148,6 @@ impl Decider {
         let replicas = match t.assignment {
             Some(a) => {
                 validate_assignment(&a, &registered)?;
-                check_replication_factor(a.iter().map(Vec::len).max().unwrap_or(0))?;
                 a
             }
             None => {
@@ -176,13 +171,10 @@ impl Decider {
                     -1 => self
                         .defaults
                         .replication_factor
-                        .min(live.len().max(1) as i16)
-                        .min(MAX_REPLICATION_FACTOR as i16),
+                        .min(live.len().max(1) as i16),
                     rf => rf,
                 };
-                let placed = place_replicas(partitions, rf, &live, random_start(live.len()))?;
-                check_replication_factor(rf as usize)?;
-                placed
+                place_replicas(partitions, rf, &live, random_start(live.len()))?
             }
         };
         Ok(MetadataRecord::CreateTopic {
@@ -192,21 +184,6 @@ impl Decider {
             configs: t.configs,
         })
     }
-}
-
-/// Refuses replication factors the cluster cannot honour yet (see
-/// [`MAX_REPLICATION_FACTOR`]).
-fn check_replication_factor(rf: usize) -> Result<(), ApiError> {
-    if rf > MAX_REPLICATION_FACTOR {
-        return Err(ApiError::new(
-            ResponseError::InvalidReplicationFactor,
-            format!(
-                "Replication factor {rf} is not supported yet: partitions have one replica until \
-                 partition replication lands."
-            ),
-        ));
-    }
-    Ok(())
 }
 
 /// Brokers new replicas may be placed on: registered and not fenced, in rack-alternating order.
@@ -282,7 +259,6 @@ fn new_partitions(
             }
             let registered: Vec<BrokerId> = state.brokers.keys().copied().collect();
             validate_assignment(&a, &registered)?;
-            check_replication_factor(a.iter().map(Vec::len).max().unwrap_or(0))?;
             a
         }
         None => {
@@ -752,7 +728,7 @@ mod tests {
     }
 
     #[test]
-    fn replication_factors_above_one_are_refused_for_now() {
+    fn replication_factors_above_the_live_brokers_are_refused() {
         let s = state_with(&[1, 2, 3], vec![vec![BrokerId(1)]]);
         let d = Decider {
             defaults: TopicDefaults {
@@ -764,11 +740,8 @@ mod tests {
         let mut t = NewTopic::new("x", 3);
         t.replication_factor = 2;
         let (results, records) = d.create_topics(&s, vec![t]);
-        assert_eq!(
-            results[0].as_ref().unwrap_err().code,
-            ResponseError::InvalidReplicationFactor
-        );
-        assert!(records.is_empty());
+        assert!(results[0].is_ok());
+        assert_eq!(records.len(), 1);
         let mut t = NewTopic::new("x", 12);
         t.replication_factor = 4;
         let (results, _) = d.create_topics(&s, vec![t]);
@@ -776,8 +749,26 @@ mod tests {
             results[0].as_ref().unwrap_err().code,
             ResponseError::InvalidReplicationFactor
         );
+        // The default default: 3 copies on 3 brokers, fewer on fewer.
         let (results, _) = d.create_topics(&s, vec![NewTopic::new("x", 12)]);
         let t = results[0].as_ref().unwrap();
+        assert!(t.partitions.iter().all(|p| p.replicas.len() == 3));
+        let two = state_with(&[1, 2], vec![vec![BrokerId(1)]]);
+        let (results, _) = d.create_topics(&two, vec![NewTopic::new("y", 2)]);
+        let y = results[0].as_ref().unwrap();
+        assert!(y.partitions.iter().all(|p| p.replicas.len() == 2));
+        // Set explicitly, it is not capped.
+        let explicit = Decider {
+            defaults: TopicDefaults {
+                replication_factor_explicit: true,
+                ..d.defaults
+            },
+        };
+        let (results, _) = explicit.create_topics(&two, vec![NewTopic::new("z", 2)]);
+        assert_eq!(
+            results[0].as_ref().unwrap_err().code,
+            ResponseError::InvalidReplicationFactor
+        );
         for b in 1..=3 {
             let led = t
                 .partitions

@@ -7,6 +7,13 @@
 //!   larger than the limits can never stall a consumer.
 //! - Incremental fetch sessions (KIP-227), see [`crate::fetch_session`].
 //! - v13+ name topics by id; unknown ids get UNKNOWN_TOPIC_ID.
+//! - **Follower fetches** (replica id >= 0: `replica_id` before v15, `replica_state` from v15;
+//!   Kafka's `isFromFollower`): the fetcher must be one of the partition's replicas; a
+//!   `last_fetched_epoch` (v12+) is checked against this leader's epoch cache first and a
+//!   diverging log is answered with `diverging_epoch` and no records (KIP-320); otherwise the
+//!   fetch offset is reported to the replica state (it may move the HW) and records are read up
+//!   to the log end, not the HW. Follower fetches park on the partition's follower waiters,
+//!   which appends wake.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchRequest;
 use kafka_protocol::messages::fetch_response::{
-    FetchResponse, FetchableTopicResponse, PartitionData,
+    EpochEndOffset, FetchResponse, FetchableTopicResponse, PartitionData,
 };
 use kafka_protocol::ResponseError;
 use sluice_meta::Uuid;
@@ -27,14 +34,86 @@ use crate::image::MetadataImage;
 use crate::partition::Partition;
 use crate::replica_manager::ReplicaManager;
 use sluice_meta::ClusterState;
-use sluice_types::Offset;
+use sluice_types::{BrokerId, LeaderEpoch, Offset};
 
 /// What one partition contributes to a response.
-struct PartitionRead {
-    error: Option<ResponseError>,
-    high_watermark: i64,
-    log_start_offset: i64,
-    records: Bytes,
+pub(crate) struct PartitionRead {
+    pub(crate) error: Option<ResponseError>,
+    pub(crate) high_watermark: i64,
+    pub(crate) log_start_offset: i64,
+    pub(crate) records: Bytes,
+    /// KIP-320: the follower's log diverges from this leader's; (epoch, end offset) to
+    /// truncate to.
+    pub(crate) diverging: Option<(LeaderEpoch, Offset)>,
+}
+
+impl PartitionRead {
+    fn error(error: ResponseError, high_watermark: i64, log_start_offset: i64) -> Self {
+        PartitionRead {
+            error: Some(error),
+            high_watermark,
+            log_start_offset,
+            records: Bytes::new(),
+            diverging: None,
+        }
+    }
+}
+
+/// Who is fetching.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetcher {
+    /// A consumer: reads below the HW from the leader.
+    Consumer,
+    /// A follower replica (its broker id, and its broker epoch from v15, else -1): reads up to
+    /// the log end, and its fetch offset is its replication progress.
+    Follower {
+        replica: BrokerId,
+        broker_epoch: i64,
+    },
+}
+
+impl Fetcher {
+    /// Kafka's `FetchRequest.isFromFollower`: a replica id >= 0, in `replica_id` before v15 and
+    /// in `replica_state` from v15.
+    pub fn of(req: &FetchRequest, version: i16) -> Fetcher {
+        let (id, epoch) = if version >= 15 {
+            (
+                req.replica_state.replica_id.0,
+                req.replica_state.replica_epoch,
+            )
+        } else {
+            (req.replica_id.0, -1)
+        };
+        if id >= 0 {
+            Fetcher::Follower {
+                replica: BrokerId(id),
+                broker_epoch: epoch,
+            }
+        } else {
+            Fetcher::Consumer
+        }
+    }
+}
+
+/// KIP-320 on the leader (Kafka's `Partition.readRecords`): a follower that last fetched
+/// `last_fetched_epoch` and now fetches from `fetch_offset` diverges when this leader's answer
+/// for that epoch (`leader_answer`: [`sluice_log::Log::end_offset_for_epoch`]) names an older
+/// epoch (the leader never had the follower's) or ends below the fetch offset (the follower
+/// has records of that epoch the leader does not). The answer is where the follower truncates
+/// to. A leader that cannot say (no entry at or below the epoch) answers OFFSET_OUT_OF_RANGE,
+/// as Kafka does.
+pub fn divergence(
+    last_fetched_epoch: LeaderEpoch,
+    fetch_offset: Offset,
+    leader_answer: Option<(LeaderEpoch, Offset)>,
+) -> Result<Option<(LeaderEpoch, Offset)>, ResponseError> {
+    match leader_answer {
+        None => Err(ResponseError::OffsetOutOfRange),
+        Some((epoch, end)) if epoch < last_fetched_epoch || end < fetch_offset => {
+            Ok(Some((epoch, end)))
+        }
+        Some(_) => Ok(None),
+    }
 }
 
 enum Mode {
@@ -46,13 +125,14 @@ enum Mode {
     Incremental(i32, FetchSession),
 }
 
-fn session_partition(
+pub(crate) fn session_partition(
     topic: String,
     topic_id: Uuid,
     partition: i32,
     offset: i64,
     max_bytes: i32,
     current_leader_epoch: i32,
+    last_fetched_epoch: i32,
 ) -> SessionPartition {
     SessionPartition {
         topic,
@@ -61,6 +141,7 @@ fn session_partition(
         fetch_offset: offset,
         max_bytes,
         current_leader_epoch,
+        last_fetched_epoch,
         last_high_watermark: -1,
         last_log_start_offset: -1,
     }
@@ -101,12 +182,15 @@ pub fn check_leader(p: &Partition, current_leader_epoch: i32) -> Result<(), Resp
     Ok(())
 }
 
-/// Reads every partition once, sharing the response byte budget. Blocking file reads: runs on
-/// the blocking pool.
-fn read_all(
+/// Reads every partition once, sharing the response byte budget. `report`: a follower's
+/// fetch offsets are recorded (once per request, on its first read). Blocking file reads: runs
+/// on the blocking pool.
+pub(crate) fn read_all(
     parts: &[(SessionPartition, Option<Arc<Partition>>)],
     max_bytes: usize,
     by_id: bool,
+    fetcher: Fetcher,
+    report: bool,
 ) -> Vec<PartitionRead> {
     let mut used = 0usize;
     parts
@@ -118,34 +202,78 @@ fn read_all(
                 } else {
                     ResponseError::UnknownTopicOrPartition
                 };
-                return PartitionRead {
-                    error: Some(error),
-                    high_watermark: -1,
-                    log_start_offset: -1,
-                    records: Bytes::new(),
-                };
+                return PartitionRead::error(error, -1, -1);
             };
             if let Err(error) = check_leader(p, sp.current_leader_epoch) {
-                return PartitionRead {
-                    error: Some(error),
-                    high_watermark: -1,
-                    log_start_offset: -1,
-                    records: Bytes::new(),
-                };
+                return PartitionRead::error(error, -1, -1);
             }
             let high_watermark = p.high_watermark();
+            let log_start_offset = p.log.log_start_offset();
+            let max_offset = match fetcher {
+                Fetcher::Consumer => high_watermark,
+                Fetcher::Follower { replica, .. } => {
+                    let hw = high_watermark.get();
+                    if !p.has_replica(replica) {
+                        return PartitionRead::error(
+                            ResponseError::NotLeaderOrFollower,
+                            hw,
+                            log_start_offset.get(),
+                        );
+                    }
+                    let fetch_offset = Offset(sp.fetch_offset);
+                    if fetch_offset < log_start_offset {
+                        return PartitionRead::error(
+                            ResponseError::OffsetOutOfRange,
+                            hw,
+                            log_start_offset.get(),
+                        );
+                    }
+                    if sp.last_fetched_epoch >= 0 {
+                        let last = LeaderEpoch(sp.last_fetched_epoch);
+                        match divergence(last, fetch_offset, p.log.end_offset_for_epoch(last)) {
+                            Err(e) => {
+                                return PartitionRead::error(e, hw, log_start_offset.get());
+                            }
+                            Ok(Some(diverging)) => {
+                                return PartitionRead {
+                                    error: None,
+                                    high_watermark: hw,
+                                    log_start_offset: log_start_offset.get(),
+                                    records: Bytes::new(),
+                                    diverging: Some(diverging),
+                                };
+                            }
+                            Ok(None) => {}
+                        }
+                    }
+                    let log_end = p.log.log_end_offset();
+                    if report && fetch_offset <= log_end {
+                        if let Err(e) = p.record_follower_fetch(replica, fetch_offset) {
+                            tracing::debug!(topic = %sp.topic, partition = sp.partition,
+                                follower = %replica, error = %e, "follower fetch not recorded");
+                            return PartitionRead::error(
+                                ResponseError::NotLeaderOrFollower,
+                                hw,
+                                log_start_offset.get(),
+                            );
+                        }
+                    }
+                    log_end
+                }
+            };
+            // A follower's fetch may have moved the HW: report the latest.
+            let high_watermark = p.high_watermark().get();
             let limit = (sp.max_bytes.max(0) as usize).min(max_bytes.saturating_sub(used));
             let min_one = used == 0;
             let outcome = if limit == 0 && !min_one {
                 Ok(Bytes::new())
             } else {
                 p.log
-                    .read(Offset(sp.fetch_offset), limit, high_watermark, min_one)
+                    .read(Offset(sp.fetch_offset), limit, max_offset, min_one)
                     .map(|r| r.data)
                     .map_err(ApiError::from_log)
             };
             let log_start_offset = p.log.log_start_offset().get();
-            let high_watermark = high_watermark.get();
             match outcome {
                 Ok(data) => {
                     used += data.len();
@@ -154,22 +282,18 @@ fn read_all(
                         high_watermark,
                         log_start_offset,
                         records: data,
+                        diverging: None,
                     }
                 }
-                Err(e) => PartitionRead {
-                    error: Some(e.code),
-                    high_watermark,
-                    log_start_offset,
-                    records: Bytes::new(),
-                },
+                Err(e) => PartitionRead::error(e.code, high_watermark, log_start_offset),
             }
         })
         .collect()
 }
 
-/// Fetch for consumers: reads the hosted partitions (`replicas`), names topics through the
-/// `image`, keeps KIP-227 `sessions`, caps answers at `fetch_max_bytes`, and stops waiting when
-/// `stopping` turns true.
+/// Fetch for consumers and followers: reads the hosted partitions (`replicas`), names topics
+/// through the `image`, keeps KIP-227 `sessions`, caps answers at `fetch_max_bytes`, and stops
+/// waiting when `stopping` turns true.
 pub async fn handle(
     replicas: &ReplicaManager,
     image: &MetadataImage,
@@ -212,6 +336,11 @@ pub async fn handle(
                 p.fetch_offset,
                 p.partition_max_bytes,
                 p.current_leader_epoch,
+                if version >= 12 {
+                    p.last_fetched_epoch
+                } else {
+                    -1
+                },
             ));
         }
     }
@@ -246,17 +375,26 @@ pub async fn handle(
     let deadline =
         tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
 
+    let fetcher = Fetcher::of(&req, version);
+    let mut first = true;
     let reads = loop {
-        // Register before reading so a HW advance in between still wakes us.
+        // Register before reading so a HW advance (a consumer) or an append (a follower) in
+        // between still wakes us.
         let waiter = Arc::new(Notify::new());
         for (_, p) in resolved.iter() {
             if let Some(p) = p {
-                p.waiters.register(&waiter);
+                match fetcher {
+                    Fetcher::Consumer => p.waiters.register(&waiter),
+                    Fetcher::Follower { .. } => p.follower_waiters.register(&waiter),
+                }
             }
         }
         let snapshot = resolved.clone();
-        let reads = match tokio::task::spawn_blocking(move || read_all(&snapshot, max_bytes, by_id))
-            .await
+        let report = std::mem::take(&mut first);
+        let reads = match tokio::task::spawn_blocking(move || {
+            read_all(&snapshot, max_bytes, by_id, fetcher, report)
+        })
+        .await
         {
             Ok(r) => r,
             Err(e) => {
@@ -269,7 +407,9 @@ pub async fn handle(
             }
         };
         let bytes: usize = reads.iter().map(|r| r.records.len()).sum();
-        let any_error = reads.iter().any(|r| r.error.is_some());
+        let any_error = reads
+            .iter()
+            .any(|r| r.error.is_some() || r.diverging.is_some());
         if bytes >= min_bytes
             || any_error
             || tokio::time::Instant::now() >= deadline
@@ -291,6 +431,7 @@ pub async fn handle(
     for ((sp, _), read) in resolved.iter().zip(reads) {
         let changed = !read.records.is_empty()
             || read.error.is_some()
+            || read.diverging.is_some()
             || read.high_watermark != sp.last_high_watermark
             || read.log_start_offset != sp.last_log_start_offset;
         sent.push((
@@ -301,13 +442,20 @@ pub async fn handle(
         if incremental && !changed {
             continue;
         }
-        let data = PartitionData::default()
+        let mut data = PartitionData::default()
             .with_partition_index(sp.partition)
             .with_error_code(read.error.map_or(0, |e| e.code()))
             .with_high_watermark(read.high_watermark)
             .with_last_stable_offset(read.high_watermark)
             .with_log_start_offset(read.log_start_offset)
             .with_records(Some(read.records));
+        if let Some((epoch, end_offset)) = read.diverging {
+            data = data.with_diverging_epoch(
+                EpochEndOffset::default()
+                    .with_epoch(epoch.get())
+                    .with_end_offset(end_offset.get()),
+            );
+        }
         let same_topic = topics.last().is_some_and(|t| {
             if by_id {
                 t.topic_id == sp.topic_id
@@ -351,4 +499,63 @@ pub async fn handle(
     FetchResponse::default()
         .with_session_id(session_id)
         .with_responses(topics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(epoch: i32, end: i64) -> Option<(LeaderEpoch, Offset)> {
+        Some((LeaderEpoch(epoch), Offset(end)))
+    }
+
+    #[test]
+    fn divergence_is_kafkas_rule() {
+        // The leader has the follower's epoch and it ends at or past the fetch offset.
+        assert_eq!(divergence(LeaderEpoch(3), Offset(10), at(3, 10)), Ok(None));
+        assert_eq!(divergence(LeaderEpoch(3), Offset(10), at(3, 15)), Ok(None));
+        // The epoch ends earlier here: the follower has records of it the leader lacks.
+        assert_eq!(
+            divergence(LeaderEpoch(3), Offset(10), at(3, 7)),
+            Ok(at(3, 7))
+        );
+        // The leader never had the follower's epoch: the largest older one it has.
+        assert_eq!(
+            divergence(LeaderEpoch(4), Offset(10), at(2, 12)),
+            Ok(at(2, 12))
+        );
+        // The leader cannot say.
+        assert_eq!(
+            divergence(LeaderEpoch(4), Offset(10), None),
+            Err(ResponseError::OffsetOutOfRange)
+        );
+    }
+
+    #[test]
+    fn a_replica_id_makes_a_follower_fetch() {
+        let consumer =
+            FetchRequest::default().with_replica_id(kafka_protocol::messages::BrokerId(-1));
+        assert_eq!(Fetcher::of(&consumer, 12), Fetcher::Consumer);
+        let old = FetchRequest::default().with_replica_id(kafka_protocol::messages::BrokerId(2));
+        assert_eq!(
+            Fetcher::of(&old, 14),
+            Fetcher::Follower {
+                replica: BrokerId(2),
+                broker_epoch: -1
+            }
+        );
+        let new = FetchRequest::default().with_replica_state(
+            kafka_protocol::messages::fetch_request::ReplicaState::default()
+                .with_replica_id(kafka_protocol::messages::BrokerId(3))
+                .with_replica_epoch(77),
+        );
+        assert_eq!(
+            Fetcher::of(&new, 15),
+            Fetcher::Follower {
+                replica: BrokerId(3),
+                broker_epoch: 77
+            }
+        );
+        assert_eq!(Fetcher::of(&FetchRequest::default(), 17), Fetcher::Consumer);
+    }
 }
