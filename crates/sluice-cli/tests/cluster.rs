@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::time::Duration;
 
+use common::cluster::*;
 use common::*;
 use kafka_protocol::messages::describe_cluster_request::DescribeClusterRequest;
 use kafka_protocol::messages::MetadataRequest;
@@ -16,80 +17,6 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-
-/// A cluster's nodes, every one a voter (combined mode).
-struct TestCluster {
-    nodes: Vec<Broker>,
-    voters: String,
-}
-
-/// Settings that make fencing quick enough for tests (and still well above the heartbeat).
-const FAST_LIVENESS: &[&str] = &[
-    "broker.heartbeat.interval.ms=200",
-    "broker.session.timeout.ms=3000",
-];
-
-fn node_args(controller_port: u16, voters: &str, overrides: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "--controller-listen".to_string(),
-        format!("127.0.0.1:{controller_port}"),
-        "--voters".to_string(),
-        voters.to_string(),
-    ];
-    args.extend(override_args(overrides));
-    args
-}
-
-impl TestCluster {
-    fn start(n: u32) -> TestCluster {
-        TestCluster::start_with(n, &[])
-    }
-
-    fn start_with(n: u32, extra: &[&str]) -> TestCluster {
-        let overrides: Vec<&str> = FAST_LIVENESS.iter().chain(extra).copied().collect();
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        let voters = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, c))| format!("{}@127.0.0.1:{c}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut nodes: Vec<Broker> = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (p, c))| {
-                Broker::prepare_node(i as u32 + 1, *p, node_args(*c, &voters, &overrides))
-            })
-            .collect();
-        // Every process first: none finishes starting before a quorum of them runs.
-        for b in &mut nodes {
-            b.spawn_process();
-        }
-        for b in &mut nodes {
-            b.wait_accepting();
-        }
-        TestCluster { nodes, voters }
-    }
-
-    fn node(&mut self, id: i32) -> &mut Broker {
-        &mut self.nodes[id as usize - 1]
-    }
-
-    fn bootstrap(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|b| b.bootstrap())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn running(&mut self) -> Vec<i32> {
-        self.nodes
-            .iter_mut()
-            .filter_map(|b| b.is_running().then_some(b.node_id() as i32))
-            .collect()
-    }
-}
 
 /// One node's Metadata: (controller id, live broker ids, (topic, partition) -> leader).
 struct View {

@@ -7,6 +7,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset of the helpers.
 
+pub mod cluster;
+
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::future::Future;
@@ -919,8 +921,19 @@ pub fn produce_raw(
     partition: i32,
     records: Bytes,
 ) -> PartitionProduceResponse {
+    produce_raw_acks(conn, topic, partition, -1, records)
+}
+
+/// [`produce_raw`] with the given `acks`.
+pub fn produce_raw_acks(
+    conn: &mut RawConn,
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    records: Bytes,
+) -> PartitionProduceResponse {
     let req = ProduceRequest::default()
-        .with_acks(-1)
+        .with_acks(acks)
         .with_timeout_ms(10_000)
         .with_topic_data(vec![TopicProduceData::default()
             .with_name(TopicName(kstr(topic)))

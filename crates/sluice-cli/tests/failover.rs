@@ -1,0 +1,259 @@
+//! Leader failover with `acks=all` on a 3-node cluster of real processes: no acknowledged record
+//! is lost when the leader is killed, `min.insync.replicas` refuses writes it cannot cover, a
+//! SIGTERM hands leadership over before the broker stops, and a preferred election gives it back.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::cluster::*;
+use common::*;
+use kafka_protocol::messages::MetadataRequest;
+use rdkafka::admin::{NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// (leader, ISR) of `topic`'s partition 0 as node `b` reports it; leader -1 while none.
+fn leader_and_isr(b: &Broker, topic: &str) -> Option<(i32, Vec<i32>)> {
+    let mut c = RawConn::connect(b);
+    let resp = c.call(12, &MetadataRequest::default().with_topics(None));
+    let t = resp
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))?;
+    let p = t.partitions.iter().find(|p| p.partition_index == 0)?;
+    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|r| r.0).collect();
+    isr.sort();
+    Some((p.leader_id.0, isr))
+}
+
+fn create_rf3(cluster: &mut TestCluster, topic: &str) -> i32 {
+    create_rf3_with(cluster, topic, &[])
+}
+
+fn create_rf3_with(cluster: &mut TestCluster, topic: &str, configs: &[(&str, &str)]) -> i32 {
+    let mut new = NewTopic::new(topic, 1, TopicReplication::Fixed(3));
+    for (k, v) in configs {
+        new = new.set(k, v);
+    }
+    let res = block_on(admin(cluster.node(1)).create_topics(&[new], &admin_opts()))
+        .expect("CreateTopics");
+    assert_eq!(res[0], Ok(topic.to_string()));
+    wait_for(
+        "a leader with the full ISR",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            leader_and_isr(cluster.node(1), topic)
+                .filter(|(l, isr)| *l > 0 && isr.len() == 3)
+                .map(|(l, _)| l)
+        },
+    )
+}
+
+fn acks_all_producer(bootstrap: &str) -> FutureProducer {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("message.timeout.ms", "60000")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .set("linger.ms", "5");
+    c.create().expect("producer")
+}
+
+fn read_from_start(bootstrap: &str, topic: &str, at_least: usize) -> Vec<String> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("group.id", format!("failover-it-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .set("fetch.wait.max.ms", "100");
+    let c: BaseConsumer = c.create().expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let mut got = Vec::new();
+    wait_for(
+        &format!("{at_least} records of {topic}"),
+        Duration::from_secs(60),
+        Duration::from_millis(1),
+        || {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                use rdkafka::Message;
+                got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+            }
+            (got.len() >= at_least).then_some(())
+        },
+    );
+    // Anything past what was asked for is read too, so duplicates cannot hide behind it.
+    while let Some(Ok(m)) = c.poll(Duration::from_millis(500)) {
+        use rdkafka::Message;
+        got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
+    }
+    got
+}
+
+#[test]
+fn no_acknowledged_record_is_lost_when_the_leader_is_killed() {
+    const TOPIC: &str = "acks-all";
+    const RECORDS: usize = 400;
+    let mut cluster = TestCluster::start(3);
+    let leader = create_rf3(&mut cluster, TOPIC);
+    let bootstrap = cluster.bootstrap();
+
+    // A producer sends in the background; the leader dies part-way through.
+    let acked: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
+    let sender = {
+        let acked = acked.clone();
+        let bootstrap = bootstrap.clone();
+        std::thread::spawn(move || {
+            let p = acks_all_producer(&bootstrap);
+            block_on(async {
+                let mut pending = Vec::new();
+                for i in 0..RECORDS {
+                    let v = format!("v-{i}");
+                    let f =
+                        p.send_result(FutureRecord::<(), _>::to(TOPIC).partition(0).payload(&v));
+                    let f = f.expect("queue");
+                    pending.push((v, f));
+                    if i % 20 == 19 {
+                        tokio::time::sleep(Duration::from_millis(30)).await;
+                    }
+                }
+                for (v, f) in pending {
+                    if let Ok(Ok(d)) = f.await {
+                        acked.lock().unwrap().push((d.offset, v));
+                    }
+                }
+            });
+        })
+    };
+    wait_for(
+        "some writes acknowledged before the kill",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || {
+            let mut c = RawConn::connect(cluster.node(leader));
+            (log_end(&mut c, TOPIC, 0) >= 100).then_some(())
+        },
+    );
+    cluster.node(leader).kill9();
+    sender.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 100, "only {} acknowledged", acked.len());
+
+    let survivors: Vec<i32> = (1..=3).filter(|id| *id != leader).collect();
+    let got = read_from_start(&cluster.bootstrap_of(&survivors), TOPIC, acked.len());
+    let unique: BTreeSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), got.len(), "no record twice: {got:?}");
+    for (offset, v) in &acked {
+        assert_eq!(
+            got.get(*offset as usize),
+            Some(v),
+            "acknowledged {v} at offset {offset} is there"
+        );
+    }
+
+    // The old leader comes back as a follower and ends with the same log.
+    cluster.node(leader).restart();
+    let expected = got.clone();
+    let (new_leader, _) = wait_for(
+        "the old leader back in the ISR",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || leader_and_isr(cluster.node(survivors[0]), TOPIC).filter(|(_, isr)| isr.len() == 3),
+    );
+    assert_ne!(new_leader, leader);
+    let only_old = read_from_start(&cluster.node(leader).bootstrap(), TOPIC, expected.len());
+    // Read through the cluster (the leader), which now includes the old leader's replica in
+    // the ISR: the same records.
+    assert_eq!(only_old, expected);
+
+    // A preferred election hands leadership back to the first replica once it is in sync.
+    let preferred = leader_and_isr(cluster.node(1), TOPIC).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "topic",
+            "elect-leaders",
+            "-b",
+            &cluster.bootstrap(),
+            TOPIC,
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let result = v["elections"][0]["result"].as_str().unwrap().to_string();
+    assert!(
+        result == "elected" || result == "ElectionNotNeeded",
+        "{v} (before: {preferred:?})"
+    );
+}
+
+#[test]
+fn acks_all_needs_min_insync_replicas() {
+    use kafka_protocol::ResponseError;
+    const TOPIC: &str = "min-isr";
+    let mut cluster = TestCluster::start(3);
+    // Every replica must hold an acks=all write. (Killing two of three nodes would also stop
+    // the controller quorum, so nothing could record the smaller ISR.)
+    let leader = create_rf3_with(&mut cluster, TOPIC, &[("min.insync.replicas", "3")]);
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.node(follower).kill9();
+    // Fenced, the follower leaves the ISR: two in-sync replicas, three needed.
+    wait_for(
+        "the ISR to shrink",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            leader_and_isr(cluster.node(leader), TOPIC)
+                .filter(|(l, isr)| *l == leader && isr.len() == 2)
+        },
+    );
+    let mut conn = RawConn::connect(cluster.node(leader));
+    let all = produce_raw_acks(
+        &mut conn,
+        TOPIC,
+        0,
+        -1,
+        batch(-1, 0, 0, 1, 1_700_000_000_000, "all"),
+    );
+    assert_eq!(
+        all.error_code,
+        ResponseError::NotEnoughReplicas.code(),
+        "{all:?}"
+    );
+    let one = produce_raw_acks(
+        &mut conn,
+        TOPIC,
+        0,
+        1,
+        batch(-1, 0, 0, 1, 1_700_000_000_000, "one"),
+    );
+    assert_eq!(one.error_code, 0, "acks=1 needs only the leader: {one:?}");
+}
+
+#[test]
+fn sigterm_hands_leadership_over_before_the_broker_stops() {
+    const TOPIC: &str = "handover";
+    let mut cluster = TestCluster::start(3);
+    let leader = create_rf3(&mut cluster, TOPIC);
+    let watcher = (1..=3).find(|id| *id != leader).unwrap();
+    cluster.node(leader).stop();
+    // No session to wait out: the partition has another leader as soon as the broker is gone.
+    let (now, isr) = leader_and_isr(cluster.node(watcher), TOPIC).unwrap();
+    assert!(now > 0 && now != leader, "leader {now}, ISR {isr:?}");
+    assert!(!isr.contains(&leader), "{isr:?}");
+}
