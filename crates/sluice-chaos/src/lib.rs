@@ -26,7 +26,9 @@
 //!   duplicated, reordered, inconsistent records), fault schedules (rolling restarts, random
 //!   partitions) and the `scripts/chaos` runner.
 
+pub mod checker;
 pub mod cluster;
+pub mod history;
 pub mod probe;
 pub mod process;
 pub mod proxy;
