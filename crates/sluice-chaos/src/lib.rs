@@ -32,8 +32,15 @@ pub mod history;
 pub mod probe;
 pub mod process;
 pub mod proxy;
+pub mod run;
+pub mod schedule;
+pub mod workload;
 
-pub use cluster::{Cluster, NodeAddrs};
-pub use probe::{api_versions, metadata_brokers, AdvertisedBroker, ProbeError};
+pub use checker::{check, Anomaly, Check, FinalLog, Report};
+pub use cluster::{multi_node_args, Cluster, NodeAddrs};
+pub use history::{Acks, CommitOutcome, Entry, History, Op, ProduceOutcome};
+pub use probe::{
+    api_versions, metadata_brokers, metadata_leaders, AdvertisedBroker, Leadership, ProbeError,
+};
 pub use process::{free_port, sluice_bin, Node, NodeError};
 pub use proxy::{Direction, Fault, Faults, Proxy, ProxyStats};

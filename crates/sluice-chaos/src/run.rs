@@ -1,0 +1,246 @@
+//! One chaos run, end to end: the shell around the pure checker, called by the `sluice-chaos`
+//! binary and the gate test alike.
+//!
+//! Start the cluster, create the topic, start the [`Workload`], play the [`Schedule`] until the
+//! deadline (every fault healed as it goes), stop the workload, read every partition back, run
+//! the [`check`]er, and save the evidence (`history.jsonl`, `final-log.json`, `report.txt`) so
+//! the verdict can be re-checked ([`recheck`]) without running anything.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::ClientConfig;
+use tokio::time::Instant;
+
+use crate::checker::{check, FinalLog, Report};
+use crate::cluster::{multi_node_args, Cluster};
+use crate::history::{History, Op, ProduceOutcome};
+use crate::process::NodeError;
+use crate::schedule::{self, Played, Schedule, UnknownSchedule};
+use crate::workload::{final_read, Workload, WorkloadConfig, WorkloadError};
+
+/// The workload's topic.
+pub const TOPIC: &str = "chaos";
+/// Bound on creating the topic and seeing a leader for every partition.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bound on the final read of every partition.
+const FINAL_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// How long the schedule plays.
+    pub duration: Duration,
+    pub seed: u64,
+    pub nodes: usize,
+    /// One of [`schedule::NAMES`].
+    pub schedule: String,
+    pub partitions: i32,
+    /// Where the evidence is saved; `None` saves nothing.
+    pub out: Option<PathBuf>,
+}
+
+/// Why a run could not produce a verdict.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Schedule(#[from] UnknownSchedule),
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+    #[error("setting up topic {TOPIC:?}: {0}")]
+    Setup(String),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What a run found.
+pub struct RunOutcome {
+    pub report: Report,
+    pub history: Arc<History>,
+    pub final_log: FinalLog,
+    pub played: Played,
+}
+
+/// Runs the whole thing. Needs a multi-threaded tokio runtime (the proxies run on it while
+/// blocking work is sent to the blocking pool).
+pub async fn run(cfg: &RunConfig) -> Result<RunOutcome, RunError> {
+    let mut schedule = Schedule::named(&cfg.schedule, cfg.seed, cfg.nodes)?;
+    // fsync: an acknowledged write must survive kill -9 of every node at once.
+    let common = vec!["--durability".to_string(), "fsync".to_string()];
+    tracing::info!(nodes = cfg.nodes, "--- starting the cluster");
+    let mut cluster = if cfg.nodes > 1 {
+        let args = multi_node_args(cfg.nodes, common).map_err(|source| RunError::Io {
+            what: "choosing controller ports".into(),
+            source,
+        })?;
+        Cluster::start(cfg.nodes, args).await?
+    } else {
+        Cluster::start(1, move |_, _| common.clone()).await?
+    };
+    let bootstrap = cluster.bootstrap();
+    let replication = cfg.nodes.min(3) as i32;
+    create_topic(&bootstrap, cfg.partitions, replication).await?;
+    wait_for_leaders(&cluster, cfg.partitions).await?;
+
+    tracing::info!("--- starting the workload");
+    let history = Arc::new(History::new());
+    let wl_cfg = WorkloadConfig::standard(bootstrap.clone(), TOPIC.to_string(), cfg.partitions);
+    let workload = Workload::start(&wl_cfg, history.clone())?;
+    wait_for_first_ack(&history).await;
+
+    tracing::info!(schedule = %cfg.schedule, seed = cfg.seed, "--- playing the schedule");
+    let until = Instant::now() + cfg.duration;
+    let played = schedule::run(&mut cluster, &mut schedule, &history, TOPIC, until).await;
+    if played.is_ok() {
+        // The last step may end early; the workload keeps going against the healed cluster.
+        tokio::time::sleep_until(until).await;
+    }
+    tracing::info!("--- stopping the workload");
+    tokio::task::spawn_blocking(move || workload.stop())
+        .await
+        .map_err(|e| RunError::Setup(format!("workload stop panicked: {e}")))?;
+    let played = played?;
+
+    tracing::info!("--- final read");
+    let partitions = cfg.partitions;
+    let final_log = tokio::task::spawn_blocking(move || {
+        final_read(&bootstrap, TOPIC, partitions, FINAL_READ_TIMEOUT)
+    })
+    .await
+    .map_err(|e| RunError::Setup(format!("final read panicked: {e}")))??;
+
+    let report = check(&history.snapshot(), &final_log);
+    let outcome = RunOutcome {
+        report,
+        history,
+        final_log,
+        played,
+    };
+    if let Some(dir) = &cfg.out {
+        save(dir, &outcome)?;
+    }
+    Ok(outcome)
+}
+
+async fn create_topic(bootstrap: &str, partitions: i32, replication: i32) -> Result<(), RunError> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("socket.connection.setup.timeout.ms", "5000")
+        .create()
+        .map_err(|e| RunError::Setup(e.to_string()))?;
+    let opts = AdminOptions::new()
+        .request_timeout(Some(SETUP_TIMEOUT))
+        .operation_timeout(Some(SETUP_TIMEOUT));
+    let topic = NewTopic::new(TOPIC, partitions, TopicReplication::Fixed(replication));
+    let results = admin
+        .create_topics(&[topic], &opts)
+        .await
+        .map_err(|e| RunError::Setup(e.to_string()))?;
+    for r in results {
+        r.map_err(|(name, code)| RunError::Setup(format!("create {name}: {code}")))?;
+    }
+    Ok(())
+}
+
+/// Polls Metadata until every partition has a leader.
+async fn wait_for_leaders(cluster: &Cluster, partitions: i32) -> Result<(), RunError> {
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    loop {
+        let l = cluster.leadership(TOPIC, Duration::from_secs(2)).await;
+        let led = l.as_ref().map_or(0, |l| {
+            l.leaders.values().filter(|&&leader| leader >= 0).count()
+        });
+        if led == partitions as usize {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(RunError::Setup(format!(
+                "{led} of {partitions} partitions have a leader after {SETUP_TIMEOUT:?}: {l:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (bounded) until some produce was acknowledged, so faults hit a working system; a
+/// workload that never gets going shows in the report's figures.
+async fn wait_for_first_ack(history: &History) {
+    let deadline = Instant::now() + SETUP_TIMEOUT;
+    while Instant::now() < deadline {
+        let acked = history.snapshot().iter().any(|e| {
+            matches!(
+                e.op,
+                Op::Produce {
+                    outcome: ProduceOutcome::Ok { .. },
+                    ..
+                }
+            )
+        });
+        if acked {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::warn!("no produce acknowledged within {SETUP_TIMEOUT:?}");
+}
+
+const HISTORY_FILE: &str = "history.jsonl";
+const FINAL_LOG_FILE: &str = "final-log.json";
+const REPORT_FILE: &str = "report.txt";
+
+/// Writes `history.jsonl`, `final-log.json` and `report.txt` into `dir`.
+pub fn save(dir: &Path, outcome: &RunOutcome) -> Result<(), RunError> {
+    let io = |what: &str, path: &Path| {
+        let what = format!("{what} {}", path.display());
+        move |source| RunError::Io { what, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
+    let path = dir.join(HISTORY_FILE);
+    let file = File::create(&path).map_err(io("creating", &path))?;
+    outcome
+        .history
+        .write_jsonl(BufWriter::new(file))
+        .map_err(io("writing", &path))?;
+    let path = dir.join(FINAL_LOG_FILE);
+    let mut file = BufWriter::new(File::create(&path).map_err(io("creating", &path))?);
+    serde_json::to_writer(&mut file, &outcome.final_log)
+        .map_err(io::Error::from)
+        .and_then(|()| file.flush())
+        .map_err(io("writing", &path))?;
+    let path = dir.join(REPORT_FILE);
+    std::fs::write(&path, format!("{}\n", outcome.report)).map_err(io("writing", &path))?;
+    Ok(())
+}
+
+/// Checks a saved run again (the files [`save`] wrote).
+pub fn recheck(dir: &Path) -> Result<Report, RunError> {
+    let open = |name: &str| {
+        let path = dir.join(name);
+        File::open(&path)
+            .map(BufReader::new)
+            .map_err(|source| RunError::Io {
+                what: format!("opening {}", path.display()),
+                source,
+            })
+    };
+    let bad = |name: &str| {
+        let what = format!("reading {}", dir.join(name).display());
+        move |source| RunError::Io { what, source }
+    };
+    let history = History::read_jsonl(open(HISTORY_FILE)?).map_err(bad(HISTORY_FILE))?;
+    let final_log: FinalLog = serde_json::from_reader(open(FINAL_LOG_FILE)?)
+        .map_err(io::Error::from)
+        .map_err(bad(FINAL_LOG_FILE))?;
+    Ok(check(&history.snapshot(), &final_log))
+}
