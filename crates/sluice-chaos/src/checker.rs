@@ -104,6 +104,8 @@ pub struct Report {
     /// Legitimate but notable: duplicates from non-idempotent retries.
     pub notes: Vec<String>,
     pub stats: Stats,
+    /// Records read per reader: a reader that read nothing shows a stalled client or group.
+    pub reads_by_reader: BTreeMap<String, usize>,
 }
 
 impl Report {
@@ -150,6 +152,12 @@ impl fmt::Display for Report {
             s.final_records,
             self.partitions.len()
         )?;
+        let readers: Vec<String> = self
+            .reads_by_reader
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        writeln!(f, "reads by reader: {}", readers.join(", "))?;
         for &p in &self.partitions {
             writeln!(f, "partition {p}:")?;
             for check in Check::ALL {
@@ -198,6 +206,7 @@ struct Sent<'a> {
 pub fn check(history: &[Entry], final_log: &FinalLog) -> Report {
     let mut partitions: BTreeSet<Partition> = final_log.keys().copied().collect();
     let mut stats = Stats::default();
+    let mut reads_by_reader = BTreeMap::new();
     // value -> every produce of it (one, unless the workload reused a value).
     let mut sent: HashMap<(Partition, &str), Vec<Sent<'_>>> = HashMap::new();
     for e in history {
@@ -224,9 +233,12 @@ pub fn check(history: &[Entry], final_log: &FinalLog) -> Report {
                     outcome,
                 });
             }
-            Op::Read { partition, .. } => {
+            Op::Read {
+                partition, reader, ..
+            } => {
                 partitions.insert(*partition);
                 stats.reads += 1;
+                *reads_by_reader.entry(reader.clone()).or_insert(0) += 1;
             }
             Op::Commit {
                 partition, outcome, ..
@@ -246,6 +258,7 @@ pub fn check(history: &[Entry], final_log: &FinalLog) -> Report {
     let mut report = Report {
         partitions: partitions.iter().copied().collect(),
         stats,
+        reads_by_reader,
         ..Report::default()
     };
     let empty = Vec::new();
@@ -693,6 +706,7 @@ mod tests {
         assert_eq!(r.stats.acked, 2);
         assert_eq!(r.stats.reads, 4);
         assert_eq!(r.stats.faults, 1);
+        assert_eq!(r.reads_by_reader["r"], 3);
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //!
 //! Nodes are prepared first (ports, data dirs, proxies), then each node's extra arguments are
 //! built from every node's addresses, then all processes start. That order is what multi-node
-//! flags need: today `sluice serve` is single-node, so N > 1 gives N independent one-node
-//! clusters. When `--controller-listen` and `--voters` exist, the `args` function builds them
-//! from [`NodeAddrs`] (and the cluster will grow a controller port plus one proxy per ordered
-//! pair of nodes, so node i's `--voters` names j through proxy (i, j) and each link can be
-//! faulted on its own).
+//! flags need: [`multi_node_args`] builds `--controller-listen` and `--voters` from controller
+//! ports chosen up front, so going multi-node changes only the `args` function. Today
+//! `sluice serve` is single-node and takes none of those flags (the runner uses them only for
+//! N > 1). Later the cluster will grow one proxy per ordered pair of nodes, so node i's
+//! `--voters` names j through proxy (i, j) and each link can be faulted on its own.
+//!
+//! [`Cluster::leadership`] asks the nodes (bypassing the proxies) who leads what.
 
 use std::io;
 use std::net::SocketAddr;

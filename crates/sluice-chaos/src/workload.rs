@@ -351,6 +351,8 @@ impl ReaderLoop {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "10000")
+            // Also the rebalance timeout: how long a coordinator waits for members to rejoin.
+            .set("max.poll.interval.ms", "20000")
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "100");
         let consumer: BaseConsumer<SessionCounter> = c

@@ -53,6 +53,13 @@ async fn a_fixed_seed_process_fault_schedule_loses_nothing() {
     assert!(s.acked >= 100, "too few acknowledged writes: {s:?}");
     assert!(s.reads >= 100, "too few reads: {s:?}");
     assert!(s.commits_ok > 0, "no successful commit: {s:?}");
+    let group_reads: usize = report
+        .reads_by_reader
+        .iter()
+        .filter(|(r, _)| r.starts_with('g'))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(group_reads > 0, "the group members never read");
     let kills = outcome
         .history
         .snapshot()
