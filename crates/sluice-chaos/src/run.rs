@@ -73,7 +73,9 @@ pub struct RunOutcome {
 }
 
 /// Runs the whole thing. Needs a multi-threaded tokio runtime (the proxies run on it while
-/// blocking work is sent to the blocking pool).
+/// blocking work is sent to the blocking pool). With `cfg.out`, the evidence is saved whether
+/// or not the run reached a verdict: the history so far and every node's log always, the final
+/// log and the report when there are some.
 pub async fn run(cfg: &RunConfig) -> Result<RunOutcome, RunError> {
     let mut schedule = Schedule::named(&cfg.schedule, cfg.seed, cfg.nodes)?;
     // fsync: an acknowledged write must survive kill -9 of every node at once.
@@ -88,20 +90,37 @@ pub async fn run(cfg: &RunConfig) -> Result<RunOutcome, RunError> {
     } else {
         Cluster::start(1, move |_, _| common.clone()).await?
     };
+    let history = Arc::new(History::new());
+    let result = drive(cfg, &mut cluster, &mut schedule, history.clone()).await;
+    if let Some(dir) = &cfg.out {
+        let saved = save(dir, &history, &cluster, result.as_ref().ok());
+        if let (Ok(_), Err(e)) = (&result, saved) {
+            return Err(e);
+        }
+    }
+    result
+}
+
+/// Everything after the cluster is up.
+async fn drive(
+    cfg: &RunConfig,
+    cluster: &mut Cluster,
+    schedule: &mut Schedule,
+    history: Arc<History>,
+) -> Result<RunOutcome, RunError> {
     let bootstrap = cluster.bootstrap();
     let replication = cfg.nodes.min(3) as i32;
     create_topic(&bootstrap, cfg.partitions, replication).await?;
-    wait_for_leaders(&cluster, cfg.partitions).await?;
+    wait_for_leaders(cluster, cfg.partitions).await?;
 
     tracing::info!("--- starting the workload");
-    let history = Arc::new(History::new());
     let wl_cfg = WorkloadConfig::standard(bootstrap.clone(), TOPIC.to_string(), cfg.partitions);
     let workload = Workload::start(&wl_cfg, history.clone())?;
     wait_for_first_ack(&history).await;
 
     tracing::info!(schedule = %cfg.schedule, seed = cfg.seed, "--- playing the schedule");
     let until = Instant::now() + cfg.duration;
-    let played = schedule::run(&mut cluster, &mut schedule, &history, TOPIC, until).await;
+    let played = schedule::run(cluster, schedule, &history, TOPIC, until).await;
     if played.is_ok() {
         // The last step may end early; the workload keeps going against the healed cluster.
         tokio::time::sleep_until(until).await;
@@ -121,16 +140,12 @@ pub async fn run(cfg: &RunConfig) -> Result<RunOutcome, RunError> {
     .map_err(|e| RunError::Setup(format!("final read panicked: {e}")))??;
 
     let report = check(&history.snapshot(), &final_log);
-    let outcome = RunOutcome {
+    Ok(RunOutcome {
         report,
         history,
         final_log,
         played,
-    };
-    if let Some(dir) = &cfg.out {
-        save(dir, &outcome)?;
-    }
-    Ok(outcome)
+    })
 }
 
 async fn create_topic(bootstrap: &str, partitions: i32, replication: i32) -> Result<(), RunError> {
@@ -199,8 +214,14 @@ const HISTORY_FILE: &str = "history.jsonl";
 const FINAL_LOG_FILE: &str = "final-log.json";
 const REPORT_FILE: &str = "report.txt";
 
-/// Writes `history.jsonl`, `final-log.json` and `report.txt` into `dir`.
-pub fn save(dir: &Path, outcome: &RunOutcome) -> Result<(), RunError> {
+/// Writes `history.jsonl` and `node-N.log` for every node into `dir`, and `final-log.json` and
+/// `report.txt` when the run got that far.
+pub fn save(
+    dir: &Path,
+    history: &History,
+    cluster: &Cluster,
+    outcome: Option<&RunOutcome>,
+) -> Result<(), RunError> {
     let io = |what: &str, path: &Path| {
         let what = format!("{what} {}", path.display());
         move |source| RunError::Io { what, source }
@@ -208,10 +229,16 @@ pub fn save(dir: &Path, outcome: &RunOutcome) -> Result<(), RunError> {
     std::fs::create_dir_all(dir).map_err(io("creating", dir))?;
     let path = dir.join(HISTORY_FILE);
     let file = File::create(&path).map_err(io("creating", &path))?;
-    outcome
-        .history
+    history
         .write_jsonl(BufWriter::new(file))
         .map_err(io("writing", &path))?;
+    for node in cluster.nodes() {
+        let path = dir.join(format!("node-{}.log", node.id()));
+        std::fs::copy(node.log_path(), &path).map_err(io("copying the node log to", &path))?;
+    }
+    let Some(outcome) = outcome else {
+        return Ok(());
+    };
     let path = dir.join(FINAL_LOG_FILE);
     let mut file = BufWriter::new(File::create(&path).map_err(io("creating", &path))?);
     serde_json::to_writer(&mut file, &outcome.final_log)

@@ -109,8 +109,27 @@ impl Workload {
     /// Starts every client thread. Client creation errors surface here; later errors become
     /// outcomes in the history.
     pub fn start(cfg: &WorkloadConfig, history: Arc<History>) -> Result<Workload, WorkloadError> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
+        let mut workload = Workload {
+            stop: Arc::new(AtomicBool::new(false)),
+            threads: Vec::new(),
+        };
+        match workload.spawn_all(cfg, history) {
+            Ok(()) => Ok(workload),
+            Err(e) => {
+                // Do not leave the clients that did start running.
+                workload.stop();
+                Err(e)
+            }
+        }
+    }
+
+    fn spawn_all(
+        &mut self,
+        cfg: &WorkloadConfig,
+        history: Arc<History>,
+    ) -> Result<(), WorkloadError> {
+        let stop = &self.stop;
+        let threads = &mut self.threads;
         for (i, spec) in cfg.producers.iter().enumerate() {
             let name = format!(
                 "p{i}-{}-{}",
@@ -154,7 +173,7 @@ impl Workload {
                 threads.push(std::thread::spawn(move || r.run(consumer)));
             }
         }
-        Ok(Workload { stop, threads })
+        Ok(())
     }
 
     /// Signals every client to stop and waits for them (producers flush, within [`FLUSH`]).
