@@ -19,7 +19,7 @@ use tokio::time::Instant;
 
 use crate::checker::{check, FinalLog, Report};
 use crate::cluster::{multi_node_args, Cluster};
-use crate::history::{History, Op, ProduceOutcome};
+use crate::history::{CommitOutcome, History, Op, ProduceOutcome};
 use crate::process::NodeError;
 use crate::schedule::{self, Played, Schedule, UnknownSchedule};
 use crate::workload::{final_read, Workload, WorkloadConfig, WorkloadError};
@@ -78,8 +78,17 @@ pub struct RunOutcome {
 /// log and the report when there are some.
 pub async fn run(cfg: &RunConfig) -> Result<RunOutcome, RunError> {
     let mut schedule = Schedule::named(&cfg.schedule, cfg.seed, cfg.nodes)?;
-    // fsync: an acknowledged write must survive kill -9 of every node at once.
-    let common = vec!["--durability".to_string(), "fsync".to_string()];
+    // fsync: an acknowledged write must survive kill -9 of every node at once. No initial
+    // rebalance delay: a group that loses its coordinator every few seconds must be able to
+    // settle between faults (a 3 s delay, extended once per late joiner, takes 6 s).
+    let common = [
+        "--durability",
+        "fsync",
+        "--override",
+        "group.initial.rebalance.delay.ms=0",
+    ]
+    .map(String::from)
+    .to_vec();
     tracing::info!(nodes = cfg.nodes, "--- starting the cluster");
     let mut cluster = if cfg.nodes > 1 {
         let args = multi_node_args(cfg.nodes, common).map_err(|source| RunError::Io {
@@ -116,7 +125,7 @@ async fn drive(
     tracing::info!("--- starting the workload");
     let wl_cfg = WorkloadConfig::standard(bootstrap.clone(), TOPIC.to_string(), cfg.partitions);
     let workload = Workload::start(&wl_cfg, history.clone())?;
-    wait_for_first_ack(&history).await;
+    wait_for_workload(&history, wl_cfg.groups > 0).await;
 
     tracing::info!(schedule = %cfg.schedule, seed = cfg.seed, "--- playing the schedule");
     let until = Instant::now() + cfg.duration;
@@ -188,26 +197,33 @@ async fn wait_for_leaders(cluster: &Cluster, partitions: i32) -> Result<(), RunE
     }
 }
 
-/// Waits (bounded) until some produce was acknowledged, so faults hit a working system; a
-/// workload that never gets going shows in the report's figures.
-async fn wait_for_first_ack(history: &History) {
+/// Waits (bounded) until the workload is under way, so the faults hit a working system: a
+/// produce acknowledged and, with groups, a commit accepted (a group that is still joining when
+/// the first fault hits can take a long time to settle, and then the run says little about
+/// groups). A workload that never gets going shows in the report's figures.
+async fn wait_for_workload(history: &History, groups: bool) {
     let deadline = Instant::now() + SETUP_TIMEOUT;
     while Instant::now() < deadline {
-        let acked = history.snapshot().iter().any(|e| {
-            matches!(
-                e.op,
+        let (mut acked, mut committed) = (false, !groups);
+        for e in history.snapshot() {
+            match e.op {
                 Op::Produce {
                     outcome: ProduceOutcome::Ok { .. },
                     ..
-                }
-            )
-        });
-        if acked {
+                } => acked = true,
+                Op::Commit {
+                    outcome: CommitOutcome::Ok,
+                    ..
+                } => committed = true,
+                _ => {}
+            }
+        }
+        if acked && committed {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    tracing::warn!("no produce acknowledged within {SETUP_TIMEOUT:?}");
+    tracing::warn!("the workload did not get going within {SETUP_TIMEOUT:?}");
 }
 
 const HISTORY_FILE: &str = "history.jsonl";
