@@ -214,10 +214,17 @@ impl Schedule {
                     Kind::Delay => Action::Link(Fault::Delay(rng.millis(50, 1500)), dir),
                     Kind::Drop => Action::Link(Fault::Drop, dir),
                 };
+                // One fault in five outlasts the clients' timeouts (10 s per message, 10 s
+                // group session), so outcomes become unknown and groups rebalance.
+                let hold = if rng.below(5) == 0 {
+                    rng.millis(8000, 15000)
+                } else {
+                    rng.millis(500, 5000)
+                };
                 Step {
                     target,
                     action,
-                    hold: rng.millis(500, 5000),
+                    hold,
                     recover: rng.millis(1000, 5000),
                 }
             }
