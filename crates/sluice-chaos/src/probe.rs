@@ -125,7 +125,13 @@ pub async fn metadata_leaders(
     req.extend_from_slice(&name_len.to_be_bytes());
     req.extend_from_slice(topic.as_bytes());
     let body = exchange(addr, timeout, METADATA, 1, &req).await?;
-    let mut r = Reader(&body);
+    parse_leadership(&body, topic)
+}
+
+/// A Metadata v1 response body (after the correlation id): the controller and `topic`'s
+/// partitions.
+fn parse_leadership(body: &[u8], topic: &str) -> Result<Leadership, ProbeError> {
+    let mut r = Reader(body);
     // Each broker takes at least 12 bytes.
     for _ in 0..r.count(12)? {
         r.i32()?; // node id
@@ -249,5 +255,76 @@ impl<'a> Reader<'a> {
     fn i32(&mut self) -> Result<i32, ProbeError> {
         let b = self.take(4)?;
         Ok(i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(&(s.len() as i16).to_be_bytes());
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    fn i32s(out: &mut Vec<u8>, v: &[i32]) {
+        out.extend_from_slice(&(v.len() as i32).to_be_bytes());
+        for x in v {
+            out.extend_from_slice(&x.to_be_bytes());
+        }
+    }
+
+    /// Two brokers (one with a rack), controller 2, topic "t" with partitions 0 (leader 2) and
+    /// 1 (leaderless), and another topic whose partitions must be ignored.
+    fn metadata_v1() -> Vec<u8> {
+        let mut b = Vec::new();
+        b.extend_from_slice(&2i32.to_be_bytes());
+        for (id, rack) in [(1i32, None), (2, Some("r1"))] {
+            b.extend_from_slice(&id.to_be_bytes());
+            string(&mut b, "127.0.0.1");
+            b.extend_from_slice(&9092i32.to_be_bytes());
+            match rack {
+                Some(r) => string(&mut b, r),
+                None => b.extend_from_slice(&(-1i16).to_be_bytes()),
+            }
+        }
+        b.extend_from_slice(&2i32.to_be_bytes()); // controller
+        b.extend_from_slice(&2i32.to_be_bytes()); // topics
+        for (name, parts) in [("other", vec![(0i32, 1i32)]), ("t", vec![(0, 2), (1, -1)])] {
+            b.extend_from_slice(&0i16.to_be_bytes());
+            string(&mut b, name);
+            b.push(0);
+            b.extend_from_slice(&(parts.len() as i32).to_be_bytes());
+            for (p, leader) in parts {
+                b.extend_from_slice(&0i16.to_be_bytes());
+                b.extend_from_slice(&p.to_be_bytes());
+                b.extend_from_slice(&leader.to_be_bytes());
+                i32s(&mut b, &[2, 1]);
+                i32s(&mut b, &[2]);
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn metadata_v1_gives_the_controller_and_the_topics_leaders() {
+        let l = parse_leadership(&metadata_v1(), "t").unwrap();
+        assert_eq!(l.controller, 2);
+        assert_eq!(l.leaders.into_iter().collect::<Vec<_>>(), [(0, 2), (1, -1)]);
+        assert_eq!(l.replicas[&0], [2, 1]);
+    }
+
+    #[test]
+    fn a_truncated_or_lying_response_is_an_error_not_a_panic() {
+        let body = metadata_v1();
+        for len in 0..body.len() {
+            assert!(parse_leadership(&body[..len], "t").is_err(), "prefix {len}");
+        }
+        let mut lying = body.clone();
+        lying[..4].copy_from_slice(&i32::MAX.to_be_bytes());
+        assert!(matches!(
+            parse_leadership(&lying, "t"),
+            Err(ProbeError::Malformed(_))
+        ));
     }
 }
