@@ -12,7 +12,8 @@
 //! - [`Check::Inconsistent`]: one offset holding different values for different observers (the
 //!   final log, each reader, a producer's acknowledged offset).
 //! - [`Check::Skipped`]: within one reader session, two consecutive reads of a partition with an
-//!   offset between them that the final log holds.
+//!   offset between them that the final log holds (or, after a `Seek`, a first read beyond an
+//!   offset the log holds at or after the seek).
 //! - [`Check::Backwards`]: within one reader session, a read at or before the previous one.
 //! - [`Check::CommitBackwards`]: a group's successful commits of a partition, in ack order,
 //!   going down.
@@ -250,7 +251,7 @@ pub fn check(history: &[Entry], final_log: &FinalLog) -> Report {
                 }
             }
             Op::Fault { .. } => stats.faults += 1,
-            Op::Heal { .. } => {}
+            Op::Heal { .. } | Op::Seek { .. } => {}
         }
     }
     stats.final_records = final_log.values().map(Vec::len).sum();
@@ -444,42 +445,53 @@ impl<'a> PartitionCheck<'a, '_> {
     }
 
     fn reader_order(&mut self, history: &'a [Entry]) {
-        // (reader, session) -> the previous read of this partition: (op id, offset)
-        let mut last: HashMap<(&str, u64), (u64, Offset)> = HashMap::new();
+        // (reader, session) -> where it is in this partition: the op that put it there, the
+        // offset below which it owes nothing, and how to describe that op.
+        let mut last: HashMap<(&str, u64), (u64, Offset, String)> = HashMap::new();
         for e in history {
-            let Op::Read {
-                reader,
-                session,
-                partition,
-                offset,
-                ..
-            } = &e.op
-            else {
-                continue;
+            let (reader, session, partition, offset, read) = match &e.op {
+                Op::Read {
+                    reader,
+                    session,
+                    partition,
+                    offset,
+                    ..
+                } => (reader, session, partition, *offset, true),
+                Op::Seek {
+                    reader,
+                    session,
+                    partition,
+                    offset,
+                } => (reader, session, partition, *offset, false),
+                _ => continue,
             };
             if *partition != self.p {
                 continue;
             }
             let key = (reader.as_str(), *session);
-            if let Some(&(prev_id, prev)) = last.get(&key) {
-                if *offset <= prev {
+            if !read {
+                let what = format!("op #{} started at offset {offset}", e.id);
+                last.insert(key, (e.id, offset - 1, what));
+                continue;
+            }
+            if let Some((prev_id, prev, what)) = last.get(&key) {
+                let prev_id = *prev_id;
+                if offset <= *prev {
                     let detail = format!(
-                        "{reader} session {session}: op #{prev_id} read offset {prev}, then \
-                         op #{} read offset {offset}",
+                        "{reader} session {session}: {what}, then op #{} read offset {offset}",
                         e.id
                     );
                     self.anomaly(Check::Backwards, vec![prev_id, e.id], detail);
                 } else {
                     let skipped: Vec<Offset> = self
                         .by_offset
-                        .range(prev + 1..*offset)
+                        .range(prev + 1..offset)
                         .map(|(o, _)| *o)
                         .collect();
                     if !skipped.is_empty() {
                         let detail = format!(
-                            "{reader} session {session}: op #{prev_id} read offset {prev}, then \
-                             op #{} read offset {offset}, skipping {} offset(s) the final log \
-                             holds ({})",
+                            "{reader} session {session}: {what}, then op #{} read offset \
+                             {offset}, skipping {} offset(s) the final log holds ({})",
                             e.id,
                             skipped.len(),
                             summarize(&skipped)
@@ -488,7 +500,8 @@ impl<'a> PartitionCheck<'a, '_> {
                     }
                 }
             }
-            last.insert(key, (e.id, *offset));
+            let what = format!("op #{} read offset {offset}", e.id);
+            last.insert(key, (e.id, offset, what));
         }
     }
 
@@ -793,6 +806,28 @@ mod tests {
         let a = only(&r, Check::Skipped);
         assert_eq!(a.ops, vec![5, 6]);
         assert!(a.detail.contains("skipping 1 offset(s)"), "{r}");
+    }
+
+    #[test]
+    fn a_reader_that_starts_past_its_seek_skipped_the_start() {
+        let h = H::new();
+        h.acked(0, "a", 0);
+        h.acked(0, "b", 1);
+        for reader in ["r", "ok"] {
+            h.0.record(Op::Seek {
+                reader: reader.into(),
+                session: 0,
+                partition: 0,
+                offset: 0,
+            });
+        }
+        h.read("r", 0, 0, 1, "b"); // never saw offset 0
+        h.read("ok", 0, 0, 0, "a");
+        h.read("ok", 0, 0, 1, "b");
+        let r = h.check(&[(0, &[(0, "a"), (1, "b")])]);
+        let a = only(&r, Check::Skipped);
+        assert_eq!(a.ops, vec![2, 4]);
+        assert!(a.detail.contains("op #2 started at offset 0"), "{r}");
     }
 
     #[test]

@@ -96,6 +96,14 @@ pub enum Op {
         offset: Offset,
         value: String,
     },
+    /// A reader positioned itself: its next read of `partition` in `session` should be the
+    /// first record at or after `offset` (an assigned reader starting from 0).
+    Seek {
+        reader: String,
+        session: u64,
+        partition: Partition,
+        offset: Offset,
+    },
     /// An offset commit by a group member.
     Commit {
         group: String,

@@ -16,8 +16,8 @@
 //!   partition, who is the controller?).
 //! - [`cluster`]: [`Cluster`], N nodes whose per-node arguments are built from every node's
 //!   addresses before any starts; [`multi_node_args`] builds the multi-node flags.
-//! - [`history`]: the [`History`], an append-only, thread-safe log of produces, reads, commits,
-//!   faults and heals with op ids and times, saved as JSON lines.
+//! - [`history`]: the [`History`], an append-only, thread-safe log of produces, reads (and
+//!   where readers start), commits, faults and heals with op ids and times, saved as JSON lines.
 //! - [`checker`]: [`check`], pure over a history and the final log of every partition; a
 //!   [`Report`] of [`Anomaly`]s per partition and [`Check`], ending in `N passed, M failed`.
 //! - [`workload`]: rdkafka producers (idempotent or not, `acks=all`/`acks=1`), assigned readers

@@ -7,7 +7,8 @@
 //!   the broker refused the record, `Unknown` for everything else (timeouts, transport errors,
 //!   records purged at shutdown). A producer that hits a fatal error (an idempotent producer
 //!   whose sequence state broke) is replaced by a new one.
-//! - Assigned readers read every partition from offset 0, one session each.
+//! - Assigned readers read every partition from offset 0, one session each (recorded as a
+//!   `Seek` to 0, so a first read past offset 0 shows as a skip).
 //! - Group members subscribe to the topic and commit what they read about every
 //!   [`COMMIT_EVERY`]; each rebalance starts a new session (their position may legitimately
 //!   jump back to the committed offset).
@@ -50,6 +51,8 @@ const FLUSH: Duration = Duration::from_secs(10);
 pub enum WorkloadError {
     #[error("creating a Kafka client: {0}")]
     Client(#[source] KafkaError),
+    #[error("starting a client thread: {0}")]
+    Thread(#[source] std::io::Error),
     #[error("final read: {0}")]
     FinalRead(String),
 }
@@ -147,7 +150,8 @@ impl Workload {
                 stop: stop.clone(),
             };
             let producer = p.create()?;
-            threads.push(std::thread::spawn(move || p.run(producer)));
+            let name = p.name.clone();
+            threads.push(spawn(&name, move || p.run(producer))?);
         }
         for i in 0..cfg.assigned_readers {
             let r = ReaderLoop {
@@ -158,7 +162,8 @@ impl Workload {
                 stop: stop.clone(),
             };
             let consumer = r.create()?;
-            threads.push(std::thread::spawn(move || r.run(consumer)));
+            let name = r.name.clone();
+            threads.push(spawn(&name, move || r.run(consumer))?);
         }
         for g in 0..cfg.groups {
             for m in 0..cfg.members_per_group {
@@ -170,7 +175,8 @@ impl Workload {
                     stop: stop.clone(),
                 };
                 let consumer = r.create()?;
-                threads.push(std::thread::spawn(move || r.run(consumer)));
+                let name = r.name.clone();
+                threads.push(spawn(&name, move || r.run(consumer))?);
             }
         }
         Ok(())
@@ -186,6 +192,14 @@ impl Workload {
             }
         }
     }
+}
+
+/// A client thread named after its client (as the history names it).
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, WorkloadError> {
+    std::thread::Builder::new()
+        .name(format!("chaos-{name}"))
+        .spawn(f)
+        .map_err(WorkloadError::Thread)
 }
 
 /// Settings every client shares: bounded timeouts, quick reconnects, quiet logs.
@@ -386,6 +400,12 @@ impl ReaderLoop {
             for p in 0..self.cfg.partitions {
                 tpl.add_partition_offset(&self.cfg.topic, p, KafkaOffset::Beginning)
                     .map_err(WorkloadError::Client)?;
+                self.history.record(Op::Seek {
+                    reader: self.name.clone(),
+                    session: 0,
+                    partition: p,
+                    offset: 0,
+                });
             }
             consumer.assign(&tpl)
         };
