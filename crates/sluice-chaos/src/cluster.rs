@@ -1,12 +1,14 @@
 //! A [`Cluster`]: N [`Node`]s with ids `1..=N`, started together.
 //!
 //! Nodes are prepared first (ports, data dirs, proxies), then each node's extra arguments are
-//! built from every node's addresses, then all processes start. That order is what multi-node
-//! flags need: [`multi_node_args`] builds `--controller-listen` and `--voters` from controller
-//! ports chosen up front, so going multi-node changes only the `args` function. Today
-//! `sluice serve` is single-node and takes none of those flags (the runner uses them only for
-//! N > 1). Later the cluster will grow one proxy per ordered pair of nodes, so node i's
-//! `--voters` names j through proxy (i, j) and each link can be faulted on its own.
+//! built from every node's addresses, then all processes start, and only then does the cluster
+//! wait for each to answer (a node of a multi-node cluster may answer only once a quorum runs).
+//! That order is what multi-node flags need: [`multi_node_args`] builds `--controller-listen`
+//! and `--voters` from controller ports chosen up front, so going multi-node changes only the
+//! `args` function. Today `sluice serve` is single-node and takes none of those flags (the
+//! runner uses them only for N > 1). Later the cluster will grow one proxy per ordered pair of
+//! nodes, so node i's `--voters` names j through proxy (i, j) and each link can be faulted on
+//! its own.
 //!
 //! [`Cluster::leadership`] asks the nodes (bypassing the proxies) who leads what.
 
@@ -15,7 +17,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::probe::{metadata_leaders, Leadership};
-use crate::process::{free_port, Node, NodeError};
+use crate::process::{free_port, Node, NodeError, START_TIMEOUT};
 
 /// What a node's arguments may refer to about any node of the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +54,11 @@ impl Cluster {
             .collect();
         for node in &mut nodes {
             node.set_extra_args(args(node.id(), &addrs));
-            node.start().await?;
+            node.spawn()?;
+        }
+        // Only now: a multi-node cluster may answer only once a quorum of voters runs.
+        for node in &mut nodes {
+            node.wait_ready(START_TIMEOUT).await?;
         }
         Ok(Cluster { nodes })
     }

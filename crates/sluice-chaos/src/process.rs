@@ -212,7 +212,9 @@ impl Node {
         self.start().await
     }
 
-    fn spawn(&mut self) -> Result<(), NodeError> {
+    /// Starts the process without waiting for it to answer (a cluster starts every node before
+    /// waiting for any, since a node may only answer once a quorum is up).
+    pub fn spawn(&mut self) -> Result<(), NodeError> {
         let node = self.id;
         let io = |what| move |source| NodeError::Io { node, what, source };
         if self.is_running() {
