@@ -10,7 +10,7 @@
 //! - [`process`]: [`Node`], one `sluice serve` child (binary from `SLUICE_BIN` or the cargo
 //!   target dir) with its data dir, listen port and client-link proxy, whose address it
 //!   advertises; `kill9`, `pause`/`resume` (SIGSTOP/SIGCONT), `terminate` (SIGTERM, bounded),
-//!   `restart`; readiness by an ApiVersions exchange.
+//!   `restart`; readiness by an ApiVersions exchange; `check_alive` tells a crash from a kill.
 //! - [`probe`]: hand-written Kafka exchanges: [`api_versions`] (does it answer?),
 //!   [`metadata_brokers`] (what does it advertise?) and [`metadata_leaders`] (who leads each
 //!   partition, who is the controller?).

@@ -58,6 +58,12 @@ pub enum NodeError {
         last: ProbeError,
         log_tail: String,
     },
+    #[error("node {node} died on its own with {status}\n{log_tail}")]
+    Died {
+        node: i32,
+        status: ExitStatus,
+        log_tail: String,
+    },
     #[error("node {node} did not exit within {timeout:?} of SIGTERM\n{log_tail}")]
     StopTimeout {
         node: i32,
@@ -281,6 +287,19 @@ impl Node {
                 });
             }
             tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// `Ok` while the process runs (paused counts); [`NodeError::Died`] if it exited without
+    /// being told to, which a chaos run treats as a failure of its own.
+    pub fn check_alive(&mut self) -> Result<(), NodeError> {
+        match self.reap()? {
+            None => Ok(()),
+            Some(status) => Err(NodeError::Died {
+                node: self.id,
+                status,
+                log_tail: self.log_tail(),
+            }),
         }
     }
 

@@ -129,10 +129,17 @@ async fn drive(
 
     tracing::info!(schedule = %cfg.schedule, seed = cfg.seed, "--- playing the schedule");
     let until = Instant::now() + cfg.duration;
-    let played = schedule::run(cluster, schedule, &history, TOPIC, until).await;
+    let mut played = schedule::run(cluster, schedule, &history, TOPIC, until).await;
     if played.is_ok() {
-        // The last step may end early; the workload keeps going against the healed cluster.
+        // The last step may end early; the workload keeps going against the healed cluster,
+        // which must still be alive at the end.
         tokio::time::sleep_until(until).await;
+        for id in 1..=cluster.len() as i32 {
+            if let Err(e) = cluster.node_mut(id).check_alive() {
+                played = Err(e);
+                break;
+            }
+        }
     }
     tracing::info!("--- stopping the workload");
     tokio::task::spawn_blocking(move || workload.stop())

@@ -241,7 +241,8 @@ pub struct Played {
 }
 
 /// Plays `schedule` against `cluster` until `until` (a step starts only if its hold ends
-/// before then), recording every fault and heal. Everything is healed when it returns `Ok`.
+/// before then), recording every fault and heal. Everything is healed when it returns `Ok`;
+/// a node found dead that the schedule did not kill ends the run with [`NodeError::Died`].
 pub async fn run(
     cluster: &mut Cluster,
     schedule: &mut Schedule,
@@ -251,6 +252,10 @@ pub async fn run(
 ) -> Result<Played, NodeError> {
     let mut played = Played::default();
     loop {
+        // A node that exited without being told to is a crash: stop and say so.
+        for id in 1..=cluster.len() as i32 {
+            cluster.node_mut(id).check_alive()?;
+        }
         let step = schedule.next_step();
         if Instant::now() + step.hold >= until {
             return Ok(played);
