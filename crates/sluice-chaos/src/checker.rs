@@ -95,6 +95,10 @@ pub struct Stats {
     pub commits_ok: usize,
     pub faults: usize,
     pub final_records: usize,
+    /// From each heal to the next acknowledged produce: the median and the longest, in ms
+    /// (`None` without a heal followed by an ack).
+    pub recovery_median_ms: Option<u64>,
+    pub recovery_max_ms: Option<u64>,
 }
 
 /// The checker's verdict.
@@ -153,6 +157,12 @@ impl fmt::Display for Report {
             s.final_records,
             self.partitions.len()
         )?;
+        if let (Some(median), Some(max)) = (s.recovery_median_ms, s.recovery_max_ms) {
+            writeln!(
+                f,
+                "recovery (heal to the next acknowledged write): median {median} ms, max {max} ms"
+            )?;
+        }
         let readers: Vec<String> = self
             .reads_by_reader
             .iter()
@@ -208,6 +218,9 @@ pub fn check(history: &[Entry], final_log: &FinalLog) -> Report {
     let mut partitions: BTreeSet<Partition> = final_log.keys().copied().collect();
     let mut stats = Stats::default();
     let mut reads_by_reader = BTreeMap::new();
+    // The last heal not yet followed by an ack, and each heal's time to the next ack (µs).
+    let mut healed_at: Option<u64> = None;
+    let mut recoveries: Vec<u64> = Vec::new();
     // value -> every produce of it (one, unless the workload reused a value).
     let mut sent: HashMap<(Partition, &str), Vec<Sent<'_>>> = HashMap::new();
     for e in history {
@@ -223,7 +236,12 @@ pub fn check(history: &[Entry], final_log: &FinalLog) -> Report {
                 partitions.insert(*partition);
                 stats.produces += 1;
                 match outcome {
-                    ProduceOutcome::Ok { .. } => stats.acked += 1,
+                    ProduceOutcome::Ok { .. } => {
+                        stats.acked += 1;
+                        if let Some(h) = healed_at.take() {
+                            recoveries.push(e.at_us.saturating_sub(h));
+                        }
+                    }
                     ProduceOutcome::Failed { .. } => stats.failed += 1,
                     ProduceOutcome::Unknown { .. } => stats.unknown += 1,
                 }
@@ -251,10 +269,14 @@ pub fn check(history: &[Entry], final_log: &FinalLog) -> Report {
                 }
             }
             Op::Fault { .. } => stats.faults += 1,
-            Op::Heal { .. } | Op::Seek { .. } => {}
+            Op::Heal { .. } => healed_at = Some(e.at_us),
+            Op::Seek { .. } => {}
         }
     }
     stats.final_records = final_log.values().map(Vec::len).sum();
+    recoveries.sort_unstable();
+    stats.recovery_median_ms = recoveries.get(recoveries.len() / 2).map(|us| us / 1000);
+    stats.recovery_max_ms = recoveries.last().map(|us| us / 1000);
 
     let mut report = Report {
         partitions: partitions.iter().copied().collect(),
@@ -720,6 +742,8 @@ mod tests {
         assert_eq!(r.stats.reads, 4);
         assert_eq!(r.stats.faults, 1);
         assert_eq!(r.reads_by_reader["r"], 3);
+        // No ack after the one heal.
+        assert_eq!(r.stats.recovery_max_ms, None);
     }
 
     #[test]
@@ -875,6 +899,35 @@ mod tests {
         let a = only(&r, Check::Vanished);
         assert_eq!(a.ops, vec![3]);
         assert!(a.detail.contains("outcome unknown"), "{r}");
+    }
+
+    #[test]
+    fn recovery_is_the_time_from_a_heal_to_the_next_ack() {
+        let entry = |id, at_us, op| Entry { id, at_us, op };
+        let heal = || Op::Heal {
+            description: "restart".into(),
+        };
+        let ack = |v: &str| Op::Produce {
+            producer: "p".into(),
+            idempotent: true,
+            acks: Acks::All,
+            partition: 0,
+            value: v.into(),
+            outcome: ProduceOutcome::Ok { offset: 0 },
+        };
+        let history = [
+            entry(0, 1_000_000, heal()),
+            entry(1, 1_250_000, ack("a")),
+            entry(2, 1_300_000, ack("b")),
+            entry(3, 2_000_000, heal()),
+            entry(4, 4_000_000, ack("c")),
+            entry(5, 5_000_000, heal()),
+            entry(6, 5_100_000, ack("d")),
+        ];
+        let r = check(&history, &FinalLog::new());
+        assert_eq!(r.stats.recovery_median_ms, Some(250));
+        assert_eq!(r.stats.recovery_max_ms, Some(2000));
+        assert!(r.to_string().contains("median 250 ms, max 2000 ms"), "{r}");
     }
 
     #[test]
