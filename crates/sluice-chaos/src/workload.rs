@@ -7,8 +7,9 @@
 //!   the broker refused the record, `Unknown` for everything else (timeouts, transport errors,
 //!   records purged at shutdown). A producer that hits a fatal error (an idempotent producer
 //!   whose sequence state broke) is replaced by a new one.
-//! - Assigned readers read every partition from offset 0, one session each (recorded as a
-//!   `Seek` to 0, so a first read past offset 0 shows as a skip).
+//! - Assigned readers read every partition from offset 0; every 10 s (`RESTART_EVERY`) each is
+//!   replaced by a new consumer (a new session) resuming at its position. Each start is
+//!   recorded as a `Seek`, so a first read past the expected record shows as a skip.
 //! - Group members subscribe to the topic and commit what they read about every
 //!   [`COMMIT_EVERY`]; each rebalance starts a new session (their position may legitimately
 //!   jump back to the committed offset).
@@ -41,6 +42,8 @@ use crate::history::{Acks, CommitOutcome, History, Offset, Op, Partition, Produc
 const IN_FLIGHT: i32 = 8;
 /// How often a group member commits what it read.
 pub const COMMIT_EVERY: Duration = Duration::from_millis(500);
+/// How often an assigned reader is replaced by a new consumer resuming at its position.
+const RESTART_EVERY: Duration = Duration::from_secs(10);
 /// How long one consumer poll blocks.
 const POLL: Duration = Duration::from_millis(100);
 /// Bound on waiting for in-flight records at shutdown; the rest are purged (`Unknown`).
@@ -161,7 +164,7 @@ impl Workload {
                 history: history.clone(),
                 stop: stop.clone(),
             };
-            let consumer = r.create()?;
+            let consumer = r.create(0, &HashMap::new())?;
             let name = r.name.clone();
             threads.push(spawn(&name, move || r.run(consumer))?);
         }
@@ -174,7 +177,7 @@ impl Workload {
                     history: history.clone(),
                     stop: stop.clone(),
                 };
-                let consumer = r.create()?;
+                let consumer = r.create(0, &HashMap::new())?;
                 let name = r.name.clone();
                 threads.push(spawn(&name, move || r.run(consumer))?);
             }
@@ -372,7 +375,14 @@ struct ReaderLoop {
 }
 
 impl ReaderLoop {
-    fn create(&self) -> Result<BaseConsumer<SessionCounter>, WorkloadError> {
+    /// A consumer in `session`: a group member subscribes (and starts wherever the group
+    /// committed); an assigned reader is assigned every partition at `from` (0 where absent),
+    /// recorded as a `Seek` each.
+    fn create(
+        &self,
+        session: u64,
+        from: &HashMap<Partition, Offset>,
+    ) -> Result<BaseConsumer<SessionCounter>, WorkloadError> {
         let mut c = base_config(&self.cfg.bootstrap, &self.name);
         // An assigned reader needs a group id for librdkafka's sake; it never commits.
         let group = self
@@ -390,7 +400,7 @@ impl ReaderLoop {
             .set("fetch.wait.max.ms", "100");
         let consumer: BaseConsumer<SessionCounter> = c
             .create_with_context(SessionCounter {
-                session: AtomicU64::new(0),
+                session: AtomicU64::new(session),
             })
             .map_err(WorkloadError::Client)?;
         let subscribed = if self.group.is_some() {
@@ -398,13 +408,14 @@ impl ReaderLoop {
         } else {
             let mut tpl = TopicPartitionList::new();
             for p in 0..self.cfg.partitions {
-                tpl.add_partition_offset(&self.cfg.topic, p, KafkaOffset::Beginning)
+                let offset = from.get(&p).copied().unwrap_or(0);
+                tpl.add_partition_offset(&self.cfg.topic, p, KafkaOffset::Offset(offset))
                     .map_err(WorkloadError::Client)?;
                 self.history.record(Op::Seek {
                     reader: self.name.clone(),
-                    session: 0,
+                    session,
                     partition: p,
-                    offset: 0,
+                    offset,
                 });
             }
             consumer.assign(&tpl)
@@ -413,13 +424,29 @@ impl ReaderLoop {
         Ok(consumer)
     }
 
-    fn run(self, consumer: BaseConsumer<SessionCounter>) {
-        // The session the positions below belong to, and per partition the next offset to
-        // commit (one past the last read).
+    fn run(self, mut consumer: BaseConsumer<SessionCounter>) {
+        // The session the positions below belong to; per partition the next offset to commit
+        // (a group member's, one past the last read) or to resume from (an assigned reader's).
         let mut session = 0;
         let mut to_commit: HashMap<Partition, Offset> = HashMap::new();
+        let mut next: HashMap<Partition, Offset> = HashMap::new();
         let mut last_commit = Instant::now();
+        let mut started = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
+            if self.group.is_none() && started.elapsed() >= RESTART_EVERY {
+                // A new consumer resuming where this one stopped: its first read of each
+                // partition must be exactly the next record.
+                drop(consumer);
+                session += 1;
+                consumer = match self.create(session, &next) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(reader = %self.name, error = %e, "cannot restart");
+                        return;
+                    }
+                };
+                started = Instant::now();
+            }
             let polled = consumer.poll(POLL);
             // Rebalances happen only inside `poll`, on this thread: after one, positions of
             // the old session (possibly of revoked partitions) must not be committed.
@@ -438,6 +465,7 @@ impl ReaderLoop {
                         value: payload(&m),
                     });
                     to_commit.insert(m.partition(), m.offset() + 1);
+                    next.insert(m.partition(), m.offset() + 1);
                 }
                 Some(Err(e)) => tracing::debug!(reader = %self.name, error = %e, "poll"),
                 None => {}
