@@ -262,10 +262,11 @@ pub async fn run(
         }
         let node = resolve(cluster, step.target, topic).await;
         tracing::info!(node, ?step, "--- fault");
-        let what = inject(cluster, node, step.action).await?;
+        // Recorded before it is injected: ops logged after this id may have met the fault.
         history.record(Op::Fault {
-            description: format!("{what} (target {:?})", step.target),
+            description: format!("{} (target {:?})", describe(node, step.action), step.target),
         });
+        inject(cluster, history, node, step.action).await?;
         played.faults += 1;
         tokio::time::sleep(step.hold).await;
         let started = Instant::now();
@@ -310,34 +311,13 @@ async fn resolve(cluster: &Cluster, target: Target, topic: &str) -> i32 {
     })
 }
 
-/// Applies `action` to `node`; returns its description.
-async fn inject(cluster: &mut Cluster, node: i32, action: Action) -> Result<String, NodeError> {
-    let n = cluster.node_mut(node);
-    Ok(match action {
-        Action::Kill9 => {
-            n.kill9()?;
-            format!("kill -9 node {node}")
-        }
-        Action::Terminate => {
-            match n.terminate(TERMINATE_TIMEOUT).await {
-                Ok(_) => {}
-                Err(NodeError::StopTimeout { .. }) => {
-                    tracing::warn!(node, "no exit within {TERMINATE_TIMEOUT:?} of SIGTERM");
-                    n.kill9()?;
-                }
-                Err(e) => return Err(e),
-            }
-            format!("SIGTERM node {node}")
-        }
-        Action::Pause => {
-            n.pause()?;
-            format!("SIGSTOP node {node}")
-        }
+/// What `action` on `node` does, for the history.
+fn describe(node: i32, action: Action) -> String {
+    match action {
+        Action::Kill9 => format!("kill -9 node {node}"),
+        Action::Terminate => format!("SIGTERM node {node}"),
+        Action::Pause => format!("SIGSTOP node {node}"),
         Action::Link(fault, dir) => {
-            match dir {
-                Some(d) => n.proxy().set(d, fault),
-                None => n.proxy().set_both(fault),
-            }
             let dir = match dir {
                 Some(Direction::ClientToServer) => "client->node",
                 Some(Direction::ServerToClient) => "node->client",
@@ -345,7 +325,44 @@ async fn inject(cluster: &mut Cluster, node: i32, action: Action) -> Result<Stri
             };
             format!("{fault:?} on node {node}'s client link ({dir})")
         }
-    })
+    }
+}
+
+/// Applies `action` to `node`.
+async fn inject(
+    cluster: &mut Cluster,
+    history: &History,
+    node: i32,
+    action: Action,
+) -> Result<(), NodeError> {
+    let n = cluster.node_mut(node);
+    match action {
+        Action::Kill9 => {
+            n.kill9()?;
+        }
+        Action::Terminate => match n.terminate(TERMINATE_TIMEOUT).await {
+            Ok(status) if !status.success() => {
+                tracing::warn!(node, %status, "unclean exit on SIGTERM");
+            }
+            Ok(_) => {}
+            Err(NodeError::StopTimeout { .. }) => {
+                tracing::warn!(node, "no exit within {TERMINATE_TIMEOUT:?} of SIGTERM");
+                history.record(Op::Fault {
+                    description: format!(
+                        "kill -9 node {node} (no exit within {TERMINATE_TIMEOUT:?} of SIGTERM)"
+                    ),
+                });
+                n.kill9()?;
+            }
+            Err(e) => return Err(e),
+        },
+        Action::Pause => n.pause()?,
+        Action::Link(fault, dir) => match dir {
+            Some(d) => n.proxy().set(d, fault),
+            None => n.proxy().set_both(fault),
+        },
+    }
+    Ok(())
 }
 
 /// Undoes `action` on `node`; returns what was done.
