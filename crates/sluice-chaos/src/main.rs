@@ -34,8 +34,8 @@ struct Args {
     /// Partitions of the workload's topic.
     #[arg(long, default_value_t = 4)]
     partitions: i32,
-    /// Where history.jsonl, final-log.json and report.txt go (default: a directory under the
-    /// system temp dir named after the seed).
+    /// Where the evidence goes: history.jsonl, final-log.json, report.txt, node-N.log
+    /// (default: a directory under the system temp dir named after the seed).
     #[arg(long)]
     out: Option<PathBuf>,
     /// Only re-check a saved run in DIR (no cluster is started).
