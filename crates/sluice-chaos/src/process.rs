@@ -58,6 +58,12 @@ pub enum NodeError {
         last: ProbeError,
         log_tail: String,
     },
+    #[error("node {node} died on its own with {status}\n{log_tail}")]
+    Died {
+        node: i32,
+        status: ExitStatus,
+        log_tail: String,
+    },
     #[error("node {node} did not exit within {timeout:?} of SIGTERM\n{log_tail}")]
     StopTimeout {
         node: i32,
@@ -212,7 +218,9 @@ impl Node {
         self.start().await
     }
 
-    fn spawn(&mut self) -> Result<(), NodeError> {
+    /// Starts the process without waiting for it to answer (a cluster starts every node before
+    /// waiting for any, since a node may only answer once a quorum is up).
+    pub fn spawn(&mut self) -> Result<(), NodeError> {
         let node = self.id;
         let io = |what| move |source| NodeError::Io { node, what, source };
         if self.is_running() {
@@ -279,6 +287,19 @@ impl Node {
                 });
             }
             tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// `Ok` while the process runs (paused counts); [`NodeError::Died`] if it exited without
+    /// being told to, which a chaos run treats as a failure of its own.
+    pub fn check_alive(&mut self) -> Result<(), NodeError> {
+        match self.reap()? {
+            None => Ok(()),
+            Some(status) => Err(NodeError::Died {
+                node: self.id,
+                status,
+                log_tail: self.log_tail(),
+            }),
         }
     }
 

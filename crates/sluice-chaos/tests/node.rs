@@ -1,11 +1,11 @@
 //! A real `sluice` node behind its proxy: start, answer through the proxy, pause/resume,
-//! kill -9 and restart, SIGTERM.
+//! kill -9 and restart, SIGTERM, and a death the harness did not cause reported as such.
 //!
 //! Builds nothing: runs the binary named by `SLUICE_BIN` and skips (saying so) without it.
 
 use std::time::Duration;
 
-use sluice_chaos::{api_versions, metadata_brokers, Cluster, Fault, Node, ProbeError};
+use sluice_chaos::{api_versions, metadata_brokers, Cluster, Fault, Node, NodeError, ProbeError};
 
 /// Bound for one ApiVersions exchange that should succeed.
 const ANSWER: Duration = Duration::from_secs(5);
@@ -116,4 +116,34 @@ async fn one_node_cluster_advertises_its_proxy() {
         "the node advertises its proxy, not its listen port {}",
         node.listen_addr()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_dies_on_its_own_is_reported_with_its_log() {
+    if !have_binary("a_node_that_dies_on_its_own_is_reported_with_its_log") {
+        return;
+    }
+    let mut node = Node::launch(1, vec!["--durability".into(), "relaxed".into()])
+        .await
+        .expect("start node");
+    node.check_alive().expect("alive after start");
+    // Killed behind the harness's back, as a crash would end it.
+    let pid = node.pid().expect("running");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + ANSWER;
+    let err = loop {
+        match node.check_alive() {
+            Err(e) => break e,
+            Ok(()) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Ok(()) => panic!("a killed process still counts as alive"),
+        }
+    };
+    assert!(matches!(err, NodeError::Died { node: 1, .. }), "{err}");
+    assert!(err.to_string().contains("node 1 log tail"), "{err}");
 }

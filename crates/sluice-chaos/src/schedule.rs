@@ -1,0 +1,439 @@
+//! Fault schedules: what to break, for how long, and how long to let the cluster heal.
+//!
+//! A [`Schedule`] is an endless source of [`Step`]s: a seeded random mix ([`Schedule::random`],
+//! reproducible from the seed with our own [`SplitMix64`]) or a named pattern that cycles
+//! ([`Schedule::named`]). [`run`] plays steps against a [`Cluster`] until a deadline: resolve the
+//! target (a node, or the leader/controller/a follower found by a Metadata probe), inject the
+//! fault, hold it, heal it (restart, SIGCONT, proxy heal), then pause for recovery. Every fault and
+//! heal is recorded in the [`History`], so the checker's evidence can be read against them.
+//!
+//! Until `sluice serve` runs multi-node clusters, the leader and the controller of a one-node
+//! cluster are node 1, and it has no follower: "follower" then picks node 1 as well.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::cluster::Cluster;
+use crate::history::{History, Op};
+use crate::process::NodeError;
+use crate::proxy::{Direction, Fault};
+
+/// How long a SIGTERM may take before the node is killed instead.
+const TERMINATE_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one leadership probe may take per node.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The workload's topic partition whose leader "leader" means.
+const LEADER_OF: i32 = 0;
+
+/// The named schedules, for `--schedule` and `--help`.
+pub const NAMES: &[&str] = &[
+    "random",
+    "process-faults",
+    "leader-kill",
+    "controller-kill",
+    "leader-isolation",
+    "follower-pause",
+    "rolling-restart",
+];
+
+/// A tiny deterministic PRNG (Steele, Lea, Flood: SplitMix64); a seed is a whole schedule.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> SplitMix64 {
+        SplitMix64(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (`n > 0`); the modulo bias is irrelevant at these sizes.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    /// Uniform in `lo..=hi` milliseconds.
+    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi - lo + 1))
+    }
+}
+
+/// Which node a step hits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Node(i32),
+    /// The leader of partition 0 of the workload's topic.
+    Leader,
+    Controller,
+    /// A replica of partition 0 that is not its leader.
+    Follower,
+}
+
+/// What a step does to its node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// SIGKILL; healed by a restart.
+    Kill9,
+    /// SIGTERM (SIGKILL after [`TERMINATE_TIMEOUT`]); healed by a restart.
+    Terminate,
+    /// SIGSTOP; healed by SIGCONT.
+    Pause,
+    /// A fault on the node's client-link proxy, one direction or (`None`) both; healed by
+    /// [`Proxy::heal`](crate::Proxy::heal).
+    Link(Fault, Option<Direction>),
+}
+
+/// One fault: inject, hold, heal, recover.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub target: Target,
+    pub action: Action,
+    /// How long the fault stays in force.
+    pub hold: Duration,
+    /// The pause for healing after it is undone.
+    pub recover: Duration,
+}
+
+/// The kinds of fault a random schedule draws from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Kill9,
+    Terminate,
+    Pause,
+    Cut,
+    BlackHole,
+    Delay,
+    Drop,
+}
+
+impl Kind {
+    pub const ALL: &'static [Kind] = &[
+        Kind::Kill9,
+        Kind::Terminate,
+        Kind::Pause,
+        Kind::Cut,
+        Kind::BlackHole,
+        Kind::Delay,
+        Kind::Drop,
+    ];
+    pub const PROCESS: &'static [Kind] = &[Kind::Kill9, Kind::Terminate, Kind::Pause];
+}
+
+/// An unknown `--schedule` name.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown schedule {0:?}; known: {known}", known = NAMES.join(", "))]
+pub struct UnknownSchedule(pub String);
+
+/// An endless source of steps.
+#[derive(Clone, Debug)]
+pub enum Schedule {
+    Random {
+        rng: SplitMix64,
+        nodes: usize,
+        kinds: &'static [Kind],
+    },
+    Cycle {
+        steps: Vec<Step>,
+        next: usize,
+    },
+}
+
+impl Schedule {
+    /// Random faults of every kind on random nodes, reproducible from `seed`.
+    pub fn random(seed: u64, nodes: usize) -> Schedule {
+        Schedule::random_of(seed, nodes, Kind::ALL)
+    }
+
+    /// Random faults of the given kinds.
+    pub fn random_of(seed: u64, nodes: usize, kinds: &'static [Kind]) -> Schedule {
+        assert!(nodes > 0 && !kinds.is_empty());
+        Schedule::Random {
+            rng: SplitMix64::new(seed),
+            nodes,
+            kinds,
+        }
+    }
+
+    /// A schedule by name: one of [`NAMES`]. `seed` drives the random ones.
+    pub fn named(name: &str, seed: u64, nodes: usize) -> Result<Schedule, UnknownSchedule> {
+        let secs = Duration::from_secs;
+        let step = |target, action, hold, recover| Step {
+            target,
+            action,
+            hold,
+            recover,
+        };
+        let steps = match name {
+            "random" => return Ok(Schedule::random(seed, nodes)),
+            "process-faults" => return Ok(Schedule::random_of(seed, nodes, Kind::PROCESS)),
+            "leader-kill" => vec![step(Target::Leader, Action::Kill9, secs(2), secs(5))],
+            "controller-kill" => vec![step(Target::Controller, Action::Kill9, secs(2), secs(5))],
+            "leader-isolation" => vec![step(
+                Target::Leader,
+                Action::Link(Fault::Cut, None),
+                secs(6),
+                secs(5),
+            )],
+            "follower-pause" => vec![step(Target::Follower, Action::Pause, secs(5), secs(5))],
+            "rolling-restart" => (1..=nodes as i32)
+                .map(|id| step(Target::Node(id), Action::Terminate, secs(1), secs(4)))
+                .collect(),
+            other => return Err(UnknownSchedule(other.to_string())),
+        };
+        Ok(Schedule::Cycle { steps, next: 0 })
+    }
+
+    pub fn next_step(&mut self) -> Step {
+        match self {
+            Schedule::Cycle { steps, next } => {
+                let s = steps[*next % steps.len()];
+                *next += 1;
+                s
+            }
+            Schedule::Random { rng, nodes, kinds } => {
+                let kind = kinds[rng.below(kinds.len() as u64) as usize];
+                let target = Target::Node(1 + rng.below(*nodes as u64) as i32);
+                let dir = match rng.below(3) {
+                    0 => None,
+                    1 => Some(Direction::ClientToServer),
+                    _ => Some(Direction::ServerToClient),
+                };
+                let action = match kind {
+                    Kind::Kill9 => Action::Kill9,
+                    Kind::Terminate => Action::Terminate,
+                    Kind::Pause => Action::Pause,
+                    Kind::Cut => Action::Link(Fault::Cut, None),
+                    Kind::BlackHole => Action::Link(Fault::BlackHole, dir),
+                    Kind::Delay => Action::Link(Fault::Delay(rng.millis(50, 1500)), dir),
+                    Kind::Drop => Action::Link(Fault::Drop, dir),
+                };
+                // One fault in five outlasts the clients' timeouts (10 s per message, 10 s
+                // group session), so outcomes become unknown and groups rebalance.
+                let hold = if rng.below(5) == 0 {
+                    rng.millis(8000, 15000)
+                } else {
+                    rng.millis(500, 5000)
+                };
+                Step {
+                    target,
+                    action,
+                    hold,
+                    recover: rng.millis(1000, 5000),
+                }
+            }
+        }
+    }
+}
+
+/// What [`run`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Played {
+    pub faults: usize,
+    /// The longest time a restart took to answer again.
+    pub slowest_restart: Duration,
+}
+
+/// Plays `schedule` against `cluster` until `until` (a step starts only if its hold ends
+/// before then), recording every fault and heal. Everything is healed when it returns `Ok`;
+/// a node found dead that the schedule did not kill ends the run with [`NodeError::Died`].
+pub async fn run(
+    cluster: &mut Cluster,
+    schedule: &mut Schedule,
+    history: &History,
+    topic: &str,
+    until: Instant,
+) -> Result<Played, NodeError> {
+    let mut played = Played::default();
+    loop {
+        // A node that exited without being told to is a crash: stop and say so.
+        for id in 1..=cluster.len() as i32 {
+            cluster.node_mut(id).check_alive()?;
+        }
+        let step = schedule.next_step();
+        if Instant::now() + step.hold >= until {
+            return Ok(played);
+        }
+        let node = resolve(cluster, step.target, topic).await;
+        tracing::info!(node, ?step, "--- fault");
+        // Recorded before it is injected: ops logged after this id may have met the fault.
+        history.record(Op::Fault {
+            description: format!("{} (target {:?})", describe(node, step.action), step.target),
+        });
+        inject(cluster, history, node, step.action).await?;
+        played.faults += 1;
+        tokio::time::sleep(step.hold).await;
+        let started = Instant::now();
+        let healed = heal(cluster, node, step.action).await?;
+        if matches!(step.action, Action::Kill9 | Action::Terminate) {
+            played.slowest_restart = played.slowest_restart.max(started.elapsed());
+        }
+        history.record(Op::Heal {
+            description: healed,
+        });
+        tracing::info!(node, "--- healed");
+        tokio::time::sleep(step.recover).await;
+    }
+}
+
+/// The node a target means now.
+async fn resolve(cluster: &Cluster, target: Target, topic: &str) -> i32 {
+    let l = match target {
+        Target::Node(id) => return id,
+        _ => cluster.leadership(topic, PROBE_TIMEOUT).await,
+    };
+    let valid = |id: i32| (1..=cluster.len() as i32).contains(&id);
+    let found = l.and_then(|l| {
+        let leader = l.leaders.get(&LEADER_OF).copied().filter(|&id| valid(id));
+        match target {
+            Target::Leader => leader,
+            Target::Controller => Some(l.controller).filter(|&id| valid(id)),
+            Target::Follower => l.replicas.get(&LEADER_OF).and_then(|r| {
+                r.iter()
+                    .copied()
+                    .find(|&id| Some(id) != leader && valid(id))
+            }),
+            Target::Node(_) => None,
+        }
+    });
+    found.unwrap_or_else(|| {
+        tracing::info!(
+            ?target,
+            "not found by the Metadata probe (or a single node); using node 1"
+        );
+        1
+    })
+}
+
+/// What `action` on `node` does, for the history.
+fn describe(node: i32, action: Action) -> String {
+    match action {
+        Action::Kill9 => format!("kill -9 node {node}"),
+        Action::Terminate => format!("SIGTERM node {node}"),
+        Action::Pause => format!("SIGSTOP node {node}"),
+        Action::Link(fault, dir) => {
+            let dir = match dir {
+                Some(Direction::ClientToServer) => "client->node",
+                Some(Direction::ServerToClient) => "node->client",
+                None => "both ways",
+            };
+            format!("{fault:?} on node {node}'s client link ({dir})")
+        }
+    }
+}
+
+/// Applies `action` to `node`.
+async fn inject(
+    cluster: &mut Cluster,
+    history: &History,
+    node: i32,
+    action: Action,
+) -> Result<(), NodeError> {
+    let n = cluster.node_mut(node);
+    match action {
+        Action::Kill9 => {
+            n.kill9()?;
+        }
+        Action::Terminate => match n.terminate(TERMINATE_TIMEOUT).await {
+            Ok(status) if !status.success() => {
+                tracing::warn!(node, %status, "unclean exit on SIGTERM");
+            }
+            Ok(_) => {}
+            Err(NodeError::StopTimeout { .. }) => {
+                tracing::warn!(node, "no exit within {TERMINATE_TIMEOUT:?} of SIGTERM");
+                history.record(Op::Fault {
+                    description: format!(
+                        "kill -9 node {node} (no exit within {TERMINATE_TIMEOUT:?} of SIGTERM)"
+                    ),
+                });
+                n.kill9()?;
+            }
+            Err(e) => return Err(e),
+        },
+        Action::Pause => n.pause()?,
+        Action::Link(fault, dir) => match dir {
+            Some(d) => n.proxy().set(d, fault),
+            None => n.proxy().set_both(fault),
+        },
+    }
+    Ok(())
+}
+
+/// Undoes `action` on `node`; returns what was done.
+async fn heal(cluster: &mut Cluster, node: i32, action: Action) -> Result<String, NodeError> {
+    let n = cluster.node_mut(node);
+    Ok(match action {
+        Action::Kill9 | Action::Terminate => {
+            n.restart().await?;
+            format!("restart node {node}")
+        }
+        Action::Pause => {
+            n.resume()?;
+            format!("SIGCONT node {node}")
+        }
+        Action::Link(..) => {
+            n.proxy().heal();
+            format!("heal node {node}'s client link")
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splitmix64_matches_the_reference_sequence() {
+        // From the reference implementation with seed 1234567.
+        let mut r = SplitMix64::new(1234567);
+        assert_eq!(r.next_u64(), 6457827717110365317);
+        assert_eq!(r.next_u64(), 3203168211198807973);
+    }
+
+    #[test]
+    fn a_seed_is_a_whole_schedule() {
+        let steps = |seed| {
+            let mut s = Schedule::random(seed, 3);
+            (0..50).map(|_| s.next_step()).collect::<Vec<_>>()
+        };
+        assert_eq!(steps(7), steps(7));
+        assert_ne!(steps(7), steps(8));
+        for s in steps(7) {
+            let Target::Node(id) = s.target else {
+                panic!("random steps name nodes")
+            };
+            assert!((1..=3).contains(&id));
+        }
+    }
+
+    #[test]
+    fn process_faults_draw_only_process_faults() {
+        let mut s = Schedule::named("process-faults", 1, 1).unwrap();
+        for _ in 0..100 {
+            let step = s.next_step();
+            assert!(!matches!(step.action, Action::Link(..)), "{step:?}");
+        }
+    }
+
+    #[test]
+    fn every_name_builds_and_unknown_names_are_refused() {
+        for name in NAMES {
+            Schedule::named(name, 0, 3).unwrap().next_step();
+        }
+        let err = Schedule::named("nope", 0, 3).unwrap_err().to_string();
+        assert!(err.contains("leader-kill"), "{err}");
+        let mut rolling = Schedule::named("rolling-restart", 0, 3).unwrap();
+        let targets: Vec<Target> = (0..4).map(|_| rolling.next_step().target).collect();
+        assert_eq!(
+            targets,
+            [1, 2, 3, 1].map(Target::Node),
+            "each node in turn, then again"
+        );
+    }
+}
