@@ -186,6 +186,7 @@ impl Broker {
                 identity: identity.clone(),
                 meta_dir: meta_dir.clone(),
                 node_id,
+                directory_id: props.directory_id,
                 fatal: fatal_tx.clone(),
             },
         ));
@@ -272,6 +273,7 @@ impl Broker {
         let registration = BrokerRegistration {
             broker_id: node_id,
             incarnation_id,
+            directory_id: props.directory_id,
             host: config.advertised_host.clone(),
             port: config.advertised_port as i32,
             rack: config.cluster.rack.clone(),
@@ -545,6 +547,7 @@ struct FollowIdentity {
     identity: Arc<Identity>,
     meta_dir: PathBuf,
     node_id: BrokerId,
+    directory_id: Option<Uuid>,
     fatal: Arc<watch::Sender<Option<String>>>,
 }
 
@@ -584,6 +587,7 @@ async fn follow_metadata(
                     let props = sluice_meta::properties::NodeProperties {
                         node_id: who.node_id,
                         cluster_id: Some(cluster.clone()),
+                        directory_id: who.directory_id,
                     };
                     let dir = who.meta_dir.clone();
                     match off_reactor(move || sluice_meta::properties::write(&dir, &props)).await {

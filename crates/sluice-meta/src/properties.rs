@@ -18,6 +18,9 @@ pub const FILE: &str = "meta.properties";
 pub struct NodeProperties {
     pub node_id: BrokerId,
     pub cluster_id: Option<String>,
+    /// This data directory's own id, chosen at its first start (Kafka's `directory.id`, KIP-858):
+    /// tells a restart of a node from another process claiming its id.
+    pub directory_id: Option<uuid::Uuid>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
@@ -37,9 +40,12 @@ pub fn read(meta_dir: &Path) -> Result<Option<NodeProperties>, StoreError> {
     };
     let mut cluster_id = None;
     let mut node_id = None;
+    let mut directory_id = None;
     for line in text.lines() {
         if let Some(v) = line.strip_prefix("cluster.id=") {
             cluster_id = Some(v.trim().to_string()).filter(|v| !v.is_empty());
+        } else if let Some(v) = line.strip_prefix("directory.id=") {
+            directory_id = v.trim().parse().ok();
         } else if let Some(v) = line.strip_prefix("node.id=") {
             node_id = v.trim().parse::<i32>().ok().map(BrokerId);
         }
@@ -52,6 +58,7 @@ pub fn read(meta_dir: &Path) -> Result<Option<NodeProperties>, StoreError> {
     Ok(Some(NodeProperties {
         node_id,
         cluster_id,
+        directory_id,
     }))
 }
 
@@ -65,6 +72,9 @@ pub fn write(meta_dir: &Path, props: &NodeProperties) -> Result<(), StoreError> 
         text.push_str(&format!("cluster.id={c}\n"));
     }
     text.push_str(&format!("node.id={}\n", props.node_id));
+    if let Some(d) = &props.directory_id {
+        text.push_str(&format!("directory.id={d}\n"));
+    }
     let mut f = File::create(&tmp).map_err(io(&tmp))?;
     f.write_all(text.as_bytes()).map_err(io(&tmp))?;
     f.sync_all().map_err(io(&tmp))?;
@@ -82,11 +92,21 @@ pub fn open(meta_dir: &Path, node_id: BrokerId) -> Result<NodeProperties, StoreE
             expected: node_id,
             found: p.node_id,
         }),
+        // A directory from before directory ids gets one now.
+        Some(p) if p.directory_id.is_none() => {
+            let p = NodeProperties {
+                directory_id: Some(uuid::Uuid::new_v4()),
+                ..p
+            };
+            write(meta_dir, &p)?;
+            Ok(p)
+        }
         Some(p) => Ok(p),
         None => {
             let p = NodeProperties {
                 node_id,
                 cluster_id: None,
+                directory_id: Some(uuid::Uuid::new_v4()),
             };
             write(meta_dir, &p)?;
             Ok(p)
@@ -103,17 +123,20 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = open(dir.path(), BrokerId(3)).unwrap();
         assert_eq!(p.cluster_id, None);
+        assert!(p.directory_id.is_some());
         write(
             dir.path(),
             &NodeProperties {
-                node_id: BrokerId(3),
                 cluster_id: Some("abc".into()),
+                ..p.clone()
             },
         )
         .unwrap();
+        let again = open(dir.path(), BrokerId(3)).unwrap();
+        assert_eq!(again.cluster_id.as_deref(), Some("abc"));
         assert_eq!(
-            open(dir.path(), BrokerId(3)).unwrap().cluster_id.as_deref(),
-            Some("abc")
+            again.directory_id, p.directory_id,
+            "the directory keeps its id"
         );
         assert!(matches!(
             open(dir.path(), BrokerId(4)),

@@ -34,9 +34,14 @@ pub enum MetadataRecord {
         port: i32,
         #[serde(default)]
         rack: Option<String>,
-        /// A random id per process start: tells a restart from a duplicate registration.
+        /// A random id per process start.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         incarnation_id: Option<Uuid>,
+        /// The registering data directory's id (`meta.properties`): a restart of the same
+        /// directory replaces its registration at once (the directory lock guarantees the old
+        /// process is gone); another directory with a live node id is a duplicate.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        directory_id: Option<Uuid>,
         /// Registered fenced: the broker may not lead until the controller unfences it.
         #[serde(default, skip_serializing_if = "is_false")]
         fenced: bool,

@@ -230,6 +230,7 @@ mod tests {
                 port: 9092,
                 rack: None,
                 incarnation_id: None,
+                directory_id: None,
                 fenced: false,
             },
             MetadataRecord::CreateTopic {

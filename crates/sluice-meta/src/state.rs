@@ -27,6 +27,9 @@ pub struct BrokerInfo {
     pub port: i32,
     pub rack: Option<String>,
     pub incarnation_id: Option<Uuid>,
+    /// The registering data directory (see [`MetadataRecord::RegisterBroker`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub directory_id: Option<Uuid>,
     /// The offset of this registration's record: fences older incarnations' requests.
     pub epoch: i64,
     /// A fenced broker leads nothing and is in no ISR.
@@ -412,6 +415,7 @@ impl ClusterState {
                 port,
                 rack,
                 incarnation_id,
+                directory_id,
                 fenced,
             } => {
                 self.brokers.insert(
@@ -422,6 +426,7 @@ impl ClusterState {
                         port: *port,
                         rack: rack.clone(),
                         incarnation_id: *incarnation_id,
+                        directory_id: *directory_id,
                         epoch: offset,
                         fenced: *fenced,
                     },
@@ -530,6 +535,7 @@ mod tests {
             port: 9092,
             rack: None,
             incarnation_id: Some(Uuid::from_u128(id as u128)),
+            directory_id: None,
             fenced: true,
         }
     }

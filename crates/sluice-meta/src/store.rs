@@ -279,6 +279,7 @@ mod tests {
                 port: 9092,
                 rack: None,
                 incarnation_id: None,
+                directory_id: None,
                 fenced: false,
             },
             MetadataRecord::CreateTopic {
@@ -364,6 +365,7 @@ mod tests {
                 port: 9092,
                 rack: None,
                 incarnation_id: None,
+                directory_id: None,
                 fenced: false,
             },
             MetadataRecord::CreateTopic {

@@ -570,6 +570,7 @@ mod tests {
                     port: 1,
                     rack: None,
                     incarnation_id: None,
+                    directory_id: None,
                     fenced: false,
                 },
             );

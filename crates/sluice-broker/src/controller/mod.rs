@@ -573,10 +573,14 @@ impl Controller {
                 }
             }
         }
+        // Another live process with this node id: a different data directory whose
+        // registration is unfenced and heard from within its session. The same directory is a
+        // restart (its lock guarantees the old process is gone): it replaces the registration.
         let duplicate = |state: &ClusterState| {
             state.brokers.get(&reg.broker_id).is_some_and(|b| {
                 !b.fenced
                     && b.incarnation_id.is_some_and(|i| i != reg.incarnation_id)
+                    && (b.directory_id.is_none() || b.directory_id != reg.directory_id)
                     && self.session_alive(reg.broker_id)
             })
         };
@@ -612,6 +616,7 @@ impl Controller {
                         port: reg.port,
                         rack: reg.rack.clone(),
                         incarnation_id: Some(reg.incarnation_id),
+                        directory_id: reg.directory_id,
                         fenced: true,
                     }],
                 ))

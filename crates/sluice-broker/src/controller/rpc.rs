@@ -79,6 +79,8 @@ pub enum RpcReply {
 pub struct BrokerRegistration {
     pub broker_id: BrokerId,
     pub incarnation_id: Uuid,
+    /// The data directory's id (`meta.properties`).
+    pub directory_id: Option<Uuid>,
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,

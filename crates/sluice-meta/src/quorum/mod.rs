@@ -159,6 +159,7 @@ mod tests {
             port: 9092,
             rack: None,
             incarnation_id: None,
+            directory_id: None,
             fenced: false,
         }
     }
