@@ -147,6 +147,7 @@ impl Broker {
                 clock: clock.clone(),
                 isr_changes: Some(isr_tx),
                 replica_lag_time_max_ms: config.settings.replica_lag_time_max_ms,
+                unsafe_ack_before_replication: config.unsafe_ack_before_replication,
             },
             dir.clone(),
             BrokerSettings::from_settings(&effective_settings(

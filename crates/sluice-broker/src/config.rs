@@ -895,6 +895,8 @@ pub struct BrokerConfig {
     pub raw_settings: Settings,
     /// This node's place in the cluster.
     pub cluster: ClusterConfig,
+    /// A planted fault for the chaos harness only (see `PartitionEnv`): false.
+    pub unsafe_ack_before_replication: bool,
 }
 
 /// Where this node sits in the cluster: `--controller-listen`, `--voters`, `--roles`, `--rack`.
@@ -1093,6 +1095,7 @@ impl BrokerConfig {
             settings: BrokerSettings::from_settings(settings),
             raw_settings: settings.clone(),
             cluster: ClusterConfig::single(node_id),
+            unsafe_ack_before_replication: false,
         })
     }
 }

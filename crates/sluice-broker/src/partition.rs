@@ -67,6 +67,7 @@ pub struct Partition {
     /// Consumer fetches parked until the HW moves.
     pub waiters: Waiters,
     isr_changes: Option<tokio::sync::mpsc::UnboundedSender<IsrChange>>,
+    unsafe_ack_before_replication: bool,
     /// Follower fetches parked until the log end moves (an append), the role changes, or the
     /// partition goes: followers read up to the log end, not the HW.
     pub follower_waiters: Waiters,
@@ -83,6 +84,10 @@ pub struct PartitionEnv {
     pub isr_changes: Option<tokio::sync::mpsc::UnboundedSender<IsrChange>>,
     /// `replica.lag.time.max.ms`.
     pub replica_lag_time_max_ms: i64,
+    /// A planted fault for the chaos harness (`serve --unsafe-test-ack-before-replication`,
+    /// hidden): `acks=all` is answered once the leader's own copy is durable, before the
+    /// followers have it, so a leader failure loses acknowledged writes. Never set otherwise.
+    pub unsafe_ack_before_replication: bool,
 }
 
 /// An ISR change a leader proposes, on its way to the controller (Kafka's AlterPartition).
@@ -115,6 +120,7 @@ impl Partition {
         );
         Partition {
             isr_changes: env.isr_changes.clone(),
+            unsafe_ack_before_replication: env.unsafe_ack_before_replication,
             clock: env.clock.clone(),
             replica: Mutex::new(replica),
             topic: tp.topic.clone(),
@@ -259,6 +265,9 @@ impl Partition {
     /// fsync mode), or with NOT_LEADER_OR_FOLLOWER when this broker stops leading first. The
     /// caller bounds the wait.
     pub async fn wait_for_hw(&self, end: Offset) -> Result<(), AppendError> {
+        if self.unsafe_ack_before_replication {
+            return Ok(());
+        }
         loop {
             let woken = Arc::new(tokio::sync::Notify::new());
             // Registered before the check: a move in between leaves a permit.

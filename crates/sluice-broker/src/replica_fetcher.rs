@@ -956,6 +956,7 @@ mod tests {
                 clock: Arc::new(SystemClock),
                 isr_changes: None,
                 replica_lag_time_max_ms: 30_000,
+                unsafe_ack_before_replication: false,
             };
             let settings = BrokerSettings::from_settings(&Settings::load(None, &[]).unwrap()).log;
             let log = Log::open(

@@ -112,6 +112,10 @@ pub enum Op {
         #[serde(flatten)]
         outcome: CommitOutcome,
     },
+    /// The workload's topic was created with this many replicas. On a replicated topic an
+    /// `acks=1` write is Kafka's "the leader has it": a leader failure before the followers
+    /// copy it loses it, and the checker notes that instead of failing.
+    Topic { replication_factor: i32 },
     /// A fault injected by the schedule.
     Fault { description: String },
     /// A fault undone (restart, resume, proxy healed).

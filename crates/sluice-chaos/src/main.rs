@@ -38,6 +38,10 @@ struct Args {
     /// (default: a directory under the system temp dir named after the seed).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Start the nodes with a planted fault (acks=all answered before the followers have the
+    /// records): a leader-kill schedule must then report lost writes.
+    #[arg(long)]
+    planted_fault: bool,
     /// Only re-check a saved run in DIR (no cluster is started).
     #[arg(long, value_name = "DIR")]
     recheck: Option<PathBuf>,
@@ -94,6 +98,7 @@ fn real_main() -> anyhow::Result<bool> {
         schedule: args.schedule.clone(),
         partitions: args.partitions,
         out: Some(out.clone()),
+        planted_fault: args.planted_fault,
     };
     eprintln!(
         "sluice-chaos: schedule {} seed {seed} nodes {} for {} min; evidence in {}",

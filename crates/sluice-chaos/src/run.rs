@@ -43,6 +43,9 @@ pub struct RunConfig {
     pub partitions: i32,
     /// Where the evidence is saved; `None` saves nothing.
     pub out: Option<PathBuf>,
+    /// Start the nodes with the planted fault (`acks=all` answered before replication), to show
+    /// the checker catches the writes it loses.
+    pub planted_fault: bool,
 }
 
 /// Why a run could not produce a verdict.
@@ -81,7 +84,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunOutcome, RunError> {
     // fsync: an acknowledged write must survive kill -9 of every node at once. No initial
     // rebalance delay: a group that loses its coordinator every few seconds must be able to
     // settle between faults (a 3 s delay, extended once per late joiner, takes 6 s).
-    let common = [
+    let mut common = [
         "--durability",
         "fsync",
         "--override",
@@ -89,6 +92,9 @@ pub async fn run(cfg: &RunConfig) -> Result<RunOutcome, RunError> {
     ]
     .map(String::from)
     .to_vec();
+    if cfg.planted_fault {
+        common.push("--unsafe-test-ack-before-replication".into());
+    }
     tracing::info!(nodes = cfg.nodes, "--- starting the cluster");
     let mut cluster = if cfg.nodes > 1 {
         let args = multi_node_args(cfg.nodes, common).map_err(|source| RunError::Io {
@@ -120,6 +126,9 @@ async fn drive(
     let bootstrap = cluster.bootstrap();
     let replication = cfg.nodes.min(3) as i32;
     create_topic(&bootstrap, cfg.partitions, replication).await?;
+    history.record(Op::Topic {
+        replication_factor: replication,
+    });
     wait_for_leaders(cluster, cfg.partitions).await?;
 
     tracing::info!("--- starting the workload");

@@ -81,6 +81,11 @@ pub enum Target {
 pub enum Action {
     /// SIGKILL; healed by a restart.
     Kill9,
+    /// The partition's followers are SIGSTOPped for this long (less than a broker session, so
+    /// they stay in the ISR while they fall behind), then the target is SIGKILLed and the
+    /// followers resumed: a leader crash while its followers lag, the moment an early
+    /// acknowledgement is lost. Healed by a restart.
+    Kill9WithLaggingFollowers(Duration),
     /// SIGTERM (SIGKILL after [`TERMINATE_TIMEOUT`]); healed by a restart.
     Terminate,
     /// SIGSTOP; healed by SIGCONT.
@@ -173,7 +178,16 @@ impl Schedule {
         let steps = match name {
             "random" => return Ok(Schedule::random(seed, nodes)),
             "process-faults" => return Ok(Schedule::random_of(seed, nodes, Kind::PROCESS)),
-            "leader-kill" => vec![step(Target::Leader, Action::Kill9, secs(2), secs(5))],
+            // Plain kills, and kills while the followers lag.
+            "leader-kill" => vec![
+                step(Target::Leader, Action::Kill9, secs(2), secs(5)),
+                step(
+                    Target::Leader,
+                    Action::Kill9WithLaggingFollowers(Duration::from_millis(1500)),
+                    secs(2),
+                    secs(5),
+                ),
+            ],
             "controller-kill" => vec![step(Target::Controller, Action::Kill9, secs(2), secs(5))],
             "leader-isolation" => vec![step(
                 Target::Leader,
@@ -261,17 +275,24 @@ pub async fn run(
             return Ok(played);
         }
         let node = resolve(cluster, step.target, topic).await;
-        tracing::info!(node, ?step, "--- fault");
+        let followers = match step.action {
+            Action::Kill9WithLaggingFollowers(_) => followers_of(cluster, node, topic).await,
+            _ => Vec::new(),
+        };
+        tracing::info!(node, ?step, ?followers, "--- fault");
         // Recorded before it is injected: ops logged after this id may have met the fault.
         history.record(Op::Fault {
             description: format!("{} (target {:?})", describe(node, step.action), step.target),
         });
-        inject(cluster, history, node, step.action).await?;
+        inject(cluster, history, node, &followers, step.action).await?;
         played.faults += 1;
         tokio::time::sleep(step.hold).await;
         let started = Instant::now();
         let healed = heal(cluster, node, step.action).await?;
-        if matches!(step.action, Action::Kill9 | Action::Terminate) {
+        if matches!(
+            step.action,
+            Action::Kill9 | Action::Kill9WithLaggingFollowers(_) | Action::Terminate
+        ) {
             played.slowest_restart = played.slowest_restart.max(started.elapsed());
         }
         history.record(Op::Heal {
@@ -315,6 +336,9 @@ async fn resolve(cluster: &Cluster, target: Target, topic: &str) -> i32 {
 fn describe(node: i32, action: Action) -> String {
     match action {
         Action::Kill9 => format!("kill -9 node {node}"),
+        Action::Kill9WithLaggingFollowers(lag) => {
+            format!("kill -9 node {node} after pausing its followers for {lag:?}")
+        }
         Action::Terminate => format!("SIGTERM node {node}"),
         Action::Pause => format!("SIGSTOP node {node}"),
         Action::Link(fault, dir) => {
@@ -328,16 +352,40 @@ fn describe(node: i32, action: Action) -> String {
     }
 }
 
-/// Applies `action` to `node`.
+/// The replicas of partition 0 other than `leader`, as the cluster reports them now.
+async fn followers_of(cluster: &Cluster, leader: i32, topic: &str) -> Vec<i32> {
+    let l = cluster.leadership(topic, PROBE_TIMEOUT).await;
+    let valid = |id: i32| (1..=cluster.len() as i32).contains(&id);
+    l.and_then(|l| l.replicas.get(&LEADER_OF).cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|&id| id != leader && valid(id))
+        .collect()
+}
+
+/// Applies `action` to `node` (`followers`: the ones a lagging-followers kill pauses first).
 async fn inject(
     cluster: &mut Cluster,
     history: &History,
     node: i32,
+    followers: &[i32],
     action: Action,
 ) -> Result<(), NodeError> {
+    if let Action::Kill9WithLaggingFollowers(lag) = action {
+        for f in followers {
+            cluster.node_mut(*f).pause()?;
+        }
+        tokio::time::sleep(lag).await;
+        let killed = cluster.node_mut(node).kill9();
+        for f in followers {
+            cluster.node_mut(*f).resume()?;
+        }
+        killed?;
+        return Ok(());
+    }
     let n = cluster.node_mut(node);
     match action {
-        Action::Kill9 => {
+        Action::Kill9 | Action::Kill9WithLaggingFollowers(_) => {
             n.kill9()?;
         }
         Action::Terminate => match n.terminate(TERMINATE_TIMEOUT).await {
@@ -369,7 +417,7 @@ async fn inject(
 async fn heal(cluster: &mut Cluster, node: i32, action: Action) -> Result<String, NodeError> {
     let n = cluster.node_mut(node);
     Ok(match action {
-        Action::Kill9 | Action::Terminate => {
+        Action::Kill9 | Action::Kill9WithLaggingFollowers(_) | Action::Terminate => {
             n.restart().await?;
             format!("restart node {node}")
         }

@@ -34,6 +34,7 @@ async fn a_fixed_seed_process_fault_schedule_loses_nothing() {
         schedule: "process-faults".into(),
         partitions: 3,
         out: Some(dir.path().to_path_buf()),
+        planted_fault: false,
     };
     let outcome = match run(&cfg).await {
         Ok(o) => o,

@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// This broker's rack, for rack-aware replica placement.
     #[arg(long, value_name = "RACK")]
     rack: Option<String>,
+    /// Test only: answer acks=all before the followers have the records, so a leader failure
+    /// loses acknowledged writes. For the chaos harness to show it catches that; never use it.
+    #[arg(long, hide = true)]
+    unsafe_test_ack_before_replication: bool,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -77,6 +81,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         durability,
         &settings,
     )?;
+    if args.unsafe_test_ack_before_replication {
+        tracing::error!(
+            "UNSAFE TEST SWITCH: acks=all is answered before replication; a leader failure \
+             WILL lose acknowledged writes"
+        );
+        config.unsafe_ack_before_replication = true;
+    }
     config.cluster = ClusterConfig::new(
         args.node_id,
         args.controller_listen,

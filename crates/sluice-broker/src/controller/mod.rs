@@ -608,18 +608,24 @@ impl Controller {
                         ));
                     }
                 }
-                Ok((
-                    state.cluster_id.clone(),
-                    vec![MetadataRecord::RegisterBroker {
-                        broker_id: reg.broker_id,
-                        host: reg.host.clone(),
-                        port: reg.port,
-                        rack: reg.rack.clone(),
-                        incarnation_id: Some(reg.incarnation_id),
-                        directory_id: reg.directory_id,
-                        fenced: true,
-                    }],
-                ))
+                // A new incarnation ends the previous one at once, as its session would have:
+                // its leaderships move to other in-sync replicas (a restarted process has lost
+                // what it held in memory, and in relaxed durability maybe its log tail), so it
+                // rejoins as a follower and truncates whatever only it had.
+                let mut records = match state.brokers.get(&reg.broker_id) {
+                    Some(b) if !b.fenced => decide::fence(state, reg.broker_id),
+                    _ => Vec::new(),
+                };
+                records.push(MetadataRecord::RegisterBroker {
+                    broker_id: reg.broker_id,
+                    host: reg.host.clone(),
+                    port: reg.port,
+                    rack: reg.rack.clone(),
+                    incarnation_id: Some(reg.incarnation_id),
+                    directory_id: reg.directory_id,
+                    fenced: true,
+                });
+                Ok((state.cluster_id.clone(), records))
             })
             .await?;
         self.seen(reg.broker_id);
