@@ -9,6 +9,14 @@
 //! least end over the ISR. The HW, the role and the leader epoch are mirrored in atomics so the
 //! read paths never take the replica lock.
 //!
+//! Replication: as leader, a follower's fetch is recorded with
+//! [`Partition::record_follower_fetch`] (it may move the HW) and appends wake the parked
+//! follower fetches ([`Partition::follower_waiters`]). As follower, the log is written only by
+//! the replica fetcher through [`Partition::append_as_follower`],
+//! [`Partition::truncate_as_follower`] and [`Partition::flush_as_follower`], under a role lock
+//! that leadership changes also take, so nothing fetched under a stale leader epoch lands; the
+//! follower HW is the leader's capped by the local end ([`Partition::on_leader_high_watermark`]).
+//!
 //! Producer state is checked and updated under one mutex around the append, so the sequence
 //! check and the write are atomic. It is snapshotted to `producer-state.json` in the partition
 //! directory at clean shutdown and after each rebuild; on open the snapshot is loaded and the

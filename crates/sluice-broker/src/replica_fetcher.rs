@@ -334,6 +334,8 @@ pub struct ReplicaFetchers {
     shared: Arc<Shared>,
     runtime: tokio::runtime::Handle,
     state: Mutex<Fetchers>,
+    /// Set by [`ReplicaFetchers::shutdown`]: a metadata change applied after it starts nothing.
+    closed: AtomicBool,
 }
 
 #[derive(Default)]
@@ -362,6 +364,7 @@ impl ReplicaFetchers {
             }),
             runtime,
             state: Mutex::new(Fetchers::default()),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -376,6 +379,9 @@ impl ReplicaFetchers {
         leader_epoch: LeaderEpoch,
     ) {
         let mut st = self.state.lock().expect("fetchers lock");
+        if self.closed.load(Ordering::SeqCst) {
+            return;
+        }
         if let Some(old) = st.leader_of.get(tp).copied() {
             if old != leader {
                 Self::detach(&mut st, tp, old);
@@ -453,6 +459,7 @@ impl ReplicaFetchers {
     pub async fn shutdown(&self) {
         let tasks: Vec<JoinHandle<()>> = {
             let mut st = self.state.lock().expect("fetchers lock");
+            self.closed.store(true, Ordering::SeqCst);
             st.leader_of.clear();
             st.by_leader
                 .drain()
@@ -1166,6 +1173,46 @@ mod tests {
                 .truncate_as_follower(Offset(0), false, LeaderEpoch(4), 0, 1)
                 .unwrap());
             assert_eq!(b.log.log_end_offset(), Offset(0));
+        }
+
+        #[tokio::test]
+        async fn partitions_move_between_leader_fetchers_and_leave_them() {
+            let dir = tempfile::tempdir().unwrap();
+            let p = partition(dir.path(), 2);
+            let fetchers = ReplicaFetchers::new(
+                BrokerId(2),
+                Arc::new(MetadataImage::new(sluice_meta::ClusterState::new())),
+                settings(),
+                1,
+                tokio::runtime::Handle::current(),
+            );
+            let tp = TopicPartition::new("t", 0);
+            let nowhere = Some("127.0.0.1:1".to_string());
+            fetchers.follow(&tp, p.clone(), BrokerId(1), nowhere.clone(), LeaderEpoch(1));
+            assert_eq!(
+                fetchers.followed(),
+                BTreeMap::from([(tp.clone(), BrokerId(1))])
+            );
+            // A new leader: the partition moves, and the old leader's empty fetcher stops.
+            fetchers.follow(&tp, p.clone(), BrokerId(3), nowhere, LeaderEpoch(2));
+            assert_eq!(
+                fetchers.followed(),
+                BTreeMap::from([(tp.clone(), BrokerId(3))])
+            );
+            {
+                let st = fetchers.state.lock().unwrap();
+                assert_eq!(
+                    st.by_leader.keys().copied().collect::<Vec<_>>(),
+                    vec![BrokerId(3)]
+                );
+            }
+            fetchers.unfollow(&tp);
+            assert!(fetchers.followed().is_empty());
+            assert!(fetchers.state.lock().unwrap().by_leader.is_empty());
+            fetchers.shutdown().await;
+            // Closed: later metadata starts nothing.
+            fetchers.follow(&tp, p, BrokerId(1), None, LeaderEpoch(3));
+            assert!(fetchers.followed().is_empty());
         }
 
         #[test]
