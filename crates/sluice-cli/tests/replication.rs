@@ -8,72 +8,13 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::cluster::*;
 use common::*;
 use kafka_protocol::messages::MetadataRequest;
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-
-/// Settings that make fencing quick enough for tests (and still well above the heartbeat).
-const FAST_LIVENESS: &[&str] = &[
-    "broker.heartbeat.interval.ms=200",
-    "broker.session.timeout.ms=3000",
-];
-
-/// Three voters, each a broker (combined mode).
-struct TestCluster {
-    nodes: Vec<Broker>,
-}
-
-impl TestCluster {
-    fn start(n: u32) -> TestCluster {
-        TestCluster::start_with(n, FAST_LIVENESS)
-    }
-
-    fn start_with(n: u32, overrides: &[&str]) -> TestCluster {
-        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
-        let voters = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, c))| format!("{}@127.0.0.1:{c}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let mut nodes: Vec<Broker> = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (p, c))| {
-                let mut args = vec![
-                    "--controller-listen".to_string(),
-                    format!("127.0.0.1:{c}"),
-                    "--voters".to_string(),
-                    voters.clone(),
-                ];
-                args.extend(override_args(overrides));
-                Broker::prepare_node(i as u32 + 1, *p, args)
-            })
-            .collect();
-        // Every process first: none finishes starting before a quorum of them runs.
-        for b in &mut nodes {
-            b.spawn_process();
-        }
-        for b in &mut nodes {
-            b.wait_accepting();
-        }
-        TestCluster { nodes }
-    }
-
-    fn node(&mut self, id: i32) -> &mut Broker {
-        &mut self.nodes[id as usize - 1]
-    }
-
-    fn bootstrap_of(&self, ids: &[i32]) -> String {
-        ids.iter()
-            .map(|id| self.nodes[*id as usize - 1].bootstrap())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-}
 
 /// (leader, replicas) of `topic`'s partition 0 as node `b` reports it; leader -1 while none.
 fn partition_view(b: &Broker, topic: &str) -> Option<(i32, Vec<i32>)> {
@@ -288,14 +229,9 @@ fn produce(bootstrap: &str, values: &[String]) {
 #[test]
 fn a_returning_leader_truncates_what_only_it_had() {
     const TOPIC: &str = "diverge";
-    // Sessions long enough that followers paused for a moment are not fenced.
-    let mut cluster = TestCluster::start_with(
-        3,
-        &[
-            "broker.heartbeat.interval.ms=200",
-            "broker.session.timeout.ms=8000",
-        ],
-    );
+    // Sessions long enough that followers paused for a moment are not fenced (the last
+    // override wins over the fast default).
+    let mut cluster = TestCluster::start_with(3, &["broker.session.timeout.ms=8000"]);
     let res = block_on(admin(cluster.node(1)).create_topics(
         &[NewTopic::new(TOPIC, 1, TopicReplication::Fixed(3))],
         &admin_opts(),
