@@ -224,7 +224,7 @@ fn three_nodes_spread_partitions_and_serve_clients_from_any_node() {
 }
 
 #[test]
-fn a_produce_to_the_wrong_broker_names_the_leader() {
+fn a_produce_or_fetch_at_the_wrong_broker_names_the_leader() {
     use bytes::Bytes;
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
     use kafka_protocol::messages::{ProduceRequest, TopicName};
@@ -286,6 +286,37 @@ fn a_produce_to_the_wrong_broker_names_the_leader() {
         resp.node_endpoints[0].port,
         cluster.node(leader).port() as i32
     );
+
+    // A Fetch there too: NOT_LEADER_OR_FOLLOWER with the leader and its endpoint (v16).
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+    let topic_id = {
+        let mut c = RawConn::connect(cluster.node(other));
+        let md = c.call(12, &MetadataRequest::default().with_topics(None));
+        md.topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == "route"))
+            .unwrap()
+            .topic_id
+    };
+    let fetch = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic_id(topic_id)
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let resp = RawConn::connect(cluster.node(other)).call(16, &fetch);
+    let p = &resp.responses[0].partitions[0];
+    assert_eq!(
+        p.error_code,
+        kafka_protocol::ResponseError::NotLeaderOrFollower.code(),
+        "{resp:?}"
+    );
+    assert_eq!(p.current_leader.leader_id.0, leader, "{resp:?}");
+    assert_eq!(resp.node_endpoints.len(), 1, "{resp:?}");
+    assert_eq!(resp.node_endpoints[0].node_id.0, leader);
 }
 
 #[test]

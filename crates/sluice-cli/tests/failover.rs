@@ -257,3 +257,58 @@ fn sigterm_hands_leadership_over_before_the_broker_stops() {
     assert!(now > 0 && now != leader, "leader {now}, ISR {isr:?}");
     assert!(!isr.contains(&leader), "{isr:?}");
 }
+
+#[test]
+fn a_paused_follower_leaves_the_isr_and_rejoins_once_caught_up() {
+    const TOPIC: &str = "lagging";
+    // The leader drops a follower after 2 s without catching up, well before its session
+    // (8 s) would fence it: the shrink is the leader's, through AlterPartition.
+    let mut cluster = TestCluster::start_with(
+        3,
+        &[
+            "replica.lag.time.max.ms=2000",
+            "broker.session.timeout.ms=8000",
+        ],
+    );
+    let leader = create_rf3(&mut cluster, TOPIC);
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let others = cluster.bootstrap_of(&[leader]);
+    let producer = acks_all_producer(&others);
+    let send = |i: usize| {
+        block_on(
+            producer.send(
+                FutureRecord::<(), _>::to(TOPIC)
+                    .partition(0)
+                    .payload(&format!("x-{i}")),
+                Duration::from_secs(30),
+            ),
+        )
+        .unwrap_or_else(|(e, _)| panic!("produce {i}: {e}"));
+    };
+    send(0);
+    cluster.node(follower).pause();
+    // Writes keep coming; the paused follower falls behind and is dropped.
+    let mut i = 1;
+    wait_for(
+        "the ISR to shrink without the paused follower",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            send(i);
+            i += 1;
+            leader_and_isr(cluster.node(leader), TOPIC)
+                .filter(|(_, isr)| isr.len() == 2 && !isr.contains(&follower))
+        },
+    );
+    // acks=all still succeeds with two in sync (min.insync.replicas is 2).
+    send(i);
+    cluster.node(follower).resume();
+    wait_for(
+        "the follower back in the ISR",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || leader_and_isr(cluster.node(leader), TOPIC).filter(|(_, isr)| isr.len() == 3),
+    );
+    let got = read_from_start(&others, TOPIC, i + 1);
+    assert_eq!(got.len(), i + 1, "{got:?}");
+}

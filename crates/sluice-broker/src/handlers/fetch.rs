@@ -21,7 +21,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::FetchRequest;
 use kafka_protocol::messages::fetch_response::{
-    EpochEndOffset, FetchResponse, FetchableTopicResponse, PartitionData,
+    EpochEndOffset, FetchResponse, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint,
+    PartitionData,
 };
 use kafka_protocol::ResponseError;
 use sluice_meta::Uuid;
@@ -427,6 +428,7 @@ pub async fn handle(
     // Assemble the response, topic by topic in request/session order.
     let incremental = matches!(mode, Mode::Incremental(..));
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let mut hinted_leaders = std::collections::BTreeSet::new();
     let mut sent = Vec::with_capacity(reads.len());
     for ((sp, _), read) in resolved.iter().zip(reads) {
         let changed = !read.records.is_empty()
@@ -442,13 +444,24 @@ pub async fn handle(
         if incremental && !changed {
             continue;
         }
+        let (error, leader_hint) = route_hint(&image, &sp.topic, sp.partition, read.error);
+        if let Some((leader, _)) = leader_hint.filter(|_| version >= 12) {
+            hinted_leaders.insert(leader);
+        }
         let mut data = PartitionData::default()
             .with_partition_index(sp.partition)
-            .with_error_code(read.error.map_or(0, |e| e.code()))
+            .with_error_code(error.map_or(0, |e| e.code()))
             .with_high_watermark(read.high_watermark)
             .with_last_stable_offset(read.high_watermark)
             .with_log_start_offset(read.log_start_offset)
             .with_records(Some(read.records));
+        if let Some((leader, epoch)) = leader_hint.filter(|_| version >= 12) {
+            data = data.with_current_leader(
+                LeaderIdAndEpoch::default()
+                    .with_leader_id(kafka_protocol::messages::BrokerId(leader.get()))
+                    .with_leader_epoch(epoch),
+            );
+        }
         if let Some((epoch, end_offset)) = read.diverging {
             data = data.with_diverging_epoch(
                 EpochEndOffset::default()
@@ -496,9 +509,53 @@ pub async fn handle(
             }
         }
     };
+    let node_endpoints = if version >= 16 {
+        hinted_leaders
+            .into_iter()
+            .filter_map(|id| image.brokers.get(&id).filter(|b| !b.fenced))
+            .map(|b| {
+                NodeEndpoint::default()
+                    .with_node_id(kafka_protocol::messages::BrokerId(b.broker_id.get()))
+                    .with_host(super::str_bytes(&b.host))
+                    .with_port(b.port)
+                    .with_rack(b.rack.as_deref().map(super::str_bytes))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     FetchResponse::default()
         .with_session_id(session_id)
         .with_responses(topics)
+        .with_node_endpoints(node_endpoints)
+}
+
+/// Routing help for a fetcher with stale metadata: a partition that exists but is not hosted
+/// here is NOT_LEADER_OR_FOLLOWER (not UNKNOWN_TOPIC_OR_PARTITION, as Kafka's
+/// `getPartitionOrError`), and one answered NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH
+/// names its current leader and epoch (KIP-951). Returns the error to send and the hint.
+fn route_hint(
+    image: &ClusterState,
+    topic: &str,
+    partition: i32,
+    error: Option<ResponseError>,
+) -> (Option<ResponseError>, Option<(sluice_types::BrokerId, i32)>) {
+    let Some(p) = image
+        .topic(topic)
+        .and_then(|t| t.partition(sluice_types::PartitionId(partition)))
+    else {
+        return (error, None);
+    };
+    let error = match error {
+        Some(ResponseError::UnknownTopicOrPartition) => Some(ResponseError::NotLeaderOrFollower),
+        other => other,
+    };
+    let moved = matches!(
+        error,
+        Some(ResponseError::NotLeaderOrFollower | ResponseError::FencedLeaderEpoch)
+    );
+    let hint = (moved && p.has_leader()).then(|| (p.leader, p.leader_epoch.get()));
+    (error, hint)
 }
 
 #[cfg(test)]
