@@ -102,10 +102,54 @@ fn read_from_start(bootstrap: &str, topic: &str, at_least: usize) -> Vec<String>
 
 #[test]
 fn no_acknowledged_record_is_lost_when_the_leader_is_killed() {
-    const TOPIC: &str = "acks-all";
-    const RECORDS: usize = 400;
     let mut cluster = TestCluster::start(3);
-    let leader = create_rf3(&mut cluster, TOPIC);
+    let leader = create_rf3(&mut cluster, "acks-all");
+    kill_the_leader_mid_stream(&mut cluster, "acks-all", leader);
+}
+
+#[test]
+fn no_acknowledged_record_is_lost_when_the_leader_is_also_the_controller() {
+    let mut cluster = TestCluster::start(3);
+    let controller = {
+        let mut c = RawConn::connect(cluster.node(1));
+        c.call(12, &MetadataRequest::default().with_topics(None))
+            .controller_id
+            .0
+    };
+    assert!((1..=3).contains(&controller));
+    // The first replica of an assignment leads at creation.
+    let others: Vec<i32> = (1..=3).filter(|id| *id != controller).collect();
+    let assignment = [controller, others[0], others[1]];
+    let res = block_on(admin(cluster.node(1)).create_topics(
+        &[NewTopic::new(
+            "acks-all-ctl",
+            1,
+            TopicReplication::Variable(&[&assignment]),
+        )],
+        &admin_opts(),
+    ))
+    .expect("CreateTopics");
+    assert_eq!(res[0], Ok("acks-all-ctl".to_string()));
+    wait_for(
+        "the controller to lead with the full ISR",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            leader_and_isr(cluster.node(1), "acks-all-ctl")
+                .filter(|(l, isr)| *l == controller && isr.len() == 3)
+        },
+    );
+    // Both the partition's leader and the active controller die at once.
+    kill_the_leader_mid_stream(&mut cluster, "acks-all-ctl", controller);
+}
+
+/// An idempotent acks=all producer streams unique values to partition 0 of `topic` (RF 3)
+/// while `leader` is killed -9 part-way: every acknowledged value is there exactly once, in
+/// order; the old leader rejoins the ISR and holds the same records; a preferred election
+/// answers.
+fn kill_the_leader_mid_stream(cluster: &mut TestCluster, topic: &str, leader: i32) {
+    const RECORDS: usize = 400;
+    let topic_name = topic.to_string();
     let bootstrap = cluster.bootstrap();
 
     // A producer sends in the background; the leader dies part-way through.
@@ -113,6 +157,7 @@ fn no_acknowledged_record_is_lost_when_the_leader_is_killed() {
     let sender = {
         let acked = acked.clone();
         let bootstrap = bootstrap.clone();
+        let topic = topic_name.clone();
         std::thread::spawn(move || {
             let p = acks_all_producer(&bootstrap);
             block_on(async {
@@ -120,7 +165,7 @@ fn no_acknowledged_record_is_lost_when_the_leader_is_killed() {
                 for i in 0..RECORDS {
                     let v = format!("v-{i}");
                     let f =
-                        p.send_result(FutureRecord::<(), _>::to(TOPIC).partition(0).payload(&v));
+                        p.send_result(FutureRecord::<(), _>::to(&topic).partition(0).payload(&v));
                     let f = f.expect("queue");
                     pending.push((v, f));
                     if i % 20 == 19 {
@@ -141,7 +186,7 @@ fn no_acknowledged_record_is_lost_when_the_leader_is_killed() {
         Duration::from_millis(20),
         || {
             let mut c = RawConn::connect(cluster.node(leader));
-            (log_end(&mut c, TOPIC, 0) >= 100).then_some(())
+            (log_end(&mut c, topic, 0) >= 100).then_some(())
         },
     );
     cluster.node(leader).kill9();
@@ -150,7 +195,7 @@ fn no_acknowledged_record_is_lost_when_the_leader_is_killed() {
     assert!(acked.len() >= 100, "only {} acknowledged", acked.len());
 
     let survivors: Vec<i32> = (1..=3).filter(|id| *id != leader).collect();
-    let got = read_from_start(&cluster.bootstrap_of(&survivors), TOPIC, acked.len());
+    let got = read_from_start(&cluster.bootstrap_of(&survivors), topic, acked.len());
     let unique: BTreeSet<&String> = got.iter().collect();
     assert_eq!(unique.len(), got.len(), "no record twice: {got:?}");
     for (offset, v) in &acked {
@@ -168,23 +213,23 @@ fn no_acknowledged_record_is_lost_when_the_leader_is_killed() {
         "the old leader back in the ISR",
         Duration::from_secs(60),
         Duration::from_millis(200),
-        || leader_and_isr(cluster.node(survivors[0]), TOPIC).filter(|(_, isr)| isr.len() == 3),
+        || leader_and_isr(cluster.node(survivors[0]), topic).filter(|(_, isr)| isr.len() == 3),
     );
     assert_ne!(new_leader, leader);
-    let only_old = read_from_start(&cluster.node(leader).bootstrap(), TOPIC, expected.len());
+    let only_old = read_from_start(&cluster.node(leader).bootstrap(), topic, expected.len());
     // Read through the cluster (the leader), which now includes the old leader's replica in
     // the ISR: the same records.
     assert_eq!(only_old, expected);
 
     // A preferred election hands leadership back to the first replica once it is in sync.
-    let preferred = leader_and_isr(cluster.node(1), TOPIC).unwrap();
+    let preferred = leader_and_isr(cluster.node(1), topic).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args([
             "topic",
             "elect-leaders",
             "-b",
             &cluster.bootstrap(),
-            TOPIC,
+            topic,
             "--json",
         ])
         .output()
