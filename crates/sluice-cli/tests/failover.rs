@@ -357,3 +357,128 @@ fn a_paused_follower_leaves_the_isr_and_rejoins_once_caught_up() {
     let got = read_from_start(&others, TOPIC, i + 1);
     assert_eq!(got.len(), i + 1, "{got:?}");
 }
+
+#[test]
+fn a_rolling_restart_under_load_loses_and_duplicates_nothing() {
+    const TOPIC: &str = "rolling";
+    const RECORDS: usize = 600;
+    let mut cluster = TestCluster::start(3);
+    create_rf3(&mut cluster, TOPIC);
+    let bootstrap = cluster.bootstrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sender = {
+        let (bootstrap, done) = (bootstrap.clone(), done.clone());
+        std::thread::spawn(move || {
+            let p = acks_all_producer(&bootstrap);
+            let mut acked = Vec::new();
+            block_on(async {
+                for i in 0..RECORDS {
+                    let v = format!("r-{i}");
+                    let d = p
+                        .send(
+                            FutureRecord::<(), _>::to(TOPIC).partition(0).payload(&v),
+                            Duration::from_secs(60),
+                        )
+                        .await
+                        .unwrap_or_else(|(e, _)| panic!("produce {i}: {e}"));
+                    acked.push((d.offset, v));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            });
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            acked
+        })
+    };
+    // SIGTERM and restart each node in turn while the producer runs.
+    for id in 1..=3 {
+        cluster.node(id).stop();
+        cluster.node(id).restart();
+        wait_for(
+            &format!("node {id} back in the ISR"),
+            Duration::from_secs(60),
+            Duration::from_millis(200),
+            || leader_and_isr(cluster.node(id), TOPIC).filter(|(_, isr)| isr.len() == 3),
+        );
+    }
+    let acked = sender
+        .join()
+        .expect("the producer finished without an error");
+    assert!(done.load(std::sync::atomic::Ordering::SeqCst));
+    let got = read_from_start(&bootstrap, TOPIC, RECORDS);
+    let expected: Vec<String> = acked.iter().map(|(_, v)| v.clone()).collect();
+    assert_eq!(got, expected, "every record once, in order");
+}
+
+#[test]
+fn a_follower_with_a_wiped_log_rebuilds_before_it_may_lead() {
+    const TOPIC: &str = "wiped";
+    let mut cluster = TestCluster::start(3);
+    // Node 1 is the preferred leader; it starts as leader.
+    let res = block_on(admin(cluster.node(2)).create_topics(
+        &[NewTopic::new(
+            TOPIC,
+            1,
+            TopicReplication::Variable(&[&[1, 2, 3]]),
+        )],
+        &admin_opts(),
+    ))
+    .expect("CreateTopics");
+    assert_eq!(res[0], Ok(TOPIC.to_string()));
+    wait_for(
+        "node 1 leading with the full ISR",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || leader_and_isr(cluster.node(2), TOPIC).filter(|(l, isr)| *l == 1 && isr.len() == 3),
+    );
+    let p = acks_all_producer(&cluster.bootstrap());
+    let mut sent = Vec::new();
+    block_on(async {
+        for i in 0..300 {
+            let v = format!("w-{i}");
+            p.send(
+                FutureRecord::<(), _>::to(TOPIC).partition(0).payload(&v),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap_or_else(|(e, _)| panic!("produce {i}: {e}"));
+            sent.push(v);
+        }
+    });
+    // Node 1 dies and loses its copy of the partition.
+    cluster.node(1).kill9();
+    let dir = cluster.node(1).data_dir().join(format!("{TOPIC}-0"));
+    std::fs::remove_dir_all(&dir).expect("wipe the partition's log");
+    cluster.node(1).restart();
+    // Until it has caught up it is out of the ISR, so nobody may elect it.
+    wait_for(
+        "node 1 back in the ISR",
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        || {
+            let (leader, isr) = leader_and_isr(cluster.node(2), TOPIC)?;
+            assert!(
+                leader != 1 || isr.contains(&1),
+                "node 1 leads without being in sync: ISR {isr:?}"
+            );
+            isr.contains(&1).then_some(())
+        },
+    );
+    // Give it back its leadership: it serves every record.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["topic", "elect-leaders", "-b", &cluster.bootstrap(), TOPIC])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(
+        "node 1 leading again",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || leader_and_isr(cluster.node(2), TOPIC).filter(|(l, _)| *l == 1),
+    );
+    let got = read_from_start(&cluster.node(1).bootstrap(), TOPIC, sent.len());
+    assert_eq!(got, sent);
+}
