@@ -80,13 +80,13 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
     ),
     (
         "broker.heartbeat.interval.ms",
-        "500",
+        "300",
         "How often a broker heartbeats to the active controller (Kafka: 2000; shorter here so a \
          dead broker is fenced in seconds).",
     ),
     (
         "broker.session.timeout.ms",
-        "4000",
+        "3000",
         "A broker whose heartbeats stop for this long is fenced: its partitions get another \
          leader, or none (Kafka: 9000).",
     ),

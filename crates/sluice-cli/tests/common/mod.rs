@@ -266,6 +266,11 @@ impl Broker {
         }
     }
 
+    /// Whether a process was started and not stopped or killed since (no reaping).
+    pub fn is_running_ref(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// True while the process has not exited.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
