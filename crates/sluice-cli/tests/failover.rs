@@ -13,58 +13,8 @@ use common::*;
 use kafka_protocol::messages::MetadataRequest;
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-
-/// (leader, ISR) of `topic`'s partition 0 as node `b` reports it; leader -1 while none.
-fn leader_and_isr(b: &Broker, topic: &str) -> Option<(i32, Vec<i32>)> {
-    let mut c = RawConn::connect(b);
-    let resp = c.call(12, &MetadataRequest::default().with_topics(None));
-    let t = resp
-        .topics
-        .iter()
-        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))?;
-    let p = t.partitions.iter().find(|p| p.partition_index == 0)?;
-    let mut isr: Vec<i32> = p.isr_nodes.iter().map(|r| r.0).collect();
-    isr.sort();
-    Some((p.leader_id.0, isr))
-}
-
-fn create_rf3(cluster: &mut TestCluster, topic: &str) -> i32 {
-    create_rf3_with(cluster, topic, &[])
-}
-
-fn create_rf3_with(cluster: &mut TestCluster, topic: &str, configs: &[(&str, &str)]) -> i32 {
-    let mut new = NewTopic::new(topic, 1, TopicReplication::Fixed(3));
-    for (k, v) in configs {
-        new = new.set(k, v);
-    }
-    let res = block_on(admin(cluster.node(1)).create_topics(&[new], &admin_opts()))
-        .expect("CreateTopics");
-    assert_eq!(res[0], Ok(topic.to_string()));
-    wait_for(
-        "a leader with the full ISR",
-        Duration::from_secs(20),
-        Duration::from_millis(100),
-        || {
-            leader_and_isr(cluster.node(1), topic)
-                .filter(|(l, isr)| *l > 0 && isr.len() == 3)
-                .map(|(l, _)| l)
-        },
-    )
-}
-
-fn acks_all_producer(bootstrap: &str) -> FutureProducer {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
-        .set("broker.address.family", "v4")
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("message.timeout.ms", "60000")
-        .set("topic.metadata.refresh.interval.ms", "1000")
-        .set("linger.ms", "5");
-    c.create().expect("producer")
-}
 
 fn read_from_start(bootstrap: &str, topic: &str, at_least: usize) -> Vec<String> {
     let mut c = ClientConfig::new();
@@ -481,71 +431,4 @@ fn a_follower_with_a_wiped_log_rebuilds_before_it_may_lead() {
     );
     let got = read_from_start(&cluster.node(1).bootstrap(), TOPIC, sent.len());
     assert_eq!(got, sent);
-}
-
-/// Not a test: the failover-time measurement for docs/benchmarks.md. Ten trials on a 3-node
-/// cluster with default liveness settings: kill -9 the leader of an RF=3 partition, then time
-/// until an acks=all write succeeds at the new leader. Prints every trial, the median and the
-/// worst; asserts nothing about speed. Run with
-/// `cargo test -p sluice-cli --test failover -- --ignored failover_time --nocapture`.
-#[test]
-#[ignore]
-fn failover_time() {
-    const TOPIC: &str = "failover-time";
-    const TRIALS: usize = 10;
-    // Default liveness (heartbeat 500 ms, session 4 s): the figure users get.
-    let mut cluster = TestCluster::start_with(
-        3,
-        &[
-            "broker.heartbeat.interval.ms=500",
-            "broker.session.timeout.ms=4000",
-        ],
-    );
-    create_rf3(&mut cluster, TOPIC);
-    let mut times = Vec::new();
-    for trial in 0..TRIALS {
-        let (leader, _) = wait_for(
-            "a leader with the full ISR",
-            Duration::from_secs(60),
-            Duration::from_millis(100),
-            || {
-                let any = (1..=3).find(|id| cluster.nodes[*id as usize - 1].is_running_ref())?;
-                leader_and_isr(cluster.node(any), TOPIC).filter(|(l, isr)| *l > 0 && isr.len() == 3)
-            },
-        );
-        let survivors: Vec<i32> = (1..=3).filter(|id| *id != leader).collect();
-        let bootstrap = cluster.bootstrap_of(&survivors);
-        let producer = acks_all_producer(&bootstrap);
-        // Warm the client up against the current leader first.
-        block_on(
-            producer.send(
-                FutureRecord::<(), _>::to(TOPIC)
-                    .partition(0)
-                    .payload("warm"),
-                Duration::from_secs(30),
-            ),
-        )
-        .unwrap_or_else(|(e, _)| panic!("warm-up: {e}"));
-        let start = std::time::Instant::now();
-        cluster.node(leader).kill9();
-        block_on(
-            producer.send(
-                FutureRecord::<(), _>::to(TOPIC)
-                    .partition(0)
-                    .payload(&format!("t-{trial}")),
-                Duration::from_secs(60),
-            ),
-        )
-        .unwrap_or_else(|(e, _)| panic!("trial {trial}: {e}"));
-        let took = start.elapsed();
-        eprintln!("trial {trial}: leader {leader} killed; acks=all write at the new leader after {took:?}");
-        times.push(took);
-        cluster.node(leader).restart();
-    }
-    times.sort();
-    eprintln!(
-        "failover (kill -9 of the leader to the first acks=all success), {TRIALS} trials: median {:?}, worst {:?}",
-        times[TRIALS / 2],
-        times[TRIALS - 1]
-    );
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::cluster::*;
 use common::*;
-use kafka_protocol::messages::MetadataRequest;
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -18,14 +17,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// (leader, replicas) of `topic`'s partition 0 as node `b` reports it; leader -1 while none.
 fn partition_view(b: &Broker, topic: &str) -> Option<(i32, Vec<i32>)> {
-    let mut c = RawConn::connect(b);
-    let resp = c.call(12, &MetadataRequest::default().with_topics(None));
-    let t = resp
-        .topics
-        .iter()
-        .find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == topic))?;
-    let p = t.partitions.iter().find(|p| p.partition_index == 0)?;
-    Some((p.leader_id.0, p.replica_nodes.iter().map(|r| r.0).collect()))
+    partition0(b, topic).map(|p| (p.leader, p.replicas))
 }
 
 /// The bytes of every segment of `<data-dir>/<topic>-0`, in offset order: a follower stores the
