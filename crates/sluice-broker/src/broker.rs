@@ -157,6 +157,10 @@ impl Broker {
             )),
             io,
         ));
+        let routes = Arc::new(config.cluster.peer_routes.clone());
+        if !routes.is_empty() {
+            tracing::warn!(routes = ?routes, "peer links are dialed through --peer-route (a test harness)");
+        }
         let fetch_sessions = Arc::new(FetchSessionCache::new(1000));
         let image = Arc::new(MetadataImage::new(ClusterState::new()));
         replicas.set_fetchers(Arc::new(ReplicaFetchers::new(
@@ -164,6 +168,7 @@ impl Broker {
             image.clone(),
             config.settings.replica_fetch.clone(),
             config.settings.producer_id_expiration_ms,
+            routes.clone(),
             tokio::runtime::Handle::current(),
         )));
         let publisher = Arc::new(MetadataPublisher::new(
@@ -213,6 +218,7 @@ impl Broker {
             Arc::new(raft_config),
             Network {
                 identity: identity.clone(),
+                routes: routes.clone(),
             },
             log_store,
             state_machine,
@@ -248,7 +254,11 @@ impl Broker {
                     .raw_settings
                     .is_explicit("default.replication.factor"),
             },
-            voters.into_iter().map(|(id, n)| (id, n.addr)).collect(),
+            // Dialed through any --peer-route; the membership keeps the advertised addresses.
+            voters
+                .into_iter()
+                .map(|(id, n)| (id, routes.resolve(&n.addr)))
+                .collect(),
             Liveness {
                 heartbeat_interval: config.settings.heartbeat_interval,
                 session_timeout: config.settings.session_timeout,

@@ -911,6 +911,8 @@ pub struct ClusterConfig {
     pub voter: bool,
     /// `--rack`, for rack-aware placement.
     pub rack: Option<String>,
+    /// `--peer-route` (tests): dial overrides for other nodes' addresses.
+    pub peer_routes: crate::peer_routes::PeerRoutes,
 }
 
 impl ClusterConfig {
@@ -982,6 +984,7 @@ impl ClusterConfig {
                 voters: parsed,
                 voter,
                 rack,
+                peer_routes: Default::default(),
             });
         }
         let controller_listen = match (voter, parsed.get(&node_id)) {
@@ -1041,6 +1044,7 @@ impl ClusterConfig {
             voters: parsed,
             voter,
             rack,
+            peer_routes: Default::default(),
         })
     }
 

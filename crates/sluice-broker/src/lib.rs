@@ -40,6 +40,7 @@ pub mod handlers;
 pub mod image;
 pub mod maintenance;
 pub mod partition;
+pub mod peer_routes;
 pub mod producer_ids;
 pub mod producer_state;
 pub mod purgatory;

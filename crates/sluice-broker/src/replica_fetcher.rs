@@ -50,6 +50,7 @@ use crate::blocking::off_reactor;
 use crate::config::ReplicaFetchSettings;
 use crate::image::MetadataImage;
 use crate::partition::Partition;
+use crate::peer_routes::PeerRoutes;
 
 /// The Fetch version followers send: the first with the replica's broker epoch
 /// (`replica_state`); topics by id.
@@ -326,6 +327,8 @@ struct Shared {
     settings: ReplicaFetchSettings,
     /// `producer.id.expiration.ms`, for rebuilding producer state after a truncation.
     producer_expiration_ms: i64,
+    /// Dial overrides (`--peer-route`) for leaders' addresses.
+    routes: Arc<PeerRoutes>,
     client_id: StrBytes,
 }
 
@@ -352,6 +355,7 @@ impl ReplicaFetchers {
         image: Arc<MetadataImage>,
         settings: ReplicaFetchSettings,
         producer_expiration_ms: i64,
+        routes: Arc<PeerRoutes>,
         runtime: tokio::runtime::Handle,
     ) -> ReplicaFetchers {
         ReplicaFetchers {
@@ -360,6 +364,7 @@ impl ReplicaFetchers {
                 image,
                 settings,
                 producer_expiration_ms,
+                routes,
                 client_id: StrBytes::from_string(format!("sluice-replica-fetcher-{local}")),
             }),
             runtime,
@@ -590,7 +595,7 @@ async fn round(
     let req = build_request(shared.local, broker_epoch, &shared.settings, &only);
     if conn.is_none() {
         let addr = leader_addr(f, shared).ok_or(FetchError::NoAddress(f.leader))?;
-        *conn = Some(LeaderConn::connect(&addr).await?);
+        *conn = Some(LeaderConn::connect(&shared.routes.resolve(&addr)).await?);
         tracing::debug!(leader = %f.leader, addr, "connected to leader");
     }
     let c = conn.as_mut().expect("connected above");
@@ -1040,6 +1045,7 @@ mod tests {
                 image: Arc::new(MetadataImage::new(sluice_meta::ClusterState::new())),
                 settings: settings(),
                 producer_expiration_ms: 86_400_000,
+                routes: Arc::default(),
                 client_id: StrBytes::from_static_str("test"),
             }
         }
@@ -1184,6 +1190,7 @@ mod tests {
                 Arc::new(MetadataImage::new(sluice_meta::ClusterState::new())),
                 settings(),
                 1,
+                Arc::default(),
                 tokio::runtime::Handle::current(),
             );
             let tp = TopicPartition::new("t", 0);

@@ -2,22 +2,25 @@
 //!
 //! Nodes are prepared first (ports, data dirs, proxies), then each node's extra arguments are
 //! built from every node's addresses, then all processes start, and only then does the cluster
-//! wait for each to answer (a node of a multi-node cluster may answer only once a quorum runs).
-//! That order is what multi-node flags need: [`multi_node_args`] builds `--controller-listen`
-//! and `--voters` from controller ports chosen up front, so going multi-node changes only the
-//! `args` function. Today `sluice serve` is single-node and takes none of those flags (the
-//! runner uses them only for N > 1). Later the cluster will grow one proxy per ordered pair of
-//! nodes, so node i's `--voters` names j through proxy (i, j) and each link can be faulted on
-//! its own.
+//! wait for each to answer (a node of a multi-node cluster answers only once a quorum runs).
+//!
+//! [`Cluster::start_multi`] builds a real multi-node cluster with a [`Proxy`] on every link:
+//! besides each node's client-link proxy (which it advertises), one proxy per ordered pair of
+//! nodes and kind of link ([`LinkKind::Controller`]: Raft, registration, heartbeats, forwarded
+//! operations; [`LinkKind::Broker`]: replica fetches). Node `i` is told, with the hidden
+//! `serve --peer-route ADDR=VIA`, to dial node `j`'s controller address and advertised
+//! listener through the proxies of link `(i, j)`, so any link can be faulted on its own:
+//! [`Cluster::isolate`] cuts a node off from its peers while its clients still reach it.
 //!
 //! [`Cluster::leadership`] asks the nodes (bypassing the proxies) who leads what.
 
-use std::io;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::probe::{metadata_leaders, Leadership};
 use crate::process::{free_port, Node, NodeError, START_TIMEOUT};
+use crate::proxy::{Fault, Proxy};
 
 /// What a node's arguments may refer to about any node of the cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -29,9 +32,20 @@ pub struct NodeAddrs {
     pub advertised: SocketAddr,
 }
 
+/// The two kinds of link between nodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LinkKind {
+    /// To the peer's controller listener: Raft, registration, heartbeats, forwarding.
+    Controller,
+    /// To the peer's Kafka listener: replica fetches.
+    Broker,
+}
+
 pub struct Cluster {
     /// Index `i` holds node id `i + 1`.
     nodes: Vec<Node>,
+    /// `(from, to, kind)`: the proxy node `from` dials node `to` through (multi-node only).
+    links: BTreeMap<(i32, i32, LinkKind), Proxy>,
 }
 
 impl Cluster {
@@ -60,7 +74,103 @@ impl Cluster {
         for node in &mut nodes {
             node.wait_ready(START_TIMEOUT).await?;
         }
-        Ok(Cluster { nodes })
+        Ok(Cluster {
+            nodes,
+            links: BTreeMap::new(),
+        })
+    }
+
+    /// Starts an `n`-node cluster (`n > 1`, every node a voter) with `common` arguments and a
+    /// proxy on every link between two nodes (see the module docs).
+    pub async fn start_multi(n: usize, common: Vec<String>) -> Result<Cluster, NodeError> {
+        assert!(n > 1, "a multi-node cluster");
+        let io = |node: i32, what: &'static str| move |source| NodeError::Io { node, what, source };
+        let mut nodes = Vec::with_capacity(n);
+        let mut controllers = Vec::with_capacity(n);
+        for id in 1..=n as i32 {
+            nodes.push(Node::prepare(id, Vec::new()).await?);
+            let port = free_port().map_err(io(id, "choose a controller port"))?;
+            controllers.push(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
+        let mut links = BTreeMap::new();
+        for from in 1..=n as i32 {
+            for to in (1..=n as i32).filter(|&to| to != from) {
+                let target = &nodes[Self::index(to)];
+                let controller = Proxy::start(controllers[Self::index(to)])
+                    .await
+                    .map_err(io(from, "start a controller-link proxy"))?;
+                let broker = Proxy::start(target.listen_addr())
+                    .await
+                    .map_err(io(from, "start a broker-link proxy"))?;
+                links.insert((from, to, LinkKind::Controller), controller);
+                links.insert((from, to, LinkKind::Broker), broker);
+            }
+        }
+        let voters = controllers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}@{a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let advertised: Vec<SocketAddr> = nodes.iter().map(Node::addr).collect();
+        for node in &mut nodes {
+            let from = node.id();
+            let mut args = common.clone();
+            args.extend([
+                "--controller-listen".to_string(),
+                controllers[Self::index(from)].to_string(),
+                "--voters".to_string(),
+                voters.clone(),
+            ]);
+            for to in (1..=n as i32).filter(|&to| to != from) {
+                let via = |kind| links[&(from, to, kind)].addr();
+                let routes = [
+                    (controllers[Self::index(to)], via(LinkKind::Controller)),
+                    (advertised[Self::index(to)], via(LinkKind::Broker)),
+                ];
+                for (addr, via) in routes {
+                    args.extend(["--peer-route".to_string(), format!("{addr}={via}")]);
+                }
+            }
+            node.set_extra_args(args);
+            node.spawn()?;
+        }
+        for node in &mut nodes {
+            node.wait_ready(START_TIMEOUT).await?;
+        }
+        Ok(Cluster { nodes, links })
+    }
+
+    /// The proxy node `from` dials node `to` through, for `kind` (multi-node clusters only).
+    pub fn link(&self, from: i32, to: i32, kind: LinkKind) -> Option<&Proxy> {
+        self.links.get(&(from, to, kind))
+    }
+
+    /// Every link between `id` and another node, both ways and both kinds.
+    fn links_of(&self, id: i32) -> impl Iterator<Item = &Proxy> {
+        self.links
+            .iter()
+            .filter(move |((from, to, _), _)| *from == id || *to == id)
+            .map(|(_, proxy)| proxy)
+    }
+
+    /// Cuts node `id` off from every other node (controller and replication links, both
+    /// ways), leaving its client link alone: clients still reach it, its peers do not. False
+    /// if the cluster has no peer links (a single node).
+    pub fn isolate(&self, id: i32) -> bool {
+        let mut any = false;
+        for proxy in self.links_of(id) {
+            proxy.set_both(Fault::Cut);
+            any = true;
+        }
+        any
+    }
+
+    /// Heals every link between `id` and another node.
+    pub fn rejoin(&self, id: i32) {
+        for proxy in self.links_of(id) {
+            proxy.heal();
+        }
     }
 
     pub fn nodes(&self) -> &[Node] {
@@ -105,56 +215,5 @@ impl Cluster {
     pub fn bootstrap(&self) -> String {
         let addrs: Vec<String> = self.nodes.iter().map(|n| n.addr().to_string()).collect();
         addrs.join(",")
-    }
-}
-
-/// The arguments of a multi-node cluster, for [`Cluster::start`]: `common` plus
-/// `--controller-listen` on a controller port chosen now (free at the time, like every port
-/// here) and `--voters` naming every node's controller address. (`--node-id` and `--listen`
-/// come from the [`Node`] itself.) Only for `n > 1`: a one-node `sluice serve` takes none of
-/// these.
-pub fn multi_node_args(
-    n: usize,
-    common: Vec<String>,
-) -> io::Result<impl Fn(i32, &[NodeAddrs]) -> Vec<String>> {
-    let controllers = (0..n)
-        .map(|_| Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?))))
-        .collect::<io::Result<Vec<SocketAddr>>>()?;
-    let voters = controllers
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}@{a}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    Ok(move |id: i32, _: &[NodeAddrs]| {
-        let mut args = common.clone();
-        let own = usize::try_from(id - 1).expect("node ids start at 1");
-        args.extend([
-            "--controller-listen".to_string(),
-            controllers[own].to_string(),
-            "--voters".to_string(),
-            voters.clone(),
-        ]);
-        args
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn multi_node_args_name_every_voter_and_each_own_controller_port() {
-        let args = multi_node_args(3, vec!["--durability".into(), "fsync".into()]).unwrap();
-        let a1 = args(1, &[]);
-        let a3 = args(3, &[]);
-        assert_eq!(&a1[..3], ["--durability", "fsync", "--controller-listen"]);
-        assert_eq!(a1[4], "--voters");
-        assert_eq!(a1[5], a3[5], "the same voter set everywhere");
-        let voters: Vec<&str> = a1[5].split(',').collect();
-        assert_eq!(voters.len(), 3);
-        assert_eq!(voters[0], format!("1@{}", a1[3]));
-        assert_eq!(voters[2], format!("3@{}", a3[3]));
-        assert_ne!(a1[3], a3[3]);
     }
 }

@@ -15,7 +15,10 @@
 //!   [`metadata_brokers`] (what does it advertise?) and [`metadata_leaders`] (who leads each
 //!   partition, who is the controller?).
 //! - [`cluster`]: [`Cluster`], N nodes whose per-node arguments are built from every node's
-//!   addresses before any starts; [`multi_node_args`] builds the multi-node flags.
+//!   addresses before any starts; [`Cluster::start_multi`] adds a proxy on every link between
+//!   two nodes (controller and replication, per ordered pair, dialed through the hidden
+//!   `serve --peer-route`), and [`Cluster::isolate`] cuts a node off from its peers while its
+//!   clients still reach it.
 //! - [`history`]: the [`History`], an append-only, thread-safe log of produces, reads (and
 //!   where readers start), commits, faults and heals with op ids and times, saved as JSON lines.
 //! - [`checker`]: [`check`], pure over a history and the final log of every partition; a
@@ -32,15 +35,9 @@
 //! recovery times. Processes are killed and proxies stopped on drop.
 //!
 //! # Not yet (rest of issue 12)
-//! - Multi-node clusters: `sluice serve` has no `--controller-listen`/`--voters` yet, so the
-//!   runner defaults to one node; [`multi_node_args`] is used for `--nodes` > 1 once it has.
-//!   Then: a controller-link proxy per ordered node pair (built into each node's `--voters`),
-//!   and broker<->broker proxies, which need a way to make a broker dial a peer through a
-//!   per-pair address instead of the peer's advertised one. Until then "leader isolation" cuts
-//!   only the leader's client link.
-//! - The planted-fault demonstration (a test-only switch acknowledging `acks=all` early, caught
-//!   by `leader-kill`) and the ten-minute random run with its figures in the docs: both need
-//!   replication.
+//! - The ten-minute random run without anomalies: the last one found duplicates from
+//!   idempotent producers after failovers (producer state on new leaders, issue 14); see
+//!   `docs/chaos.md`.
 
 pub mod checker;
 pub mod cluster;
@@ -53,7 +50,7 @@ pub mod schedule;
 pub mod workload;
 
 pub use checker::{check, Anomaly, Check, FinalLog, Report};
-pub use cluster::{multi_node_args, Cluster, NodeAddrs};
+pub use cluster::{Cluster, LinkKind, NodeAddrs};
 pub use history::{Acks, CommitOutcome, Entry, History, Op, ProduceOutcome};
 pub use probe::{
     api_versions, metadata_brokers, metadata_leaders, AdvertisedBroker, Leadership, ProbeError,

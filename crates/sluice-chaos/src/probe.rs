@@ -69,6 +69,8 @@ pub struct Leadership {
     pub leaders: std::collections::BTreeMap<i32, i32>,
     /// Partition -> replica node ids.
     pub replicas: std::collections::BTreeMap<i32, Vec<i32>>,
+    /// Partition -> in-sync replica node ids.
+    pub isr: std::collections::BTreeMap<i32, Vec<i32>>,
 }
 
 /// One ApiVersions v0 round trip to `addr` within `timeout`; `Ok` if the node answered with
@@ -156,12 +158,14 @@ fn parse_leadership(body: &[u8], topic: &str) -> Result<Leadership, ProbeError> 
             for _ in 0..r.count(4)? {
                 replicas.push(r.i32()?);
             }
+            let mut isr = Vec::new();
             for _ in 0..r.count(4)? {
-                r.i32()?; // isr
+                isr.push(r.i32()?);
             }
             if name == topic.as_bytes() {
                 out.leaders.insert(partition, leader);
                 out.replicas.insert(partition, replicas);
+                out.isr.insert(partition, isr);
             }
         }
     }
@@ -312,6 +316,7 @@ mod tests {
         assert_eq!(l.controller, 2);
         assert_eq!(l.leaders.into_iter().collect::<Vec<_>>(), [(0, 2), (1, -1)]);
         assert_eq!(l.replicas[&0], [2, 1]);
+        assert_eq!(l.isr[&0], [2]);
     }
 
     #[test]

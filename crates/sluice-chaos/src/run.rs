@@ -18,7 +18,7 @@ use rdkafka::ClientConfig;
 use tokio::time::Instant;
 
 use crate::checker::{check, FinalLog, Report};
-use crate::cluster::{multi_node_args, Cluster};
+use crate::cluster::Cluster;
 use crate::history::{CommitOutcome, History, Op, ProduceOutcome};
 use crate::process::NodeError;
 use crate::schedule::{self, Played, Schedule, UnknownSchedule};
@@ -97,11 +97,7 @@ pub async fn run(cfg: &RunConfig) -> Result<RunOutcome, RunError> {
     }
     tracing::info!(nodes = cfg.nodes, "--- starting the cluster");
     let mut cluster = if cfg.nodes > 1 {
-        let args = multi_node_args(cfg.nodes, common).map_err(|source| RunError::Io {
-            what: "choosing controller ports".into(),
-            source,
-        })?;
-        Cluster::start(cfg.nodes, args).await?
+        Cluster::start_multi(cfg.nodes, common).await?
     } else {
         Cluster::start(1, move |_, _| common.clone()).await?
     };

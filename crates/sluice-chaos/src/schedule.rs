@@ -93,6 +93,9 @@ pub enum Action {
     /// A fault on the node's client-link proxy, one direction or (`None`) both; healed by
     /// [`Proxy::heal`](crate::Proxy::heal).
     Link(Fault, Option<Direction>),
+    /// Every link between the node and its peers cut (controller and replication, both ways);
+    /// its clients still reach it. Healed by [`Cluster::rejoin`].
+    Isolate,
 }
 
 /// One fault: inject, hold, heal, recover.
@@ -116,6 +119,7 @@ pub enum Kind {
     BlackHole,
     Delay,
     Drop,
+    Isolate,
 }
 
 impl Kind {
@@ -127,6 +131,7 @@ impl Kind {
         Kind::BlackHole,
         Kind::Delay,
         Kind::Drop,
+        Kind::Isolate,
     ];
     pub const PROCESS: &'static [Kind] = &[Kind::Kill9, Kind::Terminate, Kind::Pause];
 }
@@ -189,12 +194,9 @@ impl Schedule {
                 ),
             ],
             "controller-kill" => vec![step(Target::Controller, Action::Kill9, secs(2), secs(5))],
-            "leader-isolation" => vec![step(
-                Target::Leader,
-                Action::Link(Fault::Cut, None),
-                secs(6),
-                secs(5),
-            )],
+            // Longer than a broker session, so the controller fences it and elects a new leader
+            // while it still takes client writes it cannot replicate.
+            "leader-isolation" => vec![step(Target::Leader, Action::Isolate, secs(8), secs(6))],
             "follower-pause" => vec![step(Target::Follower, Action::Pause, secs(5), secs(5))],
             "rolling-restart" => (1..=nodes as i32)
                 .map(|id| step(Target::Node(id), Action::Terminate, secs(1), secs(4)))
@@ -227,6 +229,7 @@ impl Schedule {
                     Kind::BlackHole => Action::Link(Fault::BlackHole, dir),
                     Kind::Delay => Action::Link(Fault::Delay(rng.millis(50, 1500)), dir),
                     Kind::Drop => Action::Link(Fault::Drop, dir),
+                    Kind::Isolate => Action::Isolate,
                 };
                 // One fault in five outlasts the clients' timeouts (10 s per message, 10 s
                 // group session), so outcomes become unknown and groups rebalance.
@@ -349,6 +352,7 @@ fn describe(node: i32, action: Action) -> String {
             };
             format!("{fault:?} on node {node}'s client link ({dir})")
         }
+        Action::Isolate => format!("cut node {node} off from its peers (clients still reach it)"),
     }
 }
 
@@ -409,6 +413,11 @@ async fn inject(
             Some(d) => n.proxy().set(d, fault),
             None => n.proxy().set_both(fault),
         },
+        Action::Isolate => {
+            if !cluster.isolate(node) {
+                tracing::info!(node, "no peer links to cut (a single node)");
+            }
+        }
     }
     Ok(())
 }
@@ -428,6 +437,10 @@ async fn heal(cluster: &mut Cluster, node: i32, action: Action) -> Result<String
         Action::Link(..) => {
             n.proxy().heal();
             format!("heal node {node}'s client link")
+        }
+        Action::Isolate => {
+            cluster.rejoin(node);
+            format!("heal node {node}'s links to its peers")
         }
     })
 }

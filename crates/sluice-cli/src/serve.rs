@@ -58,6 +58,11 @@ pub struct ServeArgs {
     /// loses acknowledged writes. For the chaos harness to show it catches that; never use it.
     #[arg(long, hide = true)]
     unsafe_test_ack_before_replication: bool,
+    /// Test only: `ADDR=VIA`, dial VIA wherever another node's ADDR (controller address or
+    /// advertised listener) would be dialed; repeatable. For a fault-injection harness that
+    /// puts a proxy on each link between two nodes.
+    #[arg(long = "peer-route", hide = true, value_name = "ADDR=VIA")]
+    peer_routes: Vec<String>,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -95,6 +100,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         args.roles.as_deref(),
         args.rack,
     )?;
+    config.cluster.peer_routes = sluice_broker::peer_routes::PeerRoutes::parse(&args.peer_routes)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -6,7 +6,7 @@ use std::time::Duration;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -15,10 +15,15 @@ use sluice_meta::quorum::{ControllerNode, MetaRaft, NodeId};
 
 use super::rpc::{RpcClient, RpcEnvelope, RpcError, RpcReply, RpcRequest};
 use super::Identity;
+use crate::peer_routes::PeerRoutes;
+
+/// How long openraft waits before retrying a peer it could not reach.
+const UNREACHABLE_BACKOFF: Duration = Duration::from_millis(250);
 
 /// Makes one [`Peer`] per Raft target.
 pub struct Network {
     pub identity: Arc<Identity>,
+    pub routes: Arc<PeerRoutes>,
 }
 
 pub struct Peer {
@@ -33,7 +38,7 @@ impl RaftNetworkFactory<MetaRaft> for Network {
     async fn new_client(&mut self, target: NodeId, node: &ControllerNode) -> Peer {
         Peer {
             target,
-            client: RpcClient::new(node.addr.clone()),
+            client: RpcClient::new(self.routes.resolve(&node.addr)),
             identity: self.identity.clone(),
         }
     }
@@ -52,9 +57,15 @@ impl Peer {
         self.client.call(&envelope, ttl).await
     }
 
+    /// openraft retries a `Network` error at once but backs off after `Unreachable`
+    /// ([`RaftNetwork::backoff`]): a peer that refuses, resets or closes the connection is
+    /// unreachable, or the leader would spin on it (thousands of attempts a second against a
+    /// cut link). A timeout has already waited, so it is a plain network error.
     fn transport<E: std::error::Error>(&self, e: RpcError) -> RPCError<NodeId, ControllerNode, E> {
         match e {
-            RpcError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+            RpcError::Connect { .. } | RpcError::Io { .. } => {
+                RPCError::Unreachable(Unreachable::new(&e))
+            }
             other => RPCError::Network(NetworkError::new(&other)),
         }
     }
@@ -74,6 +85,12 @@ impl Peer {
 }
 
 impl RaftNetwork<MetaRaft> for Peer {
+    /// Between attempts to reach an unreachable peer: well under the election timeout, so a
+    /// peer that comes back is heard from before anyone stands for election.
+    fn backoff(&self) -> Backoff {
+        Backoff::new(std::iter::repeat(UNREACHABLE_BACKOFF))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<MetaRaft>,

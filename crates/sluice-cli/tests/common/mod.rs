@@ -762,7 +762,11 @@ pub struct RawConn {
 
 impl RawConn {
     pub fn connect(broker: &Broker) -> RawConn {
-        let stream = TcpStream::connect_timeout(&broker.addr(), Duration::from_secs(5))
+        RawConn::connect_addr(broker.addr())
+    }
+
+    pub fn connect_addr(addr: SocketAddr) -> RawConn {
+        let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
             .expect("raw connect to broker");
         stream
             .set_read_timeout(Some(CLIENT_TIMEOUT))
