@@ -516,6 +516,7 @@ async fn forward_isr_changes(
                     leader_epoch: change.proposal.leader_epoch,
                     partition_epoch: change.proposal.partition_epoch,
                     isr: change.proposal.isr.clone(),
+                    isr_epochs: change.proposal.broker_epochs.clone(),
                 })
                 .await;
             if let Err(e) = result {

@@ -390,12 +390,14 @@ impl Partition {
     pub fn record_follower_fetch(
         &self,
         follower: BrokerId,
+        broker_epoch: i64,
         fetch_offset: Offset,
     ) -> Result<(), ReplicaError> {
         let now_ms = self.clock.now_ms();
         let mut replica = self.replica.lock().expect("replica lock");
         let leader_end = self.counted_end();
-        let out = replica.on_follower_fetch(follower, fetch_offset, leader_end, now_ms)?;
+        let out =
+            replica.on_follower_fetch(follower, broker_epoch, fetch_offset, leader_end, now_ms)?;
         self.apply(out);
         Ok(())
     }

@@ -241,6 +241,86 @@ fn acks_all_needs_min_insync_replicas() {
 }
 
 #[test]
+fn with_two_of_three_replicas_down_acks_all_is_refused_and_nothing_is_lost() {
+    use kafka_protocol::ResponseError;
+    const TOPIC: &str = "two-down";
+    // Voters 1-3 and a broker-only node 4; the partition lives on 1, 2 and 4, so killing 2 and 4
+    // takes two of its three replicas but leaves a controller quorum (1 and 3) to record it.
+    let mut cluster = TestCluster::start(3);
+    let four = cluster.add_broker(&[]);
+    let assignment = [1, 2, four];
+    let res = block_on(
+        admin(cluster.node(1)).create_topics(
+            &[
+                NewTopic::new(TOPIC, 1, TopicReplication::Variable(&[&assignment]))
+                    .set("min.insync.replicas", "2"),
+            ],
+            &admin_opts(),
+        ),
+    )
+    .expect("CreateTopics");
+    assert_eq!(res[0], Ok(TOPIC.to_string()));
+    wait_for(
+        "node 1 leading with the full ISR",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || leader_and_isr(cluster.node(1), TOPIC).filter(|(l, isr)| *l == 1 && isr.len() == 3),
+    );
+    let producer = acks_all_producer(&cluster.bootstrap());
+    let send = |from: usize, to: usize| -> Vec<String> {
+        (from..to)
+            .map(|i| {
+                let v = format!("v-{i}");
+                block_on(producer.send(
+                    FutureRecord::<(), _>::to(TOPIC).partition(0).payload(&v),
+                    Duration::from_secs(30),
+                ))
+                .unwrap_or_else(|(e, _)| panic!("{v}: {e}"));
+                v
+            })
+            .collect()
+    };
+    let mut acked = send(0, 30);
+
+    cluster.node(2).kill9();
+    cluster.node(four).kill9();
+    wait_for(
+        "the ISR to shrink to the leader alone",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || leader_and_isr(cluster.node(1), TOPIC).filter(|(l, isr)| *l == 1 && isr == &[1]),
+    );
+    // Refused at once, never a false success, however often it is tried.
+    let mut conn = RawConn::connect(cluster.node(1));
+    for attempt in 0..3 {
+        let r = produce_raw(
+            &mut conn,
+            TOPIC,
+            0,
+            batch(-1, 0, 0, 2, 1_700_000_000_000, "refused"),
+        );
+        assert_eq!(
+            r.error_code,
+            ResponseError::NotEnoughReplicas.code(),
+            "attempt {attempt}: {r:?}"
+        );
+    }
+
+    // They return, catch up and rejoin; writes resume and nothing is lost or doubled.
+    cluster.node(2).restart();
+    cluster.node(four).restart();
+    wait_for(
+        "the full ISR again",
+        Duration::from_secs(90),
+        Duration::from_millis(200),
+        || leader_and_isr(cluster.node(1), TOPIC).filter(|(_, isr)| isr.len() == 3),
+    );
+    acked.extend(send(30, 60));
+    let got = read_from_start(&cluster.bootstrap(), TOPIC, acked.len());
+    assert_eq!(got, acked);
+}
+
+#[test]
 fn sigterm_hands_leadership_over_before_the_broker_stops() {
     const TOPIC: &str = "handover";
     let mut cluster = TestCluster::start(3);

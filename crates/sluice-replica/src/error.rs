@@ -13,6 +13,14 @@ pub enum ReplicaError {
     /// `NOT_LEADER_OR_FOLLOWER` (6): a follower fetch from a broker outside the replica set.
     #[error("broker {0} is not a follower of this partition")]
     UnknownReplica(BrokerId),
+    /// `NOT_LEADER_OR_FOLLOWER` (6): a follower fetch carrying an older broker epoch than one
+    /// this leader has already seen from that broker: a previous incarnation (KIP-903).
+    #[error("broker {follower} fetched with broker epoch {received}, older than {current}")]
+    StaleBrokerEpoch {
+        follower: BrokerId,
+        received: i64,
+        current: i64,
+    },
     /// `NOT_ENOUGH_REPLICAS` (19): an `acks=all` produce while the ISR is smaller than
     /// `min.insync.replicas`; nothing was appended.
     #[error("ISR has {isr} replicas, fewer than min.insync.replicas {min_insync}")]

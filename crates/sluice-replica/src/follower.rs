@@ -23,6 +23,8 @@ pub struct FollowerProgress {
     /// The latest instant at which the follower held everything the leader had; `None` if
     /// never (since this replica became leader).
     pub last_caught_up_ms: Option<i64>,
+    /// The broker epoch of the follower's latest fetch (-1: none given yet).
+    pub broker_epoch: i64,
 }
 
 impl FollowerProgress {
@@ -35,6 +37,7 @@ impl FollowerProgress {
             last_fetch_leader_end: Offset::NONE,
             last_fetch_ms: None,
             last_caught_up_ms: in_isr.then_some(now_ms),
+            broker_epoch: -1,
         }
     }
 

@@ -20,10 +20,14 @@ impl ReplicaState {
     /// A follower fetched from `fetch_offset` (so it holds everything before it) while this
     /// leader's end was `leader_end_at_fetch` (the end the fetch can read up to; the shell picks
     /// it, normally the same counted end as [`ReplicaState::on_local_end`]). May propose adding
-    /// the follower to the ISR and move the high watermark.
+    /// the follower to the ISR and move the high watermark. A fetch with an older
+    /// `broker_epoch` than the follower's last one comes from a previous incarnation of that
+    /// broker and is refused (Kafka's `Replica.updateFetchStateOrThrow`, KIP-903); -1 (a
+    /// request version without it) is never stale.
     pub fn on_follower_fetch(
         &mut self,
         follower: BrokerId,
+        broker_epoch: i64,
         fetch_offset: Offset,
         leader_end_at_fetch: Offset,
         now_ms: i64,
@@ -35,6 +39,14 @@ impl ReplicaState {
             .followers
             .get_mut(&follower)
             .ok_or(ReplicaError::UnknownReplica(follower))?;
+        if broker_epoch != -1 && progress.broker_epoch > broker_epoch {
+            return Err(ReplicaError::StaleBrokerEpoch {
+                follower,
+                received: broker_epoch,
+                current: progress.broker_epoch,
+            });
+        }
+        progress.broker_epoch = broker_epoch;
         progress.on_fetch(fetch_offset, leader_end_at_fetch, now_ms);
         let mut out = Vec::new();
         self.maybe_expand_isr(follower, &mut out);
@@ -86,11 +98,19 @@ impl ReplicaState {
             return;
         };
         self.last_proposal_id += 1;
+        let broker_epochs = isr
+            .iter()
+            .map(|id| {
+                let epoch = leader.followers.get(id).map_or(-1, |f| f.broker_epoch);
+                (*id, epoch)
+            })
+            .collect();
         let proposal = IsrProposal {
             id: self.last_proposal_id,
             leader_epoch: self.leader_epoch,
             partition_epoch: self.partition_epoch,
             isr,
+            broker_epochs,
         };
         leader.pending = Some(PendingIsr {
             proposal: proposal.clone(),
@@ -169,6 +189,40 @@ mod tests {
         assert!(r.tick(T0 + 1_000 + LAG).is_empty());
         let p = proposal(&r.tick(T0 + 1_000 + LAG + 1)).unwrap();
         assert_eq!(p.isr, ids(&[1]));
+    }
+
+    #[test]
+    fn a_fetch_from_an_older_incarnation_is_refused_and_proposals_carry_broker_epochs() {
+        let mut r = leader_of(&[1, 2, 3], &[1, 3], 0);
+        r.on_local_end(Offset(10), T0);
+        fetch(&mut r, 3, 10, T0);
+        assert_eq!(r.high_watermark(), Offset(10));
+        // Broker 2 restarted (epoch 7): its fetch is recorded; the old incarnation's (epoch 5)
+        // arriving late is refused and changes nothing.
+        let out = r
+            .on_follower_fetch(BrokerId(2), 7, Offset(0), Offset(10), T0)
+            .unwrap();
+        assert_eq!(proposal(&out), None);
+        assert_eq!(
+            r.on_follower_fetch(BrokerId(2), 5, Offset(10), Offset(10), T0),
+            Err(ReplicaError::StaleBrokerEpoch {
+                follower: BrokerId(2),
+                received: 5,
+                current: 7
+            })
+        );
+        assert_eq!(r.follower(BrokerId(2)).unwrap().end, Offset(0));
+        // Caught up under its own epoch, it is proposed with that epoch for the controller to
+        // check; the leader and a follower that never sent one carry -1.
+        let out = r
+            .on_follower_fetch(BrokerId(2), 7, Offset(10), Offset(10), T0)
+            .unwrap();
+        let p = proposal(&out).unwrap();
+        assert_eq!(p.isr, ids(&[1, 3, 2]));
+        assert_eq!(
+            p.broker_epochs,
+            vec![(BrokerId(1), -1), (BrokerId(3), -1), (BrokerId(2), 7)]
+        );
     }
 
     #[test]
@@ -356,11 +410,11 @@ mod tests {
         r.become_leader(change).unwrap();
         assert_eq!(r.follower(BrokerId(2)), None);
         assert_eq!(
-            r.on_follower_fetch(BrokerId(2), Offset(0), Offset(0), T0),
+            r.on_follower_fetch(BrokerId(2), -1, Offset(0), Offset(0), T0),
             Err(ReplicaError::UnknownReplica(BrokerId(2)))
         );
         assert_eq!(
-            r.on_follower_fetch(BrokerId(1), Offset(0), Offset(0), T0),
+            r.on_follower_fetch(BrokerId(1), -1, Offset(0), Offset(0), T0),
             Err(ReplicaError::UnknownReplica(BrokerId(1)))
         );
         assert!(r.follower(BrokerId(3)).is_some());

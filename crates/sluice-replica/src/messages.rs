@@ -60,6 +60,11 @@ pub struct IsrProposal {
     /// The partition epoch the proposal is based on; the controller refuses it if stale.
     pub partition_epoch: i32,
     pub isr: Vec<BrokerId>,
+    /// Each proposed member's broker epoch as its latest fetch gave it (KIP-903; -1 for the
+    /// leader itself and for a follower that sent none): the controller refuses a member whose
+    /// registration has moved on, so a fetch from a dead incarnation cannot put a restarted
+    /// (perhaps emptied) broker into the ISR.
+    pub broker_epochs: Vec<(BrokerId, i64)>,
 }
 
 /// Something that became true during a call, for the shell to act on.

@@ -392,7 +392,7 @@ mod tests {
         assert_eq!(r.parked_count(), 0);
         assert_eq!(r.next_deadline(T0), None);
         assert_eq!(
-            r.on_follower_fetch(BrokerId(2), Offset(10), Offset(10), T0),
+            r.on_follower_fetch(BrokerId(2), -1, Offset(10), Offset(10), T0),
             Err(ReplicaError::NotLeader)
         );
         assert_eq!(r.check_min_insync(), Err(ReplicaError::NotLeader));

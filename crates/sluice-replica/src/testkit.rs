@@ -46,7 +46,7 @@ pub(crate) fn leader_of(replicas: &[i32], isr: &[i32], partition_epoch: i32) -> 
 /// A fetch by `follower` at `offset`, while the leader's end is its current local end.
 pub(crate) fn fetch(r: &mut ReplicaState, follower: i32, offset: i64, now_ms: i64) -> Vec<Output> {
     let end = r.local_end();
-    r.on_follower_fetch(BrokerId(follower), Offset(offset), end, now_ms)
+    r.on_follower_fetch(BrokerId(follower), -1, Offset(offset), end, now_ms)
         .unwrap()
 }
 

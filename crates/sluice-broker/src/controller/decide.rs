@@ -339,6 +339,21 @@ pub fn alter_partition(
             ));
         }
     }
+    // KIP-903: the leader vouches for each member under the broker epoch it fetched with; one
+    // whose registration has since changed (a restart, perhaps with an empty disk) is not the
+    // replica the leader saw catch up.
+    for (b, epoch) in &change.isr_epochs {
+        let current = state.brokers.get(b).map(|i| i.epoch);
+        if *epoch != -1 && current != Some(*epoch) {
+            return Err(ApiError::new(
+                ResponseError::IneligibleReplica,
+                format!(
+                    "broker {b} was seen with broker epoch {epoch}, not its current {}",
+                    current.map_or("(none)".to_string(), |e| e.to_string())
+                ),
+            ));
+        }
+    }
     if change.isr == p.isr {
         return Ok(Vec::new());
     }
@@ -647,6 +662,7 @@ mod tests {
             leader_epoch: p.leader_epoch,
             partition_epoch,
             isr: isr.iter().copied().map(BrokerId).collect(),
+            isr_epochs: Vec::new(),
         };
         // A shrink by the leader at the current epochs.
         let records = alter_partition(&s, &change(&[1, 2], p.partition_epoch)).unwrap();
@@ -672,6 +688,18 @@ mod tests {
             alter_partition(&s, &not_leader).unwrap_err().code,
             ResponseError::NotLeaderOrFollower
         );
+        // KIP-903: a member the leader saw under another broker epoch (an incarnation before a
+        // restart) cannot be added; under its current epoch, or with none given, it can.
+        let pe = after.partition_epoch;
+        let epoch_3 = s.brokers[&b(3)].epoch;
+        let mut stale_member = change(&[1, 2, 3], pe);
+        stale_member.isr_epochs = vec![(b(1), -1), (b(2), -1), (b(3), epoch_3 - 1)];
+        assert_eq!(
+            alter_partition(&s, &stale_member).unwrap_err().code,
+            ResponseError::IneligibleReplica
+        );
+        stale_member.isr_epochs[2].1 = epoch_3;
+        assert!(alter_partition(&s, &stale_member).is_ok());
         // A fenced broker cannot join.
         let fenced = fence(&s, b(3));
         apply_all(&mut s, &fenced);

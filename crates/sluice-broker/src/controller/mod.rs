@@ -123,7 +123,8 @@ pub struct Liveness {
 }
 
 /// The active controller's view of which brokers are alive, reset at every new term (a new
-/// controller gives every broker a full session to reach it).
+/// controller gives every broker a full session to reach it, except the controller before it;
+/// see [`Controller::run_liveness`]).
 #[derive(Default)]
 struct Sessions {
     term: Option<u64>,
@@ -153,6 +154,9 @@ pub struct Controller {
     voters: BTreeMap<NodeId, String>,
     peers: Mutex<HashMap<String, Arc<RpcClient>>>,
     sessions: Mutex<Sessions>,
+    /// The sender of the latest Raft AppendEntries this node received, and when: the quorum's
+    /// leader as last heard from, which dates the last sign of life of a controller that died.
+    leader_contact: Mutex<Option<(NodeId, Instant)>>,
     liveness: Liveness,
 }
 
@@ -179,6 +183,7 @@ impl Controller {
             voters,
             peers: Mutex::default(),
             sessions: Mutex::default(),
+            leader_contact: Mutex::default(),
             liveness,
         }
     }
@@ -204,7 +209,6 @@ impl Controller {
         self.active_controller() == Some(self.identity.node)
     }
 
-    /// The controller address of node `id`: from the Raft membership, else from `--voters`.
     /// The controller address of voter `id`, from `--voters`: the active controller is always
     /// a voter, and `--voters` is what this process was told the quorum is (the membership a
     /// data directory remembers may be another cluster's).
@@ -698,8 +702,8 @@ impl Controller {
     /// The active controller's duties on a timer: form the cluster, fence brokers whose session
     /// expired. Runs for the node's lifetime; does nothing while this node is not active.
     pub async fn run_liveness(self: Arc<Self>) {
-        let tick = (self.liveness.session_timeout / 8)
-            .clamp(Duration::from_millis(50), Duration::from_millis(500));
+        let tick = (self.liveness.session_timeout / 16)
+            .clamp(Duration::from_millis(50), Duration::from_millis(250));
         let mut last_rebalance = Instant::now();
         loop {
             tokio::time::sleep(tick).await;
@@ -712,10 +716,32 @@ impl Controller {
             let expired: Vec<BrokerId> = {
                 let mut s = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
                 if s.term != Some(metrics.current_term) {
-                    // A new term: every broker gets a full session to find this controller.
+                    // A new term: every broker gets a full session to find this controller,
+                    // except the previous controller, whose session runs from its last
+                    // AppendEntries here. It heartbeated to itself, so nothing else dates its
+                    // last sign of life, and a controller that died must not keep its
+                    // partitions leaderless for an election plus a whole new session. This
+                    // node won the election only because a majority had not heard from it for
+                    // an election timeout, so it is dead or cut off from the quorum; if it is
+                    // alive it registers again, catches up and is unfenced.
                     s.term = Some(metrics.current_term);
                     let now = Instant::now();
                     s.last_seen = state.brokers.keys().map(|b| (*b, now)).collect();
+                    // Taken, so a later term of this same node does not reuse it.
+                    let contact = self
+                        .leader_contact
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .take();
+                    if let Some((old, heard)) = contact {
+                        let old = i32::try_from(old).ok().map(BrokerId);
+                        if let Some(seen) = old
+                            .filter(|b| *b != self.node_id)
+                            .and_then(|b| s.last_seen.get_mut(&b))
+                        {
+                            *seen = heard;
+                        }
+                    }
                     continue;
                 }
                 state
@@ -806,6 +832,10 @@ impl Controller {
         }
         match envelope.request {
             RpcRequest::AppendEntries(r) => {
+                *self
+                    .leader_contact
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some((envelope.from, Instant::now()));
                 RpcReply::AppendEntries(self.raft.append_entries(r).await)
             }
             RpcRequest::Vote(r) => RpcReply::Vote(self.raft.vote(r).await),

@@ -210,6 +210,10 @@ pub struct AlterPartition {
     pub leader_epoch: sluice_types::LeaderEpoch,
     pub partition_epoch: i32,
     pub isr: Vec<BrokerId>,
+    /// The broker epoch the leader saw for each proposed member (KIP-903's
+    /// `NewIsrWithEpochs`; -1 where it has none).
+    #[serde(default)]
+    pub isr_epochs: Vec<(BrokerId, i64)>,
 }
 
 /// What an operation answered, and the metadata offset its records were committed at (the

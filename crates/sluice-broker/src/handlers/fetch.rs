@@ -212,7 +212,10 @@ pub(crate) fn read_all(
             let log_start_offset = p.log.log_start_offset();
             let max_offset = match fetcher {
                 Fetcher::Consumer => high_watermark,
-                Fetcher::Follower { replica, .. } => {
+                Fetcher::Follower {
+                    replica,
+                    broker_epoch,
+                } => {
                     let hw = high_watermark.get();
                     if !p.has_replica(replica) {
                         return PartitionRead::error(
@@ -249,7 +252,8 @@ pub(crate) fn read_all(
                     }
                     let log_end = p.log.log_end_offset();
                     if report && fetch_offset <= log_end {
-                        if let Err(e) = p.record_follower_fetch(replica, fetch_offset) {
+                        if let Err(e) = p.record_follower_fetch(replica, broker_epoch, fetch_offset)
+                        {
                             tracing::debug!(topic = %sp.topic, partition = sp.partition,
                                 follower = %replica, error = %e, "follower fetch not recorded");
                             return PartitionRead::error(

@@ -65,6 +65,20 @@ impl TestCluster {
         TestCluster { nodes, voters }
     }
 
+    /// Starts one more node, broker only (`--roles broker`: it follows the metadata quorum
+    /// without voting), with the next id; returns the id once it accepts connections.
+    pub fn add_broker(&mut self, extra: &[&str]) -> i32 {
+        let id = self.nodes.len() as u32 + 1;
+        let overrides: Vec<&str> = FAST_LIVENESS.iter().chain(extra).copied().collect();
+        let mut args = vec!["--roles".to_string(), "broker".to_string()];
+        args.extend(node_args(free_port(), &self.voters, &overrides));
+        let mut b = Broker::prepare_node(id, free_port(), args);
+        b.spawn_process();
+        b.wait_accepting();
+        self.nodes.push(b);
+        id as i32
+    }
+
     pub fn node(&mut self, id: i32) -> &mut Broker {
         &mut self.nodes[id as usize - 1]
     }
