@@ -67,6 +67,9 @@ pub struct Partition {
     /// Follows a leader (or waits for one): may serve consumers below its HW (KIP-392).
     is_follower: AtomicBool,
     leader_epoch: AtomicI32,
+    /// As follower: the leader's HW as its latest fetch answer said, not capped by the local
+    /// end (the HW is); how far this replica is behind the committed records. -1: unknown.
+    leader_high_watermark: AtomicI64,
     /// The topic's effective configs; replaced when they are altered.
     settings: RwLock<Arc<TopicSettings>>,
     producers: Mutex<ProducerStateTable>,
@@ -151,6 +154,7 @@ impl Partition {
             is_leader: AtomicBool::new(false),
             is_follower: AtomicBool::new(false),
             leader_epoch: AtomicI32::new(0),
+            leader_high_watermark: AtomicI64::new(-1),
             settings: RwLock::new(settings),
             producers: Mutex::new(ProducerStateTable::default()),
             role_change: Mutex::new(()),
@@ -220,6 +224,9 @@ impl Partition {
                     matches!(replica.role(), sluice_replica::Role::Follower { .. }),
                     Ordering::Release,
                 );
+                if replica.is_leader() {
+                    self.leader_high_watermark.store(-1, Ordering::Release);
+                }
                 self.apply(out);
             }
             Err(e) => {
@@ -298,6 +305,20 @@ impl Partition {
             isr: replica.isr().to_vec(),
             followers,
         })
+    }
+
+    /// How many offsets this replica's log end is behind the committed records (the HW): 0
+    /// for a leader (its HW never passes its own end); for a follower, the leader's HW as its
+    /// latest fetch answer said minus the local log end, at least 0; -1 if it has not heard
+    /// from a leader since it started following.
+    pub fn offset_lag(&self) -> i64 {
+        if self.is_leader() {
+            return 0;
+        }
+        match self.leader_high_watermark.load(Ordering::Acquire) {
+            hw if hw < 0 => -1,
+            hw => (hw - self.log.log_end_offset().get()).max(0),
+        }
     }
 
     /// May an `acks=all` produce be appended: this broker leads and the ISR holds at least the
@@ -539,6 +560,10 @@ impl Partition {
     /// A follower learnt its leader's HW: its own is that, capped by its counted local end.
     pub fn on_leader_high_watermark(&self, leader_hw: Offset) {
         let mut replica = self.replica.lock().expect("replica lock");
+        if !replica.is_leader() {
+            self.leader_high_watermark
+                .store(leader_hw.get(), Ordering::Release);
+        }
         let out = replica.on_leader_hw(leader_hw);
         self.apply(out);
     }

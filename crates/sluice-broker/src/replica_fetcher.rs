@@ -1337,6 +1337,9 @@ mod tests {
             assert_eq!(preferred_read_replica(&image, &b, "r2", 0), None);
             image.brokers.get_mut(&BrokerId(2)).unwrap().fenced = true;
             assert_eq!(preferred_read_replica(&image, &a, "r2", 0), None);
+            // The lag a follower reports: the leader's HW it heard minus its end.
+            assert_eq!(b.offset_lag(), 0);
+            assert_eq!(a.offset_lag(), 0);
         }
 
         #[test]
