@@ -17,6 +17,8 @@
 //! - [`replica_manager`], [`partition`]: the partitions hosted here, their logs and high watermarks.
 //! - [`replica_fetcher`]: the follower side of replication: one task per leader broker fetching
 //!   this broker's follower partitions from it.
+//! - [`replica_selector`]: KIP-392, which in-sync replica in a consumer's rack it should read
+//!   from (pure).
 //! - [`maintenance`]: background retention and compaction of every hosted log.
 //! - [`purgatory`]: parked requests (long-polling fetches) woken by partition events.
 //! - [`fetch_session`]: KIP-227 incremental fetch sessions.
@@ -46,6 +48,7 @@ pub mod producer_state;
 pub mod purgatory;
 pub mod replica_fetcher;
 pub mod replica_manager;
+pub mod replica_selector;
 pub mod server;
 pub mod topic_config;
 

@@ -64,7 +64,12 @@ pub struct Partition {
     /// the leader epoch appends are stamped with and fetchers are checked against.
     high_watermark: AtomicI64,
     is_leader: AtomicBool,
+    /// Follows a leader (or waits for one): may serve consumers below its HW (KIP-392).
+    is_follower: AtomicBool,
     leader_epoch: AtomicI32,
+    /// As follower: the leader's HW as its latest fetch answer said, not capped by the local
+    /// end (the HW is); how far this replica is behind the committed records. -1: unknown.
+    leader_high_watermark: AtomicI64,
     /// The topic's effective configs; replaced when they are altered.
     settings: RwLock<Arc<TopicSettings>>,
     producers: Mutex<ProducerStateTable>,
@@ -96,6 +101,15 @@ pub struct PartitionEnv {
     /// hidden): `acks=all` is answered once the leader's own copy is durable, before the
     /// followers have it, so a leader failure loses acknowledged writes. Never set otherwise.
     pub unsafe_ack_before_replication: bool,
+}
+
+/// What a leader knows of its followers, for KIP-392's choice of a read replica.
+#[derive(Debug, Clone)]
+pub struct LeaderView {
+    /// The committed ISR.
+    pub isr: Vec<BrokerId>,
+    /// Each follower and its progress as its fetches told this leader.
+    pub followers: Vec<(BrokerId, sluice_replica::FollowerProgress)>,
 }
 
 /// An ISR change a leader proposes, on its way to the controller (Kafka's AlterPartition).
@@ -138,7 +152,9 @@ impl Partition {
             durability: env.durability,
             high_watermark: AtomicI64::new(hw.get()),
             is_leader: AtomicBool::new(false),
+            is_follower: AtomicBool::new(false),
             leader_epoch: AtomicI32::new(0),
+            leader_high_watermark: AtomicI64::new(-1),
             settings: RwLock::new(settings),
             producers: Mutex::new(ProducerStateTable::default()),
             role_change: Mutex::new(()),
@@ -204,6 +220,13 @@ impl Partition {
                 self.leader_epoch
                     .store(replica.leader_epoch().get(), Ordering::Release);
                 self.is_leader.store(replica.is_leader(), Ordering::Release);
+                self.is_follower.store(
+                    matches!(replica.role(), sluice_replica::Role::Follower { .. }),
+                    Ordering::Release,
+                );
+                if replica.is_leader() {
+                    self.leader_high_watermark.store(-1, Ordering::Release);
+                }
                 self.apply(out);
             }
             Err(e) => {
@@ -253,6 +276,49 @@ impl Partition {
 
     pub fn is_leader(&self) -> bool {
         self.is_leader.load(Ordering::Acquire)
+    }
+
+    /// The broker this replica is on.
+    pub fn local_broker(&self) -> BrokerId {
+        self.replica.lock().expect("replica lock").local()
+    }
+
+    /// This replica follows (a leader, or waits for one to be elected).
+    pub fn is_follower(&self) -> bool {
+        self.is_follower.load(Ordering::Acquire)
+    }
+
+    /// KIP-392 inputs, while leading: the committed ISR and what this leader knows of each
+    /// follower (its log end from its latest fetch, when it was last caught up). `None` unless
+    /// leading.
+    pub fn follower_progress(&self) -> Option<LeaderView> {
+        let replica = self.replica.lock().expect("replica lock");
+        if !replica.is_leader() {
+            return None;
+        }
+        let followers = replica
+            .replicas()
+            .iter()
+            .filter_map(|b| replica.follower(*b).map(|f| (*b, *f)))
+            .collect();
+        Some(LeaderView {
+            isr: replica.isr().to_vec(),
+            followers,
+        })
+    }
+
+    /// How many offsets this replica's log end is behind the committed records (the HW): 0
+    /// for a leader (its HW never passes its own end); for a follower, the leader's HW as its
+    /// latest fetch answer said minus the local log end, at least 0; -1 if it has not heard
+    /// from a leader since it started following.
+    pub fn offset_lag(&self) -> i64 {
+        if self.is_leader() {
+            return 0;
+        }
+        match self.leader_high_watermark.load(Ordering::Acquire) {
+            hw if hw < 0 => -1,
+            hw => (hw - self.log.log_end_offset().get()).max(0),
+        }
     }
 
     /// May an `acks=all` produce be appended: this broker leads and the ISR holds at least the
@@ -496,6 +562,10 @@ impl Partition {
     /// A follower learnt its leader's HW: its own is that, capped by its counted local end.
     pub fn on_leader_high_watermark(&self, leader_hw: Offset) {
         let mut replica = self.replica.lock().expect("replica lock");
+        if !replica.is_leader() {
+            self.leader_high_watermark
+                .store(leader_hw.get(), Ordering::Release);
+        }
         let out = replica.on_leader_hw(leader_hw);
         self.apply(out);
     }

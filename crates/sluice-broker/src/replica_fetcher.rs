@@ -948,7 +948,8 @@ mod tests {
         use std::sync::Arc;
 
         use kafka_protocol::records::{
-            Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+            Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+            TimestampType,
         };
         use sluice_log::{Log, LogConfig};
         use sluice_meta::PartitionInfo;
@@ -956,7 +957,9 @@ mod tests {
 
         use super::*;
         use crate::config::{BrokerSettings, Durability, Settings};
-        use crate::handlers::fetch::{read_all, session_partition, Fetcher};
+        use crate::handlers::fetch::{
+            read_all, session_partition, ConsumerRouting, Fetcher, PartitionRead,
+        };
         use crate::partition::PartitionEnv;
 
         const TOPIC: u128 = 9;
@@ -1078,9 +1081,16 @@ mod tests {
                 replica: BrokerId(2),
                 broker_epoch: 1,
             };
-            let read = read_all(&[(sp, Some(leader.clone()))], 1 << 20, true, fetcher, true)
-                .pop()
-                .unwrap();
+            let read = read_all(
+                &[(sp, Some(leader.clone()))],
+                1 << 20,
+                true,
+                fetcher,
+                true,
+                &ConsumerRouting::default(),
+            )
+            .pop()
+            .unwrap();
             let mut data = PartitionData::default()
                 .with_error_code(read.error.map_or(0, |e| e.code()))
                 .with_high_watermark(read.high_watermark)
@@ -1222,6 +1232,123 @@ mod tests {
             assert!(fetchers.followed().is_empty());
         }
 
+        /// What a consumer reading `p` from `offset` gets; `follower_reads`: Fetch v11+.
+        fn consumer_read(p: &Arc<Partition>, offset: i64, follower_reads: bool) -> PartitionRead {
+            let sp = session_partition(
+                "t".into(),
+                Uuid::from_u128(TOPIC),
+                0,
+                offset,
+                1 << 20,
+                -1,
+                -1,
+            );
+            let routing = ConsumerRouting {
+                follower_reads,
+                preferred: Vec::new(),
+            };
+            read_all(
+                &[(sp, Some(p.clone()))],
+                1 << 20,
+                true,
+                Fetcher::Consumer,
+                false,
+                &routing,
+            )
+            .pop()
+            .unwrap()
+        }
+
+        fn record_offsets(read: &PartitionRead) -> Vec<i64> {
+            let mut bytes = read.records.clone();
+            RecordBatchDecoder::decode_all(&mut bytes)
+                .unwrap()
+                .into_iter()
+                .flat_map(|s| s.records)
+                .map(|r| r.offset)
+                .collect()
+        }
+
+        #[tokio::test]
+        async fn a_follower_serves_consumers_below_its_hw_and_the_leader_points_there() {
+            let dir = tempfile::tempdir().unwrap();
+            let (a, b) = (partition(dir.path(), 1), partition(dir.path(), 2));
+            a.set_leadership(true, &info(1, 0, 0), 0);
+            b.set_leadership(false, &info(1, 0, 0), 0);
+            for i in 0..3 {
+                a.append(&batch(&format!("c-{i}")), 0, None).unwrap();
+            }
+            a.make_durable(Offset(3)).await.unwrap();
+            round(&a, &b, 0);
+            round(&a, &b, 0);
+            assert_eq!(b.high_watermark(), Offset(3));
+            // Two more the follower copies but the leader cannot commit yet (it has not heard
+            // that the follower holds them).
+            for i in 3..5 {
+                a.append(&batch(&format!("u-{i}")), 0, None).unwrap();
+            }
+            a.make_durable(Offset(5)).await.unwrap();
+            round(&a, &b, 0);
+            assert_eq!(b.log.log_end_offset(), Offset(5));
+            assert_eq!(b.high_watermark(), Offset(3));
+
+            // Fetch v11+: the follower serves what is below its HW, nothing above it, and a
+            // fetch past its log end is out of range.
+            let read = consumer_read(&b, 0, true);
+            assert_eq!(read.error, None);
+            assert_eq!(read.high_watermark, 3);
+            assert_eq!(record_offsets(&read), vec![0, 1, 2]);
+            let read = consumer_read(&b, 3, true);
+            assert_eq!((read.error, read.records.len()), (None, 0));
+            assert_eq!(
+                consumer_read(&b, 6, true).error,
+                Some(ResponseError::OffsetOutOfRange)
+            );
+            // Before v11 only the leader serves consumers.
+            assert_eq!(
+                consumer_read(&b, 0, false).error,
+                Some(ResponseError::NotLeaderOrFollower)
+            );
+
+            // The leader: broker 2 is in rack r2 and in sync; it last fetched at 3.
+            let mut image = sluice_meta::ClusterState::new();
+            for (id, rack) in [(1, "r1"), (2, "r2")] {
+                image.brokers.insert(
+                    BrokerId(id),
+                    sluice_meta::BrokerInfo {
+                        broker_id: BrokerId(id),
+                        host: "127.0.0.1".into(),
+                        port: 9092,
+                        rack: Some(rack.into()),
+                        incarnation_id: None,
+                        directory_id: None,
+                        epoch: 1,
+                        fenced: false,
+                    },
+                );
+            }
+            use crate::handlers::fetch::preferred_read_replica;
+            assert_eq!(
+                preferred_read_replica(&image, &a, "r2", 0),
+                Some(BrokerId(2))
+            );
+            assert_eq!(
+                preferred_read_replica(&image, &a, "r2", 3),
+                Some(BrokerId(2))
+            );
+            // Past what the leader knows the follower holds; the leader's own rack; no rack.
+            assert_eq!(preferred_read_replica(&image, &a, "r2", 4), None);
+            assert_eq!(preferred_read_replica(&image, &a, "r1", 0), None);
+            assert_eq!(preferred_read_replica(&image, &a, "", 0), None);
+            // A follower chooses nothing; a fenced broker is not chosen.
+            assert_eq!(preferred_read_replica(&image, &b, "r2", 0), None);
+            image.brokers.get_mut(&BrokerId(2)).unwrap().fenced = true;
+            assert_eq!(preferred_read_replica(&image, &a, "r2", 0), None);
+            // The lag a follower reports: the leader's HW it heard minus its end.
+            assert_eq!(b.offset_lag(), 0);
+            assert_eq!(a.offset_lag(), 0);
+        }
+
         #[test]
         fn a_fetch_from_outside_the_replica_set_is_refused() {
             let dir = tempfile::tempdir().unwrap();
@@ -1232,9 +1359,16 @@ mod tests {
                 replica: BrokerId(7),
                 broker_epoch: 1,
             };
-            let read = read_all(&[(sp, Some(a))], 1024, true, fetcher, true)
-                .pop()
-                .unwrap();
+            let read = read_all(
+                &[(sp, Some(a))],
+                1024,
+                true,
+                fetcher,
+                true,
+                &ConsumerRouting::default(),
+            )
+            .pop()
+            .unwrap();
             assert_eq!(read.error, Some(ResponseError::NotLeaderOrFollower));
         }
     }

@@ -68,6 +68,11 @@ impl ReplicaManager {
         self.fetchers.get()
     }
 
+    /// The one log directory (`--data-dir`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.data_dir
+    }
+
     pub fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
         self.data_dir.join(format!("{topic}-{index}"))
     }

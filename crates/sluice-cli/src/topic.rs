@@ -15,7 +15,8 @@ pub enum TopicCommand {
     Create(CreateArgs),
     /// List topics.
     List(ListArgs),
-    /// Show a topic's partitions (leader, replicas, ISR, offsets) and configs.
+    /// Show a topic's partitions (leader, replicas, ISR, each replica's lag, offsets) and
+    /// configs.
     Describe(NameArgs),
     /// Delete a topic and its data.
     Delete(NameArgs),
@@ -171,8 +172,85 @@ struct PartitionInfo {
     leader: i32,
     replicas: Vec<i32>,
     isr: Vec<i32>,
+    /// Per replica, in `replicas` order: how many offsets its log end is behind the committed
+    /// records (the HW), as its broker reports it (DescribeLogDirs).
+    lag: Vec<ReplicaLag>,
     low: i64,
     high: i64,
+}
+
+#[derive(Serialize)]
+struct ReplicaLag {
+    replica: i32,
+    /// `None`: unknown (its broker did not answer, does not hold the log, or its replica has
+    /// not heard from a leader yet).
+    lag: Option<i64>,
+}
+
+/// How long `describe` waits for each broker's DescribeLogDirs: a broker that does not answer
+/// only makes its replicas' lag unknown.
+const LAG_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Every replica's lag for `topic`'s `partitions` (id, replicas), asking each broker that
+/// holds one (DescribeLogDirs v3, all at once). Keyed by (broker, partition); missing: unknown.
+fn replica_lags(
+    md: &rdkafka::metadata::Metadata,
+    topic: &str,
+    partitions: &[(i32, Vec<i32>)],
+) -> std::collections::BTreeMap<(i32, i32), i64> {
+    use kafka_protocol::messages::describe_log_dirs_request::{
+        DescribableLogDirTopic, DescribeLogDirsRequest,
+    };
+    use kafka_protocol::messages::{ApiKey, DescribeLogDirsResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let mut per_broker: std::collections::BTreeMap<i32, Vec<i32>> = Default::default();
+    for (partition, replicas) in partitions {
+        for r in replicas {
+            per_broker.entry(*r).or_default().push(*partition);
+        }
+    }
+    std::thread::scope(|scope| {
+        let asks: Vec<_> = per_broker
+            .into_iter()
+            .filter_map(|(broker, parts)| {
+                let b = md.brokers().iter().find(|b| b.id() == broker)?;
+                let addr = format!("{}:{}", b.host(), b.port());
+                let req = DescribeLogDirsRequest::default().with_topics(Some(vec![
+                    DescribableLogDirTopic::default()
+                        .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
+                        .with_partitions(parts),
+                ]));
+                Some(scope.spawn(move || {
+                    let resp: anyhow::Result<DescribeLogDirsResponse> = crate::kafka_rpc::call(
+                        &addr,
+                        ApiKey::DescribeLogDirs,
+                        3,
+                        &req,
+                        LAG_TIMEOUT,
+                    );
+                    (broker, resp)
+                }))
+            })
+            .collect();
+        let mut lags = std::collections::BTreeMap::new();
+        for ask in asks {
+            let Ok((broker, resp)) = ask.join() else {
+                continue;
+            };
+            let Ok(resp) = resp else { continue };
+            for dir in resp.results.iter().filter(|d| d.error_code == 0) {
+                for t in dir.topics.iter().filter(|t| t.name.as_str() == topic) {
+                    for p in t.partitions.iter().filter(|p| !p.is_future_key) {
+                        if p.offset_lag >= 0 {
+                            lags.insert((broker, p.partition_index), p.offset_lag);
+                        }
+                    }
+                }
+            }
+        }
+        lags
+    })
 }
 
 #[derive(Serialize)]
@@ -203,6 +281,12 @@ fn describe(a: NameArgs) -> anyhow::Result<()> {
         .iter()
         .find(|t| t.name() == a.name)
         .context("topic missing from metadata")?;
+    let layout: Vec<(i32, Vec<i32>)> = topic
+        .partitions()
+        .iter()
+        .map(|p| (p.id(), p.replicas().to_vec()))
+        .collect();
+    let lags = replica_lags(&md, &a.name, &layout);
     let mut partitions = Vec::new();
     for p in topic.partitions() {
         let (low, high) = c
@@ -213,6 +297,14 @@ fn describe(a: NameArgs) -> anyhow::Result<()> {
             leader: p.leader(),
             replicas: p.replicas().to_vec(),
             isr: p.isr().to_vec(),
+            lag: p
+                .replicas()
+                .iter()
+                .map(|r| ReplicaLag {
+                    replica: *r,
+                    lag: lags.get(&(*r, p.id())).copied(),
+                })
+                .collect(),
             low,
             high,
         });
@@ -233,13 +325,31 @@ fn describe(a: NameArgs) -> anyhow::Result<()> {
         return client::print_json(&d);
     }
     println!("Topic: {}  Partitions: {}", d.topic, d.partitions.len());
-    let mut t = Table::new(&["PARTITION", "LEADER", "REPLICAS", "ISR", "LOW", "HIGH"]);
+    let mut t = Table::new(&[
+        "PARTITION",
+        "LEADER",
+        "REPLICAS",
+        "ISR",
+        "LAG",
+        "LOW",
+        "HIGH",
+    ]);
     for p in &d.partitions {
+        let lag = p
+            .lag
+            .iter()
+            .map(|l| {
+                let v = l.lag.map_or_else(|| "?".to_string(), |v| v.to_string());
+                format!("{}:{v}", l.replica)
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
         t.row(vec![
             p.partition.to_string(),
             p.leader.to_string(),
             join(&p.replicas),
             join(&p.isr),
+            lag,
             p.low.to_string(),
             p.high.to_string(),
         ]);

@@ -166,9 +166,9 @@ fn topic_create_list_describe_delete() {
     assert_eq!(
         rows,
         [
-            ["0", "1", "1", "1", "0", "0"],
-            ["1", "1", "1", "1", "0", "2"],
-            ["2", "1", "1", "1", "0", "0"]
+            ["0", "1", "1", "1", "1:0", "0", "0"],
+            ["1", "1", "1", "1", "1:0", "0", "2"],
+            ["2", "1", "1", "1", "1:0", "0", "0"]
         ]
     );
     let v = json(&ok(
@@ -183,6 +183,7 @@ fn topic_create_list_describe_delete() {
         assert_eq!(p["leader"], 1);
         assert_eq!(p["replicas"], serde_json::json!([1]));
         assert_eq!(p["isr"], serde_json::json!([1]));
+        assert_eq!(p["lag"], serde_json::json!([{"replica": 1, "lag": 0}]));
     }
     assert_eq!(parts[1]["high"], 2);
     // Configs, when the broker answers DescribeConfigs; otherwise a note says why.

@@ -1034,6 +1034,13 @@ impl Log {
         Ok(())
     }
 
+    /// Bytes of record batches stored, over every segment (Kafka's `UnifiedLog.size`, what
+    /// DescribeLogDirs reports); 0 when the log is offline.
+    pub fn size_bytes(&self) -> u64 {
+        self.lock_state()
+            .map_or(0, |s| s.segments.values().map(|seg| seg.size).sum())
+    }
+
     /// Number of segments (tests and metrics).
     pub fn segment_count(&self) -> usize {
         self.lock_state().map_or(0, |s| s.segments.len())

@@ -14,6 +14,14 @@
 //!   fetch offset is reported to the replica state (it may move the HW) and records are read up
 //!   to the log end, not the HW. Follower fetches park on the partition's follower waiters,
 //!   which appends wake.
+//! - **Fetch from the closest replica (KIP-392)**: a consumer that names its rack (v11+
+//!   `rack_id`) is told by the leader which in-sync follower of its rack to read from
+//!   ([`crate::replica_selector`]): `preferred_read_replica`, no records, answered at once. A
+//!   follower serves v11+ consumer fetches (Kafka's `fetchOnlyFromLeader` is false once a
+//!   request carries client metadata) below its own HW, which it learns from its leader's
+//!   answers; a fetch offset past its log end is OFFSET_OUT_OF_RANGE and the client goes back
+//!   to the leader. Before v11, and on a broker that is neither leader nor follower,
+//!   NOT_LEADER_OR_FOLLOWER as before.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +42,7 @@ use crate::fetch_session::{next_epoch, FetchSession, FetchSessionCache, SessionP
 use crate::image::MetadataImage;
 use crate::partition::Partition;
 use crate::replica_manager::ReplicaManager;
+use crate::replica_selector::{select_read_replica, FollowerView};
 use sluice_meta::ClusterState;
 use sluice_types::{BrokerId, LeaderEpoch, Offset};
 
@@ -46,6 +55,8 @@ pub(crate) struct PartitionRead {
     /// KIP-320: the follower's log diverges from this leader's; (epoch, end offset) to
     /// truncate to.
     pub(crate) diverging: Option<(LeaderEpoch, Offset)>,
+    /// KIP-392: the consumer should read this partition from that replica (no records).
+    pub(crate) preferred_read_replica: Option<BrokerId>,
 }
 
 impl PartitionRead {
@@ -56,8 +67,19 @@ impl PartitionRead {
             log_start_offset,
             records: Bytes::new(),
             diverging: None,
+            preferred_read_replica: None,
         }
     }
+}
+
+/// How consumer fetches are routed (KIP-392); the default is the leader-only path (pre-v11).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct ConsumerRouting {
+    /// The request carries client metadata (v11+): a follower may serve it.
+    pub(crate) follower_reads: bool,
+    /// Per partition, in the order read: the replica the leader chose for this consumer, if
+    /// not itself. Empty: none chosen.
+    pub(crate) preferred: Vec<Option<BrokerId>>,
 }
 
 /// Who is fetching.
@@ -183,20 +205,70 @@ pub fn check_leader(p: &Partition, current_leader_epoch: i32) -> Result<(), Resp
     Ok(())
 }
 
+/// [`check_leader`] for a consumer that may also read from a follower (KIP-392): the same
+/// epoch rules against the epoch this replica follows under, and NOT_LEADER_OR_FOLLOWER only
+/// when it is neither.
+pub fn check_leader_or_follower(
+    p: &Partition,
+    current_leader_epoch: i32,
+) -> Result<(), ResponseError> {
+    match check_leader(p, current_leader_epoch) {
+        Err(ResponseError::NotLeaderOrFollower) if p.is_follower() => Ok(()),
+        other => other,
+    }
+}
+
+/// KIP-392 on the leader: the follower `p`'s consumer in `client_rack`, fetching from
+/// `fetch_offset`, should read from, with racks and liveness from `image`. `None`: read here
+/// (this broker does not lead, no rack, the leader's rack, no suitable follower).
+pub(crate) fn preferred_read_replica(
+    image: &ClusterState,
+    p: &Partition,
+    client_rack: &str,
+    fetch_offset: i64,
+) -> Option<BrokerId> {
+    if client_rack.is_empty() || Offset(fetch_offset) < p.log.log_start_offset() {
+        return None;
+    }
+    let view = p.follower_progress()?;
+    let local = p.local_broker();
+    let leader_rack = image.brokers.get(&local).and_then(|b| b.rack.as_deref());
+    let views: Vec<FollowerView> = view
+        .followers
+        .into_iter()
+        .filter(|(b, _)| *b != local)
+        .map(|(b, progress)| {
+            let info = image.brokers.get(&b);
+            FollowerView {
+                broker: b,
+                rack: info.and_then(|i| i.rack.clone()),
+                alive: info.is_some_and(|i| !i.fenced),
+                in_isr: view.isr.contains(&b),
+                log_end: progress.end,
+                last_caught_up_ms: progress.last_caught_up_ms,
+            }
+        })
+        .collect();
+    select_read_replica(client_rack, leader_rack, &views, Offset(fetch_offset))
+}
+
 /// Reads every partition once, sharing the response byte budget. `report`: a follower's
-/// fetch offsets are recorded (once per request, on its first read). Blocking file reads: runs
-/// on the blocking pool.
+/// fetch offsets are recorded (once per request, on its first read). `routing`: whether a
+/// follower may serve consumers, and the partitions whose consumer the leader sends elsewhere.
+/// Blocking file reads: runs on the blocking pool.
 pub(crate) fn read_all(
     parts: &[(SessionPartition, Option<Arc<Partition>>)],
     max_bytes: usize,
     by_id: bool,
     fetcher: Fetcher,
     report: bool,
+    routing: &ConsumerRouting,
 ) -> Vec<PartitionRead> {
     let mut used = 0usize;
     parts
         .iter()
-        .map(|(sp, partition)| {
+        .enumerate()
+        .map(|(i, (sp, partition))| {
             let Some(p) = partition else {
                 let error = if by_id && sp.topic.is_empty() {
                     ResponseError::UnknownTopicId
@@ -205,12 +277,32 @@ pub(crate) fn read_all(
                 };
                 return PartitionRead::error(error, -1, -1);
             };
-            if let Err(error) = check_leader(p, sp.current_leader_epoch) {
+            let allowed = match fetcher {
+                Fetcher::Consumer if routing.follower_reads => {
+                    check_leader_or_follower(p, sp.current_leader_epoch)
+                }
+                _ => check_leader(p, sp.current_leader_epoch),
+            };
+            if let Err(error) = allowed {
                 return PartitionRead::error(error, -1, -1);
             }
             let high_watermark = p.high_watermark();
             let log_start_offset = p.log.log_start_offset();
+            if let Some(Some(preferred)) = routing.preferred.get(i) {
+                // Kafka skips the read: the consumer goes to that replica.
+                return PartitionRead {
+                    error: None,
+                    high_watermark: high_watermark.get(),
+                    log_start_offset: log_start_offset.get(),
+                    records: Bytes::new(),
+                    diverging: None,
+                    preferred_read_replica: Some(*preferred),
+                };
+            }
             let max_offset = match fetcher {
+                // On a follower too: its HW is its leader's capped by its own end, so a consumer
+                // never reads what is not committed or not held here. A fetch offset past the
+                // log end is OFFSET_OUT_OF_RANGE (the read below).
                 Fetcher::Consumer => high_watermark,
                 Fetcher::Follower {
                     replica,
@@ -245,6 +337,7 @@ pub(crate) fn read_all(
                                     log_start_offset: log_start_offset.get(),
                                     records: Bytes::new(),
                                     diverging: Some(diverging),
+                                    preferred_read_replica: None,
                                 };
                             }
                             Ok(None) => {}
@@ -288,6 +381,7 @@ pub(crate) fn read_all(
                         log_start_offset,
                         records: data,
                         diverging: None,
+                        preferred_read_replica: None,
                     }
                 }
                 Err(e) => PartitionRead::error(e.code, high_watermark, log_start_offset),
@@ -381,6 +475,25 @@ pub async fn handle(
         tokio::time::Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
 
     let fetcher = Fetcher::of(&req, version);
+    let routing = Arc::new(ConsumerRouting {
+        follower_reads: fetcher == Fetcher::Consumer && version >= 11,
+        preferred: if fetcher == Fetcher::Consumer && version >= 11 && !req.rack_id.is_empty() {
+            resolved
+                .iter()
+                .map(|(sp, p)| {
+                    let p = p.as_ref()?;
+                    check_leader(p, sp.current_leader_epoch).ok()?;
+                    preferred_read_replica(&image, p, req.rack_id.as_str(), sp.fetch_offset)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+    });
+    if routing.preferred.iter().any(Option::is_some) {
+        tracing::debug!(rack = %req.rack_id.as_str(), preferred = ?routing.preferred,
+            "consumer sent to a replica in its rack");
+    }
     let mut first = true;
     let reads = loop {
         // Register before reading so a HW advance (a consumer) or an append (a follower) in
@@ -395,9 +508,10 @@ pub async fn handle(
             }
         }
         let snapshot = resolved.clone();
+        let routing = routing.clone();
         let report = std::mem::take(&mut first);
         let reads = match tokio::task::spawn_blocking(move || {
-            read_all(&snapshot, max_bytes, by_id, fetcher, report)
+            read_all(&snapshot, max_bytes, by_id, fetcher, report, &routing)
         })
         .await
         {
@@ -412,9 +526,10 @@ pub async fn handle(
             }
         };
         let bytes: usize = reads.iter().map(|r| r.records.len()).sum();
-        let any_error = reads
-            .iter()
-            .any(|r| r.error.is_some() || r.diverging.is_some());
+        // Kafka answers at once on an error, a divergence or a preferred read replica.
+        let any_error = reads.iter().any(|r| {
+            r.error.is_some() || r.diverging.is_some() || r.preferred_read_replica.is_some()
+        });
         if bytes >= min_bytes
             || any_error
             || tokio::time::Instant::now() >= deadline
@@ -438,6 +553,7 @@ pub async fn handle(
         let changed = !read.records.is_empty()
             || read.error.is_some()
             || read.diverging.is_some()
+            || read.preferred_read_replica.is_some()
             || read.high_watermark != sp.last_high_watermark
             || read.log_start_offset != sp.last_log_start_offset;
         sent.push((
@@ -465,6 +581,10 @@ pub async fn handle(
                     .with_leader_id(kafka_protocol::messages::BrokerId(leader.get()))
                     .with_leader_epoch(epoch),
             );
+        }
+        if let Some(preferred) = read.preferred_read_replica.filter(|_| version >= 11) {
+            data = data
+                .with_preferred_read_replica(kafka_protocol::messages::BrokerId(preferred.get()));
         }
         if let Some((epoch, end_offset)) = read.diverging {
             data = data.with_diverging_epoch(

@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod groups;
 pub mod leader_epochs;
 pub mod list_offsets;
+pub mod log_dirs;
 pub mod metadata;
 pub mod produce;
 pub mod producers;
@@ -178,6 +179,11 @@ pub async fn dispatch(
         RequestKind::OffsetForLeaderEpoch(r) => Some(ResponseKind::OffsetForLeaderEpoch(
             leader_epochs::handle(&broker.replicas, r),
         )),
+        // Sizes and lags of the hosted logs, from memory.
+        RequestKind::DescribeLogDirs(r) => Some(ResponseKind::DescribeLogDirs(log_dirs::handle(
+            &broker.replicas,
+            r,
+        ))),
         RequestKind::DeleteRecords(r) => Some(ResponseKind::DeleteRecords(
             delete_records::handle(&broker.replicas, r).await,
         )),
