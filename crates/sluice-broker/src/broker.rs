@@ -199,9 +199,14 @@ impl Broker {
 
         let raft_config = openraft::Config {
             cluster_name: "sluice-metadata".into(),
-            heartbeat_interval: 200,
-            election_timeout_min: 1000,
-            election_timeout_max: 2000,
+            // openraft's followers refuse votes for a leader lease of election_timeout_max after
+            // they last heard from the leader, so a candidate whose timer fires earlier loses
+            // its first round: a narrow range keeps a dead controller's replacement within about
+            // 2.5 s, inside the broker session that must expire anyway before its partitions
+            // move. 800 ms is still five missed heartbeats on a loaded machine.
+            heartbeat_interval: 150,
+            election_timeout_min: 800,
+            election_timeout_max: 1200,
             install_snapshot_timeout: 10_000,
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(
                 config.settings.metadata_snapshot_entries,
