@@ -170,6 +170,14 @@ fn kill_the_leader_mid_stream(cluster: &mut TestCluster, topic: &str, leader: i3
     // Read through the cluster (the leader), which now includes the old leader's replica in
     // the ISR: the same records.
     assert_eq!(only_old, expected);
+    // And each replica on its own (a follower serves its log below its HW): identical logs.
+    let committed: Vec<(i64, String)> = expected
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i as i64, v.clone()))
+        .collect();
+    let nodes: Vec<_> = (1..=3).map(|id| (id, cluster.node(id).addr())).collect();
+    wait_replicas_hold(&nodes, topic, &committed);
 
     // A preferred election hands leadership back to the first replica once it is in sync.
     let preferred = leader_and_isr(cluster.node(1), topic).unwrap();

@@ -12,6 +12,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::cluster::wait_replicas_hold;
 use common::*;
 use rdkafka::admin::{AdminClient, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -208,4 +209,7 @@ fn an_isolated_leader_acknowledges_nothing_and_truncates_what_it_never_committed
         through_old, committed,
         "the old leader holds exactly the committed log, none of its isolated appends"
     );
+    // And each replica on its own (a follower serves its log below its HW): identical logs.
+    let nodes: Vec<_> = (1..=3).map(|id| (id, cluster.node(id).addr())).collect();
+    wait_replicas_hold(&nodes, TOPIC, &committed);
 }

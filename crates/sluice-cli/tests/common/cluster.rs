@@ -3,12 +3,15 @@
 
 use std::time::Duration;
 
-use kafka_protocol::messages::MetadataRequest;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, TopicName};
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::producer::FutureProducer;
 use rdkafka::ClientConfig;
 
-use super::{admin, admin_opts, block_on, free_port, override_args, wait_for, Broker, RawConn};
+use super::{
+    admin, admin_opts, block_on, free_port, kstr, override_args, wait_for, Broker, RawConn,
+};
 
 /// A cluster's nodes, every one a voter (combined mode).
 pub struct TestCluster {
@@ -177,4 +180,72 @@ pub fn acks_all_producer(bootstrap: &str) -> FutureProducer {
         .set("topic.metadata.refresh.interval.ms", "1000")
         .set("linger.ms", "5");
     c.create().expect("producer")
+}
+
+/// Every record of `topic`-0 that node `addr` itself holds below its high watermark, as
+/// (offset, value): consumer Fetches (v12, no rack) sent to that node, which a follower answers
+/// from its own log since KIP-392. `None` if the node does not serve the partition (an error).
+pub fn replica_records(addr: std::net::SocketAddr, topic: &str) -> Option<Vec<(i64, String)>> {
+    let mut conn = RawConn::connect_addr(addr);
+    let mut out = Vec::new();
+    let mut offset = 0i64;
+    loop {
+        let req = FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_min_bytes(0)
+            .with_max_bytes(8 << 20)
+            .with_session_epoch(-1)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(kstr(topic)))
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(offset)
+                    .with_partition_max_bytes(8 << 20)
+                    .with_current_leader_epoch(-1)
+                    .with_last_fetched_epoch(-1)
+                    .with_log_start_offset(-1)])]);
+        let mut resp = conn.call(12, &req);
+        let p = resp.responses.pop()?.partitions.pop()?;
+        if p.error_code != 0 {
+            return None;
+        }
+        let mut bytes = p.records.clone().unwrap_or_default();
+        let batches = kafka_protocol::records::RecordBatchDecoder::decode_all(&mut bytes)
+            .expect("decode fetched records");
+        for r in batches.into_iter().flat_map(|set| set.records) {
+            if r.offset >= offset {
+                let v = r.value.map(|v| String::from_utf8_lossy(&v).into_owned());
+                out.push((r.offset, v.unwrap_or_default()));
+                offset = r.offset + 1;
+            }
+        }
+        if offset >= p.high_watermark {
+            return Some(out);
+        }
+    }
+}
+
+/// Waits until every node in `nodes` (id, address) holds exactly `expected` (offset, value) in
+/// `topic`-0: the same log on every replica.
+pub fn wait_replicas_hold(
+    nodes: &[(i32, std::net::SocketAddr)],
+    topic: &str,
+    expected: &[(i64, String)],
+) {
+    for &(id, addr) in nodes {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let held = replica_records(addr, topic);
+            if held.as_deref() == Some(expected) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {id}'s replica of {topic}-0 is not the committed log: {held:?}, expected \
+                 {expected:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
