@@ -325,6 +325,18 @@ fn sample(api: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
                     ]),
             ]))
         }
+        ApiKey::DescribeLogDirs => RequestKind::DescribeLogDirs(
+            // Every log dir (null topics) and one topic by name: both shapes of the answer.
+            if version % 2 == 0 {
+                DescribeLogDirsRequest::default().with_topics(None)
+            } else {
+                DescribeLogDirsRequest::default().with_topics(Some(vec![
+                    describe_log_dirs_request::DescribableLogDirTopic::default()
+                        .with_topic(topic(t))
+                        .with_partitions(vec![0]),
+                ]))
+            },
+        ),
         other => panic!("no sample request for {other:?}: add one with its handler"),
     }
 }
