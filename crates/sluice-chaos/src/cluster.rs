@@ -85,25 +85,48 @@ impl Cluster {
     pub async fn start_multi(n: usize, common: Vec<String>) -> Result<Cluster, NodeError> {
         assert!(n > 1, "a multi-node cluster");
         let io = |node: i32, what: &'static str| move |source| NodeError::Io { node, what, source };
+        // Ports chosen now are bound only when the processes start, so neither a later choice
+        // nor a proxy's ephemeral port may land on one of them: every port is checked against
+        // the ones taken so far.
+        let mut taken = std::collections::HashSet::new();
         let mut nodes = Vec::with_capacity(n);
         let mut controllers = Vec::with_capacity(n);
         for id in 1..=n as i32 {
-            nodes.push(Node::prepare(id, Vec::new()).await?);
-            let port = free_port().map_err(io(id, "choose a controller port"))?;
+            let node = loop {
+                let node = Node::prepare(id, Vec::new()).await?;
+                let (listen, proxy) = (node.listen_addr().port(), node.addr().port());
+                if listen != proxy && !taken.contains(&listen) && !taken.contains(&proxy) {
+                    taken.extend([listen, proxy]);
+                    break node;
+                }
+            };
+            nodes.push(node);
+            let port = loop {
+                let port = free_port().map_err(io(id, "choose a controller port"))?;
+                if taken.insert(port) {
+                    break port;
+                }
+            };
             controllers.push(SocketAddr::from(([127, 0, 0, 1], port)));
         }
         let mut links = BTreeMap::new();
         for from in 1..=n as i32 {
             for to in (1..=n as i32).filter(|&to| to != from) {
-                let target = &nodes[Self::index(to)];
-                let controller = Proxy::start(controllers[Self::index(to)])
-                    .await
-                    .map_err(io(from, "start a controller-link proxy"))?;
-                let broker = Proxy::start(target.listen_addr())
-                    .await
-                    .map_err(io(from, "start a broker-link proxy"))?;
-                links.insert((from, to, LinkKind::Controller), controller);
-                links.insert((from, to, LinkKind::Broker), broker);
+                let targets = [
+                    (LinkKind::Controller, controllers[Self::index(to)]),
+                    (LinkKind::Broker, nodes[Self::index(to)].listen_addr()),
+                ];
+                for (kind, target) in targets {
+                    let proxy = loop {
+                        let proxy = Proxy::start(target)
+                            .await
+                            .map_err(io(from, "start a peer-link proxy"))?;
+                        if taken.insert(proxy.addr().port()) {
+                            break proxy;
+                        }
+                    };
+                    links.insert((from, to, kind), proxy);
+                }
             }
         }
         let voters = controllers
