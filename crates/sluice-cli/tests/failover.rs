@@ -12,42 +12,14 @@ use common::cluster::*;
 use common::*;
 use kafka_protocol::messages::MetadataRequest;
 use rdkafka::admin::{NewTopic, TopicReplication};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureRecord;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+/// The values of `topic`-0 from the start (see [`read_partition0`]).
 fn read_from_start(bootstrap: &str, topic: &str, at_least: usize) -> Vec<String> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", bootstrap)
-        .set("broker.address.family", "v4")
-        .set("group.id", format!("failover-it-{}", std::process::id()))
-        .set("enable.auto.commit", "false")
-        .set("topic.metadata.refresh.interval.ms", "1000")
-        .set("fetch.wait.max.ms", "100");
-    let c: BaseConsumer = c.create().expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    c.assign(&tpl).unwrap();
-    let mut got = Vec::new();
-    wait_for(
-        &format!("{at_least} records of {topic}"),
-        Duration::from_secs(60),
-        Duration::from_millis(1),
-        || {
-            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-                use rdkafka::Message;
-                got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
-            }
-            (got.len() >= at_least).then_some(())
-        },
-    );
-    // Anything past what was asked for is read too, so duplicates cannot hide behind it.
-    while let Some(Ok(m)) = c.poll(Duration::from_millis(500)) {
-        use rdkafka::Message;
-        got.push(String::from_utf8(m.payload().unwrap().to_vec()).unwrap());
-    }
-    got
+    read_partition0(bootstrap, topic, at_least)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect()
 }
 
 #[test]
@@ -70,25 +42,7 @@ fn no_acknowledged_record_is_lost_when_the_leader_is_also_the_controller() {
     // The first replica of an assignment leads at creation.
     let others: Vec<i32> = (1..=3).filter(|id| *id != controller).collect();
     let assignment = [controller, others[0], others[1]];
-    let res = block_on(admin(cluster.node(1)).create_topics(
-        &[NewTopic::new(
-            "acks-all-ctl",
-            1,
-            TopicReplication::Variable(&[&assignment]),
-        )],
-        &admin_opts(),
-    ))
-    .expect("CreateTopics");
-    assert_eq!(res[0], Ok("acks-all-ctl".to_string()));
-    wait_for(
-        "the controller to lead with the full ISR",
-        Duration::from_secs(20),
-        Duration::from_millis(100),
-        || {
-            leader_and_isr(cluster.node(1), "acks-all-ctl")
-                .filter(|(l, isr)| *l == controller && isr.len() == 3)
-        },
-    );
+    create_assigned(&mut cluster, "acks-all-ctl", &assignment, &[]);
     // Both the partition's leader and the active controller die at once.
     kill_the_leader_mid_stream(&mut cluster, "acks-all-ctl", controller);
 }
@@ -256,23 +210,11 @@ fn with_two_of_three_replicas_down_acks_all_is_refused_and_nothing_is_lost() {
     // takes two of its three replicas but leaves a controller quorum (1 and 3) to record it.
     let mut cluster = TestCluster::start(3);
     let four = cluster.add_broker(&[]);
-    let assignment = [1, 2, four];
-    let res = block_on(
-        admin(cluster.node(1)).create_topics(
-            &[
-                NewTopic::new(TOPIC, 1, TopicReplication::Variable(&[&assignment]))
-                    .set("min.insync.replicas", "2"),
-            ],
-            &admin_opts(),
-        ),
-    )
-    .expect("CreateTopics");
-    assert_eq!(res[0], Ok(TOPIC.to_string()));
-    wait_for(
-        "node 1 leading with the full ISR",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || leader_and_isr(cluster.node(1), TOPIC).filter(|(l, isr)| *l == 1 && isr.len() == 3),
+    create_assigned(
+        &mut cluster,
+        TOPIC,
+        &[1, 2, four],
+        &[("min.insync.replicas", "2")],
     );
     let producer = acks_all_producer(&cluster.bootstrap());
     let send = |from: usize, to: usize| -> Vec<String> {

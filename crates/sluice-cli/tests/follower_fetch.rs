@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use common::cluster::*;
 use common::*;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::fetch_response::PartitionData;
-use kafka_protocol::messages::{BrokerId, TopicName};
 use kafka_protocol::ResponseError;
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -55,48 +53,9 @@ fn start_racked(racks: &[&str], extra: &[&str], per_node: &[&[&str]]) -> TestClu
     TestCluster { nodes, voters }
 }
 
-/// A one-partition topic on replicas 1, 2, 3 in that order (1 is the preferred leader);
-/// waits for a leader with the full ISR and returns it.
-fn create_on_123(cluster: &mut TestCluster, topic: &str) -> i32 {
-    let new = NewTopic::new(topic, 1, TopicReplication::Variable(&[&[1, 2, 3]]));
-    let res = block_on(admin(cluster.node(1)).create_topics(&[new], &admin_opts()))
-        .expect("CreateTopics");
-    assert_eq!(res[0], Ok(topic.to_string()));
-    wait_for(
-        "a leader with the full ISR",
-        Duration::from_secs(30),
-        Duration::from_millis(100),
-        || {
-            leader_and_isr(cluster.node(1), topic)
-                .filter(|(l, isr)| *l > 0 && isr.len() == 3)
-                .map(|(l, _)| l)
-        },
-    )
-}
-
-/// A consumer Fetch (replica id -1, no session, no wait) of `topic`-0 from `offset` at
-/// `version`, naming `rack` (v11+ only: older versions have no field for it).
+/// A consumer Fetch of `topic`-0 sent to node `b` (see [`common::cluster::consumer_fetch`]).
 fn consumer_fetch(b: &Broker, version: i16, topic: &str, offset: i64, rack: &str) -> PartitionData {
-    let req = FetchRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_max_wait_ms(0)
-        .with_min_bytes(0)
-        .with_max_bytes(8 << 20)
-        .with_session_id(0)
-        .with_session_epoch(-1)
-        .with_rack_id(kstr(if version >= 11 { rack } else { "" }))
-        .with_topics(vec![FetchTopic::default()
-            .with_topic(TopicName(kstr(topic)))
-            .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(offset)
-                .with_partition_max_bytes(8 << 20)
-                .with_current_leader_epoch(-1)
-                .with_last_fetched_epoch(-1)
-                .with_log_start_offset(-1)])]);
-    let mut resp = RawConn::connect(b).call(version, &req);
-    assert_eq!(resp.error_code, 0, "fetch v{version} error");
-    resp.responses.remove(0).partitions.remove(0)
+    common::cluster::consumer_fetch(&mut RawConn::connect(b), version, topic, offset, rack)
 }
 
 /// The offsets of the records in a fetched record set.
@@ -142,7 +101,7 @@ fn a_consumer_in_a_followers_rack_reads_from_that_follower() {
         &[],
     );
     let topic = "near";
-    let leader = create_on_123(&mut cluster, topic);
+    let leader = create_assigned(&mut cluster, topic, &[1, 2, 3], &[]);
     let follower = if leader == 3 { 2 } else { 3 };
     let other = 6 - leader - follower;
     let rack = format!("r{follower}");
@@ -344,7 +303,7 @@ fn topic_describe_shows_each_replicas_lag() {
         &[&[], &[], slow],
     );
     let topic = "lagging";
-    let leader = create_on_123(&mut cluster, topic);
+    let leader = create_assigned(&mut cluster, topic, &[1, 2, 3], &[]);
     assert_ne!(leader, 3, "the slow node must follow");
 
     let producer = producer_of(&cluster.bootstrap_of(&[leader]), "1");

@@ -12,13 +12,12 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::cluster::wait_replicas_hold;
+use common::cluster::{read_partition0, wait_replicas_hold};
 use common::*;
 use rdkafka::admin::{AdminClient, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 use sluice_chaos::{metadata_leaders, Cluster, Leadership};
 
 const TOPIC: &str = "isolated-leader";
@@ -65,36 +64,6 @@ fn produce_to(addr: SocketAddr, tag: &str) -> i16 {
     let mut conn = RawConn::connect_addr(addr);
     let r = produce_raw(&mut conn, TOPIC, 0, batch(-1, -1, -1, 3, 1, tag));
     r.error_code
-}
-
-/// Every record of partition 0 from the start, read through `bootstrap`, until `at_least`
-/// arrived and then nothing more for a second.
-fn read_all(bootstrap: &str, at_least: usize) -> Vec<(i64, String)> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("group.id", "isolation-reader")
-        .set("enable.auto.commit", "false")
-        .set("topic.metadata.refresh.interval.ms", "1000")
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
-        .unwrap();
-    c.assign(&tpl).unwrap();
-    let mut got = Vec::new();
-    let deadline = std::time::Instant::now() + WAIT;
-    while got.len() < at_least {
-        assert!(std::time::Instant::now() < deadline, "read only {got:?}");
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
-            let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-            got.push((m.offset(), v));
-        }
-    }
-    while let Some(Ok(m)) = c.poll(Duration::from_secs(1)) {
-        let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
-        got.push((m.offset(), v));
-    }
-    got
 }
 
 #[test]
@@ -166,7 +135,7 @@ fn an_isolated_leader_acknowledges_nothing_and_truncates_what_it_never_committed
         "the deposed, isolated leader acknowledged an acks=all write"
     );
 
-    let through_new = read_all(&bootstrap_of(&others), committed.len());
+    let through_new = read_partition0(&bootstrap_of(&others), TOPIC, committed.len());
     assert_eq!(
         through_new, committed,
         "read through new leader {new_leader}"
@@ -204,7 +173,7 @@ fn an_isolated_leader_acknowledges_nothing_and_truncates_what_it_never_committed
             (l.leaders.get(&0) == Some(&leader)).then_some(())
         },
     );
-    let through_old = read_all(&leader_addr.to_string(), committed.len());
+    let through_old = read_partition0(&leader_addr.to_string(), TOPIC, committed.len());
     assert_eq!(
         through_old, committed,
         "the old leader holds exactly the committed log, none of its isolated appends"

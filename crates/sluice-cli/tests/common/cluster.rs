@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
+use kafka_protocol::messages::fetch_response::PartitionData;
 use kafka_protocol::messages::{BrokerId, MetadataRequest, TopicName};
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::producer::FutureProducer;
@@ -150,7 +151,40 @@ pub fn create_rf3(cluster: &mut TestCluster, topic: &str) -> i32 {
 
 /// [`create_rf3`] with topic configs.
 pub fn create_rf3_with(cluster: &mut TestCluster, topic: &str, configs: &[(&str, &str)]) -> i32 {
-    let mut new = NewTopic::new(topic, 1, TopicReplication::Fixed(3));
+    create_and_wait(cluster, topic, TopicReplication::Fixed(3), configs, None)
+}
+
+/// A one-partition topic on `replicas` in that order, whose first replica leads at creation;
+/// waits until it leads with every replica in sync and returns it.
+pub fn create_assigned(
+    cluster: &mut TestCluster,
+    topic: &str,
+    replicas: &[i32],
+    configs: &[(&str, &str)],
+) -> i32 {
+    let first = replicas[0];
+    create_and_wait(
+        cluster,
+        topic,
+        TopicReplication::Variable(&[replicas]),
+        configs,
+        Some(first),
+    )
+}
+
+/// Creates one partition of `topic` and waits for a leader (`leader`, if given) with a full ISR.
+fn create_and_wait(
+    cluster: &mut TestCluster,
+    topic: &str,
+    replication: TopicReplication<'_>,
+    configs: &[(&str, &str)],
+    leader: Option<i32>,
+) -> i32 {
+    let replicas = match replication {
+        TopicReplication::Fixed(n) => n as usize,
+        TopicReplication::Variable(a) => a[0].len(),
+    };
+    let mut new = NewTopic::new(topic, 1, replication);
     for (k, v) in configs {
         new = new.set(k, v);
     }
@@ -159,11 +193,13 @@ pub fn create_rf3_with(cluster: &mut TestCluster, topic: &str, configs: &[(&str,
     assert_eq!(res[0], Ok(topic.to_string()));
     wait_for(
         "a leader with the full ISR",
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         Duration::from_millis(100),
         || {
             leader_and_isr(cluster.node(1), topic)
-                .filter(|(l, isr)| *l > 0 && isr.len() == 3)
+                .filter(|(l, isr)| {
+                    *l > 0 && leader.is_none_or(|w| w == *l) && isr.len() == replicas
+                })
                 .map(|(l, _)| l)
         },
     )
@@ -182,6 +218,37 @@ pub fn acks_all_producer(bootstrap: &str) -> FutureProducer {
     c.create().expect("producer")
 }
 
+/// A consumer Fetch (replica id -1, no session, no wait) of `topic`-0 from `offset` at
+/// `version` over `conn`, naming `rack` (v11+ only: older versions have no field for it).
+pub fn consumer_fetch(
+    conn: &mut RawConn,
+    version: i16,
+    topic: &str,
+    offset: i64,
+    rack: &str,
+) -> PartitionData {
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_max_wait_ms(0)
+        .with_min_bytes(0)
+        .with_max_bytes(8 << 20)
+        .with_session_id(0)
+        .with_session_epoch(-1)
+        .with_rack_id(kstr(if version >= 11 { rack } else { "" }))
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(kstr(topic)))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(8 << 20)
+                .with_current_leader_epoch(-1)
+                .with_last_fetched_epoch(-1)
+                .with_log_start_offset(-1)])]);
+    let mut resp = conn.call(version, &req);
+    assert_eq!(resp.error_code, 0, "fetch v{version} error");
+    resp.responses.remove(0).partitions.remove(0)
+}
+
 /// Every record of `topic`-0 that node `addr` itself holds below its high watermark, as
 /// (offset, value): consumer Fetches (v12, no rack) sent to that node, which a follower answers
 /// from its own log since KIP-392. `None` if the node does not serve the partition (an error).
@@ -190,23 +257,7 @@ pub fn replica_records(addr: std::net::SocketAddr, topic: &str) -> Option<Vec<(i
     let mut out = Vec::new();
     let mut offset = 0i64;
     loop {
-        let req = FetchRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_max_wait_ms(0)
-            .with_min_bytes(0)
-            .with_max_bytes(8 << 20)
-            .with_session_epoch(-1)
-            .with_topics(vec![FetchTopic::default()
-                .with_topic(TopicName(kstr(topic)))
-                .with_partitions(vec![FetchPartition::default()
-                    .with_partition(0)
-                    .with_fetch_offset(offset)
-                    .with_partition_max_bytes(8 << 20)
-                    .with_current_leader_epoch(-1)
-                    .with_last_fetched_epoch(-1)
-                    .with_log_start_offset(-1)])]);
-        let mut resp = conn.call(12, &req);
-        let p = resp.responses.pop()?.partitions.pop()?;
+        let p = consumer_fetch(&mut conn, 12, topic, offset, "");
         if p.error_code != 0 {
             return None;
         }
@@ -248,4 +299,45 @@ pub fn wait_replicas_hold(
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// Every record of `topic`-0 from the start, as (offset, value), read through `bootstrap` (from
+/// the partition's leader) until `at_least` arrived, then on until nothing more comes for half a
+/// second, so duplicates cannot hide past what was asked for.
+pub fn read_partition0(bootstrap: &str, topic: &str, at_least: usize) -> Vec<(i64, String)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Message, Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("broker.address.family", "v4")
+        .set("group.id", format!("read-it-{}", std::process::id()))
+        .set("enable.auto.commit", "false")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .set("fetch.wait.max.ms", "100")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let record = |m: &rdkafka::message::BorrowedMessage<'_>| {
+        let v = String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned();
+        (m.offset(), v)
+    };
+    let mut got = Vec::new();
+    wait_for(
+        &format!("{at_least} records of {topic}"),
+        Duration::from_secs(60),
+        Duration::from_millis(1),
+        || {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                got.push(record(&m));
+            }
+            (got.len() >= at_least).then_some(())
+        },
+    );
+    while let Some(Ok(m)) = c.poll(Duration::from_millis(500)) {
+        got.push(record(&m));
+    }
+    got
 }
