@@ -7,7 +7,9 @@
 //! - [`Check::Lost`]: a produce acknowledged `Ok` whose value is not in the final log.
 //! - [`Check::Duplicated`]: a value at two offsets of the final log, sent by an idempotent
 //!   producer. From a non-idempotent producer that is a legitimate retry: reported as a note
-//!   ("duplicate (non-idempotent retry)"), not an anomaly.
+//!   ("duplicate (non-idempotent retry)"), not an anomaly. So is an idempotent one whose copies
+//!   the run read under different producer ids or epochs ([`crate::writers`]): librdkafka
+//!   re-sends under a new epoch after a message timeout, and no broker can tell.
 //! - [`Check::Phantom`]: a value in the final log that no producer ever sent.
 //! - [`Check::Inconsistent`]: one offset holding different values for different observers (the
 //!   final log, each reader, a producer's acknowledged offset).
@@ -26,6 +28,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::{self, Write as _};
 
 use crate::history::{Acks, CommitOutcome, Entry, Offset, Op, Partition, ProduceOutcome};
+use crate::writers::{Writer, Writers};
 
 /// What every partition held at the end: `(offset, value)` in offset order.
 pub type FinalLog = BTreeMap<Partition, Vec<(Offset, String)>>;
@@ -208,6 +211,7 @@ impl fmt::Display for Report {
 /// A produce as the checker needs it.
 struct Sent<'a> {
     id: u64,
+    at_us: u64,
     producer: &'a str,
     idempotent: bool,
     outcome: &'a ProduceOutcome,
@@ -215,6 +219,19 @@ struct Sent<'a> {
 
 /// Checks `history` (entries in id order) against `final_log`.
 pub fn check(history: &[Entry], final_log: &FinalLog) -> Report {
+    check_with_writers(history, final_log, &Writers::new())
+}
+
+/// How long before a duplicate's send a timeout of the same producer explains its epoch bump.
+const TIMEOUT_EXPLAINS_US: u64 = 60_000_000;
+
+/// [`check`], knowing who wrote each record of the final log ([`crate::writers`]). A value an
+/// idempotent producer has at two offsets, written under different producer epochs (or ids),
+/// within a minute after that producer timed out a message, is librdkafka re-sending after
+/// the epoch bump a message timeout makes: no broker can detect it, so it is a note. Under the
+/// same epoch, with no timeout to explain the bump (the broker's answers caused it, e.g. a
+/// sequence error from a new leader), or with the writers unknown, it is an anomaly.
+pub fn check_with_writers(history: &[Entry], final_log: &FinalLog, writers: &Writers) -> Report {
     let acks_one_may_be_lost = history
         .iter()
         .any(|e| matches!(e.op, Op::Topic { replication_factor } if replication_factor > 1));
@@ -226,6 +243,8 @@ pub fn check(history: &[Entry], final_log: &FinalLog) -> Report {
     let mut recoveries: Vec<u64> = Vec::new();
     // value -> every produce of it (one, unless the workload reused a value).
     let mut sent: HashMap<(Partition, &str), Vec<Sent<'_>>> = HashMap::new();
+    // producer -> (op id, time) of each message it timed out (librdkafka's MessageTimedOut).
+    let mut timeouts: HashMap<&str, Vec<(u64, u64)>> = HashMap::new();
     for e in history {
         match &e.op {
             Op::Produce {
@@ -246,10 +265,16 @@ pub fn check(history: &[Entry], final_log: &FinalLog) -> Report {
                         }
                     }
                     ProduceOutcome::Failed { .. } => stats.failed += 1,
-                    ProduceOutcome::Unknown { .. } => stats.unknown += 1,
+                    ProduceOutcome::Unknown { error } => {
+                        stats.unknown += 1;
+                        if error.contains("MessageTimedOut") {
+                            timeouts.entry(producer).or_default().push((e.id, e.at_us));
+                        }
+                    }
                 }
                 sent.entry((*partition, value)).or_default().push(Sent {
                     id: e.id,
+                    at_us: e.at_us,
                     producer,
                     idempotent: *idempotent,
                     outcome,
@@ -293,6 +318,8 @@ pub fn check(history: &[Entry], final_log: &FinalLog) -> Report {
         let mut c = PartitionCheck {
             p,
             log,
+            writers: writers.get(&p),
+            timeouts: &timeouts,
             sent: &sent,
             by_value: HashMap::new(),
             by_offset: log.iter().map(|(o, v)| (*o, v.as_str())).collect(),
@@ -316,6 +343,10 @@ pub fn check(history: &[Entry], final_log: &FinalLog) -> Report {
 struct PartitionCheck<'a, 'r> {
     p: Partition,
     log: &'a [(Offset, String)],
+    /// Offset -> the producer id and epoch of its batch, when the run read them.
+    writers: Option<&'a BTreeMap<Offset, Writer>>,
+    /// Producer -> (op id, time) of each message it timed out.
+    timeouts: &'a HashMap<&'a str, Vec<(u64, u64)>>,
     sent: &'a HashMap<(Partition, &'a str), Vec<Sent<'a>>>,
     /// Final-log value -> its offsets.
     by_value: HashMap<&'a str, Vec<Offset>>,
@@ -407,7 +438,44 @@ impl<'a> PartitionCheck<'a, '_> {
                 s.id,
                 describe_outcome(s.outcome)
             );
-            if s.idempotent {
+            let epochs: Option<BTreeSet<Writer>> = self
+                .writers
+                .and_then(|w| offsets.iter().map(|o| w.get(o).copied()).collect());
+            let across_epochs = epochs.as_ref().is_some_and(|e| e.len() == offsets.len());
+            let last = sends.last().unwrap_or(s);
+            let timed_out_before = self.timeouts.get(s.producer).is_some_and(|ts| {
+                ts.iter().any(|(id, at)| {
+                    *id < last.id && last.at_us.saturating_sub(*at) <= TIMEOUT_EXPLAINS_US
+                })
+            });
+            let epochs: Vec<String> = epochs
+                .iter()
+                .flatten()
+                .map(|w| format!("{}/{}", w.producer_id, w.producer_epoch))
+                .collect();
+            if s.idempotent && across_epochs && timed_out_before {
+                self.report.notes.push(format!(
+                    "partition {}: duplicate across producer epochs ({}) after a message \
+                     timeout (librdkafka re-sends under a new epoch, which no broker can \
+                     detect): {detail}",
+                    self.p,
+                    epochs.join(", ")
+                ));
+            } else if s.idempotent {
+                let detail = if epochs.is_empty() {
+                    detail
+                } else if across_epochs {
+                    format!(
+                        "{detail}; written under producer epochs {} with no message timeout \
+                         before: the bump came from the broker's answers",
+                        epochs.join(", ")
+                    )
+                } else {
+                    format!(
+                        "{detail}; written under producer epochs {}",
+                        epochs.join(", ")
+                    )
+                };
                 self.anomaly(Check::Duplicated, vec![s.id], detail);
             } else {
                 self.report.notes.push(format!(
@@ -846,6 +914,66 @@ mod tests {
             "{r}"
         );
         assert!(r.notes[0].contains("\"n\" at offsets [2, 3]"), "{r}");
+    }
+
+    #[test]
+    fn an_idempotent_duplicate_across_epochs_after_a_timeout_is_a_note_otherwise_an_anomaly() {
+        let h = H::new();
+        h.acked(0, "same", 2);
+        h.acked(0, "unexplained", 4);
+        h.produce(
+            true,
+            0,
+            "lost-track",
+            ProduceOutcome::Unknown {
+                error: "Message production error: MessageTimedOut (Local: Message timed out)"
+                    .into(),
+            },
+        );
+        h.acked(0, "bumped", 0);
+        let final_log: FinalLog = BTreeMap::from([(
+            0,
+            [
+                (0, "bumped"),
+                (1, "bumped"),
+                (2, "same"),
+                (3, "same"),
+                (4, "unexplained"),
+                (5, "unexplained"),
+            ]
+            .into_iter()
+            .map(|(o, v)| (o, v.to_string()))
+            .collect(),
+        )]);
+        let w = |producer_epoch| Writer {
+            producer_id: 7,
+            producer_epoch,
+        };
+        let epochs = [(0, 1), (1, 2), (2, 2), (3, 2), (4, 1), (5, 2)];
+        let writers = Writers::from([(0, epochs.map(|(o, e)| (o, w(e))).into())]);
+        let r = check_with_writers(&h.0.snapshot(), &final_log, &writers);
+        // "bumped" was sent after the producer timed out a message; the other two before it.
+        let dups: Vec<&str> = r.of(Check::Duplicated).map(|a| a.detail.as_str()).collect();
+        assert_eq!(dups.len(), 2, "{r}");
+        assert!(
+            dups.iter()
+                .any(|d| d.contains("\"same\" at offsets [2, 3]")),
+            "{r}"
+        );
+        assert!(
+            dups.iter()
+                .any(|d| d.contains("\"unexplained\" at offsets [4, 5]")
+                    && d.contains("the bump came from the broker's answers")),
+            "{r}"
+        );
+        assert_eq!(r.notes.len(), 1, "{r}");
+        assert!(
+            r.notes[0].contains("duplicate across producer epochs (7/1, 7/2)"),
+            "{r}"
+        );
+        // Without the writers, all three are anomalies.
+        let r = check(&h.0.snapshot(), &final_log);
+        assert_eq!(r.of(Check::Duplicated).count(), 3, "{r}");
     }
 
     #[test]

@@ -17,12 +17,13 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 use tokio::time::Instant;
 
-use crate::checker::{check, FinalLog, Report};
+use crate::checker::{check_with_writers, FinalLog, Report};
 use crate::cluster::Cluster;
 use crate::history::{CommitOutcome, History, Op, ProduceOutcome};
 use crate::process::NodeError;
 use crate::schedule::{self, Played, Schedule, UnknownSchedule};
 use crate::workload::{final_read, Workload, WorkloadConfig, WorkloadError};
+use crate::writers::{read_writers, Writers};
 
 /// The workload's topic.
 pub const TOPIC: &str = "chaos";
@@ -72,6 +73,8 @@ pub struct RunOutcome {
     pub report: Report,
     pub history: Arc<History>,
     pub final_log: FinalLog,
+    /// Who wrote each record of the final log, where it could be read.
+    pub writers: Writers,
     pub played: Played,
 }
 
@@ -160,11 +163,13 @@ async fn drive(
     .await
     .map_err(|e| RunError::Setup(format!("final read panicked: {e}")))??;
 
-    let report = check(&history.snapshot(), &final_log);
+    let writers = final_writers(cluster, partitions).await;
+    let report = check_with_writers(&history.snapshot(), &final_log, &writers);
     Ok(RunOutcome {
         report,
         history,
         final_log,
+        writers,
         played,
     })
 }
@@ -240,6 +245,7 @@ async fn wait_for_workload(history: &History, groups: bool) {
 
 const HISTORY_FILE: &str = "history.jsonl";
 const FINAL_LOG_FILE: &str = "final-log.json";
+const WRITERS_FILE: &str = "final-writers.json";
 const REPORT_FILE: &str = "report.txt";
 
 /// Writes `history.jsonl` and `node-N.log` for every node into `dir`, and `final-log.json` and
@@ -273,6 +279,12 @@ pub fn save(
         .map_err(io::Error::from)
         .and_then(|()| file.flush())
         .map_err(io("writing", &path))?;
+    let path = dir.join(WRITERS_FILE);
+    let mut file = BufWriter::new(File::create(&path).map_err(io("creating", &path))?);
+    serde_json::to_writer(&mut file, &outcome.writers)
+        .map_err(io::Error::from)
+        .and_then(|()| file.flush())
+        .map_err(io("writing", &path))?;
     let path = dir.join(REPORT_FILE);
     std::fs::write(&path, format!("{}\n", outcome.report)).map_err(io("writing", &path))?;
     Ok(())
@@ -297,5 +309,51 @@ pub fn recheck(dir: &Path) -> Result<Report, RunError> {
     let final_log: FinalLog = serde_json::from_reader(open(FINAL_LOG_FILE)?)
         .map_err(io::Error::from)
         .map_err(bad(FINAL_LOG_FILE))?;
-    Ok(check(&history.snapshot(), &final_log))
+    // Runs saved before the writers were read have none: every idempotent duplicate counts.
+    let writers: Writers = match File::open(dir.join(WRITERS_FILE)) {
+        Ok(f) => serde_json::from_reader(BufReader::new(f))
+            .map_err(io::Error::from)
+            .map_err(bad(WRITERS_FILE))?,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Writers::new(),
+        Err(e) => return Err(bad(WRITERS_FILE)(e)),
+    };
+    Ok(check_with_writers(
+        &history.snapshot(),
+        &final_log,
+        &writers,
+    ))
+}
+
+/// The producer of every record of each partition, read from its leader (past the proxies);
+/// a partition that cannot be read is left out, and its duplicates count as anomalies.
+async fn final_writers(cluster: &Cluster, partitions: i32) -> Writers {
+    let mut writers = Writers::new();
+    let Some(leadership) = cluster.leadership(TOPIC, Duration::from_secs(5)).await else {
+        tracing::warn!("no node answered Metadata: the final log's writers are unknown");
+        return writers;
+    };
+    for p in 0..partitions {
+        let Some(leader) = leadership
+            .leaders
+            .get(&p)
+            .copied()
+            .filter(|l| (1..=cluster.len() as i32).contains(l))
+        else {
+            tracing::warn!(partition = p, "no leader: its writers are unknown");
+            continue;
+        };
+        let addr = cluster.node(leader).listen_addr();
+        let read = tokio::task::spawn_blocking(move || {
+            read_writers(addr, TOPIC, p, Duration::from_secs(10))
+        })
+        .await;
+        match read {
+            Ok(Ok(w)) => {
+                writers.insert(p, w);
+            }
+            Ok(Err(e)) => tracing::warn!(partition = p, error = %e, "writers unknown"),
+            Err(e) => tracing::warn!(partition = p, error = %e, "writers read panicked"),
+        }
+    }
+    writers
 }
