@@ -403,9 +403,24 @@ impl Partition {
             return Err(AppendError::NotLeader);
         }
         if let Some(b) = &producer {
-            if let Verdict::Duplicate { first_offset, .. } =
-                producers.check(b).map_err(AppendError::Sequence)?
-            {
+            let verdict = producers.check(b).map_err(|e| {
+                // Rare, and what a client does next (librdkafka bumps its epoch, which can
+                // duplicate a batch) depends on it: say what was expected.
+                let known = producers.get(b.producer_id).map(|p| {
+                    let batches: Vec<_> = p
+                        .batches
+                        .iter()
+                        .map(|m| (m.first_seq, m.last_seq, m.first_offset))
+                        .collect();
+                    (p.epoch, batches)
+                });
+                tracing::warn!(topic = %self.topic, partition = self.index,
+                    producer_id = b.producer_id, epoch = b.epoch, first_seq = b.first_seq,
+                    last_seq = b.last_seq, error = ?e, known = ?known,
+                    "idempotent batch refused");
+                AppendError::Sequence(e)
+            })?;
+            if let Verdict::Duplicate { first_offset, .. } = verdict {
                 return Ok(AppendOutcome::Duplicate {
                     base_offset: first_offset,
                 });

@@ -173,6 +173,11 @@ impl ProducerStateTable {
         self.producers.retain(|_, e| !e.batches.is_empty());
     }
 
+    /// The state of one producer id, if any.
+    pub fn get(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(&producer_id)
+    }
+
     pub fn producers(&self) -> impl Iterator<Item = (&i64, &ProducerEntry)> {
         self.producers.iter()
     }
