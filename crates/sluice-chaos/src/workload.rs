@@ -16,20 +16,23 @@
 //!
 //! Every client runs on its own thread with blocking calls (librdkafka is synchronous at heart),
 //! so none of this touches the tokio reactor that runs the proxies. Client timeouts are bounded,
-//! so a dead or black-holed node turns into `Unknown` outcomes, not a stuck workload.
+//! so a dead or black-holed node turns into `Unknown` outcomes, not a stuck workload. Two
+//! librdkafka calls wait without bound: a synchronous commit (run on its own thread, given up
+//! after [`COMMIT_WAIT`]) and dropping a group consumer (each is closed by [`close_within`]). A client thread that still does not finish is left
+//! behind by [`Workload::stop`], which says so.
 //!
 //! [`final_read`] reads every partition from offset 0 to its end offset after everything healed:
 //! the checker's ground truth.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{BorrowedMessage, DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
@@ -48,6 +51,12 @@ const RESTART_EVERY: Duration = Duration::from_secs(10);
 const POLL: Duration = Duration::from_millis(100);
 /// Bound on waiting for in-flight records at shutdown; the rest are purged (`Unknown`).
 const FLUSH: Duration = Duration::from_secs(10);
+/// Bound on closing a consumer (leaving its group); one that takes longer is leaked.
+const CLOSE: Duration = Duration::from_secs(15);
+/// How long a group member waits for a commit's answer before it gives up on it.
+const COMMIT_WAIT: Duration = Duration::from_secs(30);
+/// Bound on [`Workload::stop`] waiting for the client threads (flush and close within it).
+const STOP: Duration = Duration::from_secs(60);
 
 /// Why the workload could not run.
 #[derive(Debug, thiserror::Error)]
@@ -185,11 +194,22 @@ impl Workload {
         Ok(())
     }
 
-    /// Signals every client to stop and waits for them (producers flush, within [`FLUSH`]).
-    /// Blocking: call it off the reactor.
+    /// Signals every client to stop and waits for them (producers flush within [`FLUSH`],
+    /// consumers close within [`CLOSE`]), at most [`STOP`] in all: a thread still stuck in a
+    /// client call then is left behind, named in an error, so the run can still reach a
+    /// verdict. Blocking: call it off the reactor.
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
+        let deadline = Instant::now() + STOP;
         for t in self.threads {
+            while !t.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if !t.is_finished() {
+                let name = t.thread().name().unwrap_or("?").to_string();
+                tracing::error!(thread = %name, "a workload client did not stop within {STOP:?}; left behind");
+                continue;
+            }
             if t.join().is_err() {
                 tracing::error!("a workload thread panicked");
             }
@@ -351,7 +371,46 @@ impl ProducerLoop {
     }
 }
 
-/// Counts a group member's rebalances: each one starts a new read session.
+/// Closes a reader's consumer within [`CLOSE`]; one still shared with a commit thread stuck
+/// in librdkafka is leaked.
+fn close_reader(consumer: Reader, who: &str) {
+    match Arc::try_unwrap(consumer) {
+        Ok(consumer) => close_within(consumer, CLOSE, who),
+        Err(shared) => {
+            tracing::warn!(
+                client = who,
+                "a commit thread still holds the consumer; leaked"
+            );
+            std::mem::forget(shared);
+        }
+    }
+}
+
+/// Closes `consumer` (leaving its group) within `within`. Dropping a group consumer waits for
+/// librdkafka's close without bound, so one that has not closed in time is leaked instead, with
+/// a warning: its threads keep running until the process exits.
+pub fn close_within<C: ConsumerContext>(consumer: BaseConsumer<C>, within: Duration, who: &str) {
+    if let Err(e) = consumer.close_queue() {
+        // Dropping does not wait for a close that could not start.
+        tracing::warn!(client = who, error = %e, "closing the consumer");
+        return;
+    }
+    let deadline = Instant::now() + within;
+    while !consumer.closed() && Instant::now() < deadline {
+        consumer.poll(POLL);
+    }
+    if consumer.closed() {
+        drop(consumer);
+    } else {
+        tracing::warn!(
+            client = who,
+            "the consumer did not close within {within:?}; leaked"
+        );
+        std::mem::forget(consumer);
+    }
+}
+
+/// Counts a reader's rebalances: each one starts a new read session.
 struct SessionCounter {
     session: AtomicU64,
 }
@@ -362,6 +421,72 @@ impl ConsumerContext for SessionCounter {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let s = self.session.fetch_add(1, Ordering::Relaxed) + 1;
         tracing::debug!(session = s, ?rebalance, "rebalance");
+    }
+}
+
+type Reader = Arc<BaseConsumer<SessionCounter>>;
+
+/// A group member's commit in flight (at most one): a synchronous commit on its own thread,
+/// because librdkafka waits for its answer without bound (and reports an asynchronous manual
+/// commit only to a configured `offset_commit_cb`, which rust-rdkafka does not set).
+struct CommitInFlight {
+    offsets: Vec<(Partition, Offset)>,
+    since: Instant,
+    answer: mpsc::Receiver<KafkaResult<()>>,
+}
+
+impl CommitInFlight {
+    fn start(
+        consumer: &Reader,
+        topic: &str,
+        offsets: &HashMap<Partition, Offset>,
+    ) -> Option<CommitInFlight> {
+        let mut offsets: Vec<(Partition, Offset)> = offsets.iter().map(|(&p, &o)| (p, o)).collect();
+        offsets.sort();
+        let mut tpl = TopicPartitionList::new();
+        for &(p, o) in &offsets {
+            if let Err(e) = tpl.add_partition_offset(topic, p, KafkaOffset::Offset(o)) {
+                tracing::error!(error = %e, "building a commit");
+                return None;
+            }
+        }
+        let (tx, answer) = mpsc::channel();
+        let consumer = consumer.clone();
+        let spawned = std::thread::Builder::new()
+            .name("chaos-commit".into())
+            .spawn(move || {
+                let result = consumer.commit(&tpl, CommitMode::Sync);
+                // Let go of the consumer before answering, so that once the answer is in the
+                // reader holds it alone and can close it.
+                drop(consumer);
+                let _ = tx.send(result);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "starting a commit thread");
+            return None;
+        }
+        Some(CommitInFlight {
+            offsets,
+            since: Instant::now(),
+            answer,
+        })
+    }
+
+    /// The answer if it came (`None` while it has not); after [`COMMIT_WAIT`] the commit is
+    /// given up on, unrecorded (as good as an unknown outcome), its thread left behind.
+    fn answer(&self, who: &str) -> Option<Option<KafkaResult<()>>> {
+        match self.answer.try_recv() {
+            Ok(result) => Some(Some(result)),
+            Err(mpsc::TryRecvError::Disconnected) => Some(None),
+            Err(mpsc::TryRecvError::Empty) if self.since.elapsed() >= COMMIT_WAIT => {
+                tracing::warn!(
+                    reader = who,
+                    "no commit answer within {COMMIT_WAIT:?}; given up"
+                );
+                Some(None)
+            }
+            Err(mpsc::TryRecvError::Empty) => None,
+        }
     }
 }
 
@@ -382,7 +507,7 @@ impl ReaderLoop {
         &self,
         session: u64,
         from: &HashMap<Partition, Offset>,
-    ) -> Result<BaseConsumer<SessionCounter>, WorkloadError> {
+    ) -> Result<Reader, WorkloadError> {
         let mut c = base_config(&self.cfg.bootstrap, &self.name);
         // An assigned reader needs a group id for librdkafka's sake; it never commits.
         let group = self
@@ -421,22 +546,23 @@ impl ReaderLoop {
             consumer.assign(&tpl)
         };
         subscribed.map_err(WorkloadError::Client)?;
-        Ok(consumer)
+        Ok(Arc::new(consumer))
     }
 
-    fn run(self, mut consumer: BaseConsumer<SessionCounter>) {
+    fn run(self, mut consumer: Reader) {
         // The session the positions below belong to; per partition the next offset to commit
         // (a group member's, one past the last read) or to resume from (an assigned reader's).
         let mut session = 0;
         let mut to_commit: HashMap<Partition, Offset> = HashMap::new();
         let mut next: HashMap<Partition, Offset> = HashMap::new();
         let mut last_commit = Instant::now();
+        let mut in_flight: Option<CommitInFlight> = None;
         let mut started = Instant::now();
         while !self.stop.load(Ordering::Relaxed) {
             if self.group.is_none() && started.elapsed() >= RESTART_EVERY {
                 // A new consumer resuming where this one stopped: its first read of each
                 // partition must be exactly the next record.
-                drop(consumer);
+                close_reader(consumer, &self.name);
                 session += 1;
                 consumer = match self.create(session, &next) {
                     Ok(c) => c,
@@ -470,40 +596,45 @@ impl ReaderLoop {
                 Some(Err(e)) => tracing::debug!(reader = %self.name, error = %e, "poll"),
                 None => {}
             }
-            if let Some(group) = &self.group {
-                if last_commit.elapsed() >= COMMIT_EVERY && !to_commit.is_empty() {
-                    self.commit(&consumer, group, &to_commit);
-                    to_commit.clear();
-                    last_commit = Instant::now();
+            if let Some(c) = &in_flight {
+                if let Some(answer) = c.answer(&self.name) {
+                    if let Some(result) = answer {
+                        self.record_commit(&c.offsets, &result);
+                    }
+                    in_flight = None;
                 }
             }
-        }
-    }
-
-    /// One synchronous commit of `offsets`, recorded per partition in ack order.
-    fn commit(
-        &self,
-        consumer: &BaseConsumer<SessionCounter>,
-        group: &str,
-        offsets: &HashMap<Partition, Offset>,
-    ) {
-        let mut tpl = TopicPartitionList::new();
-        for (&p, &o) in offsets {
-            if let Err(e) = tpl.add_partition_offset(&self.cfg.topic, p, KafkaOffset::Offset(o)) {
-                tracing::error!(error = %e, "building a commit");
-                return;
+            if self.group.is_some()
+                && in_flight.is_none()
+                && last_commit.elapsed() >= COMMIT_EVERY
+                && !to_commit.is_empty()
+            {
+                in_flight = CommitInFlight::start(&consumer, &self.cfg.topic, &to_commit);
+                to_commit.clear();
+                last_commit = Instant::now();
             }
         }
-        let result = consumer.commit(&tpl, CommitMode::Sync);
-        let mut partitions: Vec<(&Partition, &Offset)> = offsets.iter().collect();
-        partitions.sort();
-        for (&partition, &offset) in partitions {
-            let outcome = match &result {
+        // The last commit's answer, if it comes in time; otherwise it stays unrecorded.
+        if let Some(c) = in_flight {
+            if let Ok(result) = c.answer.recv_timeout(CLOSE) {
+                self.record_commit(&c.offsets, &result);
+            }
+        }
+        close_reader(consumer, &self.name);
+    }
+
+    /// One commit's outcome, per partition, when its answer came.
+    fn record_commit(&self, offsets: &[(Partition, Offset)], result: &KafkaResult<()>) {
+        let Some(group) = &self.group else {
+            return;
+        };
+        for &(partition, offset) in offsets {
+            let outcome = match result {
                 Ok(()) => CommitOutcome::Ok,
                 Err(e) => commit_outcome(e),
             };
             self.history.record(Op::Commit {
-                group: group.to_string(),
+                group: group.clone(),
                 partition,
                 offset,
                 outcome,
@@ -546,7 +677,6 @@ pub fn final_read(
     timeout: Duration,
 ) -> Result<FinalLog, WorkloadError> {
     let deadline = Instant::now() + timeout;
-    let left = || deadline.saturating_duration_since(Instant::now());
     let mut c = base_config(bootstrap, "chaos-final-read");
     c.set(
         "group.id",
@@ -557,7 +687,20 @@ pub fn final_read(
     .set("auto.offset.reset", "earliest")
     .set("fetch.wait.max.ms", "100");
     let consumer: BaseConsumer = c.create().map_err(WorkloadError::Client)?;
+    let log = read_to_end(&consumer, topic, partitions, timeout, deadline);
+    close_within(consumer, CLOSE, "chaos-final-read");
+    log
+}
 
+/// [`final_read`] with its consumer.
+fn read_to_end(
+    consumer: &BaseConsumer,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+    deadline: Instant,
+) -> Result<FinalLog, WorkloadError> {
+    let left = || deadline.saturating_duration_since(Instant::now());
     let mut end: HashMap<Partition, Offset> = HashMap::new();
     for p in 0..partitions {
         loop {
