@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::group::Group;
-use crate::messages::Output;
+use crate::messages::{GroupSnapshot, Output};
 use crate::GroupConfig;
 
 /// The classic-protocol group coordinator: a pure state machine.
@@ -18,6 +18,8 @@ pub struct GroupCoordinator {
     /// By group id; ordered so that `tick` and `list_groups` are deterministic.
     pub(crate) groups: BTreeMap<String, Group>,
     pub(crate) member_ids: MemberIdGenerator,
+    /// Snapshots of groups removed while one was due, for [`GroupCoordinator::take_snapshots`].
+    pub(crate) outbox: Vec<GroupSnapshot>,
 }
 
 impl GroupCoordinator {
@@ -32,6 +34,65 @@ impl GroupCoordinator {
                 seed: member_id_seed,
                 counter: 0,
             },
+            outbox: Vec::new(),
+        }
+    }
+
+    /// The snapshots of every group whose generation completed since the last call (a Stable or
+    /// Empty group), for the broker to write to the group's offsets partition, stamped
+    /// `now_ms`. Call after every call that may change a group: a group's snapshots come out in
+    /// the order its generations completed, and only its latest is kept meanwhile.
+    pub fn take_snapshots(&mut self, now_ms: i64) -> Vec<GroupSnapshot> {
+        for group in self.groups.values_mut().filter(|g| g.store_pending) {
+            group.store_pending = false;
+            self.outbox.push(group.snapshot(now_ms));
+        }
+        let mut taken = std::mem::take(&mut self.outbox);
+        for s in &mut taken {
+            s.current_state_timestamp_ms = now_ms;
+        }
+        taken
+    }
+
+    /// Restores a group from its stored snapshot (this broker now coordinates it). Replaces what
+    /// is known of the group, keeping whether it has offsets.
+    pub fn load_group(&mut self, snapshot: &GroupSnapshot, now_ms: i64) {
+        let mut group = Group::from_snapshot(snapshot, now_ms);
+        if let Some(old) = self.groups.get_mut(&snapshot.group_id) {
+            let mut out = Vec::new();
+            old.unload(&mut out);
+            group.has_offsets = old.has_offsets;
+        }
+        self.groups.insert(snapshot.group_id.clone(), group);
+        self.drop_if_removable(&snapshot.group_id);
+    }
+
+    /// Drops every group `moved_away` says this broker no longer coordinates, answering their
+    /// parked requests with `NotCoordinator` so clients look for the new coordinator. Snapshots
+    /// not yet taken for them are dropped too: the new coordinator has the stored ones.
+    pub fn unload_where(&mut self, moved_away: impl Fn(&str) -> bool) -> Vec<Output> {
+        let mut out = Vec::new();
+        let gone: Vec<String> = self
+            .groups
+            .keys()
+            .filter(|g| moved_away(g))
+            .cloned()
+            .collect();
+        for id in gone {
+            if let Some(mut group) = self.groups.remove(&id) {
+                group.unload(&mut out);
+            }
+        }
+        self.outbox.retain(|s| !moved_away(&s.group_id));
+        out
+    }
+
+    /// Removes a group that has nothing left to keep, queueing its last snapshot if one is due.
+    fn retire(&mut self, group_id: &str) {
+        if let Some(group) = self.groups.remove(group_id) {
+            if group.store_pending {
+                self.outbox.push(group.snapshot(0));
+            }
         }
     }
 
@@ -48,7 +109,15 @@ impl GroupCoordinator {
         for group in self.groups.values_mut() {
             group.fire_timers(now_ms, config, &mut out);
         }
-        self.groups.retain(|_, g| !g.is_removable());
+        let removable: Vec<String> = self
+            .groups
+            .iter()
+            .filter(|(_, g)| g.is_removable())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in removable {
+            self.retire(&id);
+        }
         out
     }
 
@@ -73,7 +142,7 @@ impl GroupCoordinator {
     /// Drops `group_id` if nothing is left to keep (called at the end of every handler).
     pub(crate) fn drop_if_removable(&mut self, group_id: &str) {
         if self.groups.get(group_id).is_some_and(Group::is_removable) {
-            self.groups.remove(group_id);
+            self.retire(group_id);
         }
     }
 }

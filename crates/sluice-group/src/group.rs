@@ -15,7 +15,10 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use crate::member::Member;
-use crate::messages::{JoinMember, JoinResponse, MemberAssignment, Output, SyncResponse};
+use crate::messages::{
+    GroupSnapshot, JoinMember, JoinResponse, MemberAssignment, MemberSnapshot, Output, Protocol,
+    SyncResponse,
+};
 use crate::{GroupConfig, GroupError, GroupState};
 
 /// When the current join phase ends unless every member rejoins first.
@@ -67,6 +70,8 @@ pub(crate) struct Group {
     pub(crate) new_member_added: bool,
     /// Told by the broker: offsets exist, so an Empty group is kept (listed, describable).
     pub(crate) has_offsets: bool,
+    /// A generation completed since the last snapshot was taken: the broker must store one.
+    pub(crate) store_pending: bool,
 }
 
 impl Group {
@@ -85,7 +90,77 @@ impl Group {
             sync_deadline_ms: None,
             new_member_added: false,
             has_offsets: false,
+            store_pending: false,
         }
+    }
+
+    /// What `__consumer_offsets` keeps of this group (see [`GroupSnapshot`]).
+    pub(crate) fn snapshot(&self, now_ms: i64) -> GroupSnapshot {
+        let protocol = self.protocol_name.as_deref().unwrap_or_default();
+        GroupSnapshot {
+            group_id: self.group_id.clone(),
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation_id: self.generation_id,
+            protocol_name: self.protocol_name.clone(),
+            leader: self.leader.clone(),
+            current_state_timestamp_ms: now_ms,
+            members: self
+                .members
+                .iter()
+                .map(|m| MemberSnapshot {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    session_timeout_ms: m.session_timeout_ms,
+                    subscription: m.metadata(protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A group as a stored snapshot left it (Kafka's `GroupMetadataManager.loadGroup`): Empty
+    /// without members, else Stable with every member's session starting now, so members that
+    /// heartbeat keep their assignment and the ones that are gone expire.
+    pub(crate) fn from_snapshot(s: &GroupSnapshot, now_ms: i64) -> Self {
+        let mut group = Group::new(&s.group_id);
+        group.generation_id = s.generation_id;
+        group.protocol_type = (!s.protocol_type.is_empty()).then(|| s.protocol_type.clone());
+        let protocol = match (&s.protocol_name, s.members.is_empty()) {
+            (Some(p), false) => p.clone(),
+            _ => return group,
+        };
+        group.protocol_name = Some(protocol.clone());
+        group.leader = s.leader.clone();
+        group.state = GroupState::Stable;
+        for m in &s.members {
+            let mut member = Member {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.group_instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                protocol_type: s.protocol_type.clone(),
+                protocols: vec![Protocol {
+                    name: protocol.clone(),
+                    metadata: m.subscription.clone(),
+                }],
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms,
+                assignment: m.assignment.clone(),
+                awaiting_join: None,
+                awaiting_sync: None,
+                is_new: false,
+                session_deadline_ms: 0,
+            };
+            member.touch(now_ms);
+            group.members.push(member);
+        }
+        if group.leader.as_deref().is_none_or(|l| !group.has_member(l)) {
+            group.leader = group.members.first().map(|m| m.member_id.clone());
+        }
+        group
     }
 
     pub(crate) fn member(&self, member_id: &str) -> Option<&Member> {
@@ -422,6 +497,7 @@ impl Group {
             self.protocol_name = None;
             self.leader = None;
             self.state = GroupState::Empty;
+            self.store_pending = true;
             info!(group = %self.group_id, generation = self.generation_id, "group is now empty");
             return;
         }
@@ -497,6 +573,7 @@ impl Group {
             }
         }
         self.state = GroupState::Stable;
+        self.store_pending = true;
         info!(group = %self.group_id, generation = self.generation_id, "group is stable");
     }
 

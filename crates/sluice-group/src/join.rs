@@ -62,6 +62,7 @@ impl GroupCoordinator {
             config,
             groups,
             member_ids,
+            ..
         } = self;
         let Some(group) = groups.get_mut(&join.group_id) else {
             return Err(GroupError::UnknownServerError);

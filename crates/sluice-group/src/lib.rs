@@ -24,6 +24,13 @@
 //!
 //! Committed offsets are stored by the broker (`__consumer_offsets`); this crate only validates
 //! commits and is told whether a group has offsets ([`GroupCoordinator::set_has_offsets`]).
+//!
+//! # Persistence and failover
+//! When a generation completes (the group becomes Stable, or Empty) the group's state is queued
+//! as a [`GroupSnapshot`] for the broker to write ([`GroupCoordinator::take_snapshots`]). The
+//! broker that next loads the group's offsets partition gives the snapshots back
+//! ([`GroupCoordinator::load_group`]); the one that stops leading it drops its groups
+//! ([`GroupCoordinator::unload_where`]), answering their parked requests `NotCoordinator`.
 
 pub mod admin;
 pub mod config;
@@ -46,8 +53,8 @@ pub use config::GroupConfig;
 pub use coordinator::GroupCoordinator;
 pub use error::GroupError;
 pub use messages::{
-    CommitKind, GroupDescription, GroupOverview, JoinMember, JoinRequest, JoinResponse,
-    LeaveMember, LeaveResult, MemberAssignment, MemberDescription, Output, Protocol, RequestId,
-    SyncRequest, SyncResponse,
+    CommitKind, GroupDescription, GroupOverview, GroupSnapshot, JoinMember, JoinRequest,
+    JoinResponse, LeaveMember, LeaveResult, MemberAssignment, MemberDescription, MemberSnapshot,
+    Output, Protocol, RequestId, SyncRequest, SyncResponse,
 };
 pub use state::GroupState;

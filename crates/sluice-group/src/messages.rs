@@ -103,6 +103,38 @@ pub struct SyncResponse {
     pub assignment: Bytes,
 }
 
+/// What a group's record in `__consumer_offsets` holds (Kafka's `GroupMetadataValue`): taken
+/// when a generation completes (the group became Stable, or Empty), and given back to
+/// [`crate::GroupCoordinator::load_group`] by the coordinator that loads the partition next, so
+/// a stable group's members keep their ids, generation and assignment across a failover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupSnapshot {
+    pub group_id: String,
+    /// Empty for a group that never had members.
+    pub protocol_type: String,
+    pub generation_id: i32,
+    /// `None` while Empty.
+    pub protocol_name: Option<String>,
+    pub leader: Option<String>,
+    /// When the snapshot was taken.
+    pub current_state_timestamp_ms: i64,
+    pub members: Vec<MemberSnapshot>,
+}
+
+/// One member of a [`GroupSnapshot`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberSnapshot {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    /// Its metadata for the group's protocol.
+    pub subscription: Bytes,
+    pub assignment: Bytes,
+}
+
 /// The answer to a parked (or immediately answered) JoinGroup or SyncGroup.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {

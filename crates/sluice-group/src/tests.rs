@@ -1121,3 +1121,102 @@ fn generated_member_ids_are_unique_and_uuid_shaped() {
         assert!(seen.insert(id));
     }
 }
+
+#[test]
+fn a_stable_groups_snapshot_restores_it_on_another_coordinator() {
+    let mut h = Harness::new();
+    let ids = h.stable_group("g", &["a", "b"]);
+    let snapshots = h.coord.take_snapshots(h.now);
+    assert_eq!(snapshots.len(), 1, "one snapshot per completed generation");
+    let s = &snapshots[0];
+    assert_eq!(
+        (s.group_id.as_str(), s.protocol_type.as_str()),
+        ("g", "consumer")
+    );
+    assert_eq!(s.protocol_name.as_deref(), Some("range"));
+    assert_eq!(s.leader.as_deref(), Some(ids[0].as_str()));
+    assert_eq!(s.members.len(), 2);
+    assert_eq!(
+        s.members[1].assignment,
+        Bytes::from(format!("assign-{}", ids[1]))
+    );
+    assert_eq!(s.members[1].subscription, Bytes::from("meta-range"));
+    assert!(
+        h.coord.take_snapshots(h.now).is_empty(),
+        "taken snapshots are not repeated"
+    );
+
+    // A new coordinator (the next leader of the offsets partition) loads it: the members
+    // heartbeat on with their generation, without a rebalance, and see their assignment.
+    let mut next = Harness::new();
+    next.now = 50_000;
+    next.coord.load_group(s, next.now);
+    assert_eq!(next.state("g"), GroupState::Stable);
+    for id in &ids {
+        assert_eq!(next.heartbeat("g", id, s.generation_id), Ok(()));
+    }
+    let described = next.coord.describe_group("g");
+    assert_eq!(described.protocol, "range");
+    assert_eq!(
+        described.members[0].assignment,
+        Bytes::from(format!("assign-{}", ids[0]))
+    );
+    // A member that no longer heartbeats expires after its session, then the group rebalances.
+    next.now += i64::from(SESSION) / 2;
+    assert_eq!(next.heartbeat("g", &ids[0], s.generation_id), Ok(()));
+    next.advance_to(next.now + i64::from(SESSION) / 2 + 1);
+    assert_eq!(next.state("g"), GroupState::PreparingRebalance);
+}
+
+#[test]
+fn a_group_going_empty_is_snapshotted_even_when_it_is_then_dropped() {
+    let mut h = Harness::new();
+    let ids = h.stable_group("g", &["a"]);
+    h.coord.take_snapshots(h.now);
+    let left = h
+        .coord
+        .leave_group(
+            "g",
+            &[LeaveMember {
+                member_id: ids[0].clone(),
+                group_instance_id: None,
+            }],
+            h.now,
+        )
+        .expect("leave");
+    assert!(left.members.iter().all(Result::is_ok));
+    // No offsets: the group is gone at once, but its Empty snapshot is still due.
+    assert_eq!(h.state("g"), GroupState::Dead);
+    let snapshots = h.coord.take_snapshots(h.now);
+    assert_eq!(snapshots.len(), 1);
+    assert!(snapshots[0].members.is_empty());
+    assert_eq!(snapshots[0].protocol_name, None);
+    let mut next = Harness::new();
+    next.coord.set_has_offsets("g", true);
+    next.coord.load_group(&snapshots[0], 0);
+    assert_eq!(next.state("g"), GroupState::Empty);
+    assert_eq!(
+        next.coord.describe_group("g").protocol_type,
+        "consumer",
+        "an empty group keeps its protocol type"
+    );
+}
+
+#[test]
+fn unloading_answers_parked_requests_not_coordinator_and_keeps_other_groups() {
+    let mut h = Harness::new();
+    h.stable_group("stays", &["a"]);
+    let (id, out) = h.join(join_req("moves", "", "b"));
+    assert!(out.is_empty(), "parked in the initial delay");
+    let out = h.coord.unload_where(|g| g == "moves");
+    assert_eq!(join_result(&out, id), Err(GroupError::NotCoordinator));
+    assert_eq!(h.state("moves"), GroupState::Dead);
+    assert_eq!(h.state("stays"), GroupState::Stable);
+    assert!(
+        h.coord
+            .take_snapshots(h.now)
+            .iter()
+            .all(|s| s.group_id == "stays"),
+        "no snapshot of a group that moved away"
+    );
+}
