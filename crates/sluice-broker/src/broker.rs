@@ -359,7 +359,7 @@ impl Broker {
         .await;
         tracing::info!(topics = state.topics().count(), "logs open");
 
-        let groups = Arc::new(Coordinator::open(
+        let groups = Arc::new(Coordinator::new(
             image.clone(),
             controller.clone(),
             replicas.clone(),

@@ -323,6 +323,19 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "Segment size of __consumer_offsets.",
     ),
     (
+        "offsets.topic.replication.factor",
+        "3",
+        "Replication factor of __consumer_offsets, capped at the live brokers when it is created \
+         (on the first FindCoordinator).",
+    ),
+    (
+        "offsets.commit.timeout.ms",
+        "5000",
+        "How long an offset commit (or a group's stored state) may wait to be replicated to the \
+         in-sync replicas of its __consumer_offsets partition before the commit fails with \
+         COORDINATOR_NOT_AVAILABLE.",
+    ),
+    (
         "offsets.retention.minutes",
         "10080",
         "Committed offsets of an empty group expire after this.",
@@ -428,6 +441,8 @@ fn kind(key: &str) -> Option<Kind> {
         | "compression.type"
         | "log.cleaner.min.cleanable.ratio" => Kind::Topic,
         "offsets.topic.segment.bytes" => Kind::Int(1024, i32::MAX as i64),
+        "offsets.topic.replication.factor" => Kind::Int(1, i16::MAX as i64),
+        "offsets.commit.timeout.ms" => Kind::Int(1, i32::MAX as i64),
         "offsets.retention.minutes" => Kind::Int(1, i32::MAX as i64),
         "offsets.retention.check.interval.ms" => Kind::Int(1, i64::MAX),
         "group.initial.rebalance.delay.ms" => Kind::Int(0, i32::MAX as i64),
@@ -614,6 +629,10 @@ pub struct GroupSettings {
     pub offsets_topic_partitions: i32,
     /// `offsets.topic.segment.bytes`.
     pub offsets_topic_segment_bytes: u64,
+    /// `offsets.topic.replication.factor`.
+    pub offsets_topic_replication_factor: i16,
+    /// `offsets.commit.timeout.ms`.
+    pub offsets_commit_timeout_ms: u64,
     /// `offsets.retention.minutes`, in ms.
     pub offsets_retention_ms: i64,
     /// `offsets.retention.check.interval.ms`.
@@ -779,6 +798,8 @@ impl BrokerSettings {
             groups: GroupSettings {
                 offsets_topic_partitions: r.int("offsets.topic.num.partitions") as i32,
                 offsets_topic_segment_bytes: r.int("offsets.topic.segment.bytes") as u64,
+                offsets_topic_replication_factor: r.int("offsets.topic.replication.factor") as i16,
+                offsets_commit_timeout_ms: r.int("offsets.commit.timeout.ms") as u64,
                 offsets_retention_ms: r.int("offsets.retention.minutes") * 60_000,
                 offsets_retention_check_interval_ms: r.int("offsets.retention.check.interval.ms")
                     as u64,

@@ -71,6 +71,7 @@ pub fn group_error_code(e: &sluice_group::GroupError) -> ResponseError {
         G::InvalidGroupId => ResponseError::InvalidGroupId,
         G::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
         G::NotCoordinator => ResponseError::NotCoordinator,
+        G::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
         G::UnknownServerError => ResponseError::UnknownServerError,
     }
 }

@@ -1334,6 +1334,7 @@ fn group_requests_get_kafkas_error_codes() {
     create_topic_sync(&broker, topic, 1);
     let mut conn = RawConn::connect(&broker);
     let group = "err-g";
+    conn.wait_coordinator(group);
 
     eprintln!("--- JoinGroup v5 with a session timeout below the minimum");
     let r = conn.call(5, &join_request(group, "", 1, topic));

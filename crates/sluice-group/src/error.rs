@@ -41,6 +41,10 @@ pub enum GroupError {
     /// machine never keeps Dead groups, so it does not produce this today.
     #[error("coordinator not available")]
     CoordinatorNotAvailable,
+    /// `COORDINATOR_LOAD_IN_PROGRESS` (14): this broker now coordinates the group and is still
+    /// loading its offsets partition; the client retries.
+    #[error("coordinator load in progress")]
+    CoordinatorLoadInProgress,
     /// `NOT_COORDINATOR` (16): parked requests answered by [`crate::GroupCoordinator::unload_all`].
     #[error("not coordinator")]
     NotCoordinator,

@@ -1,5 +1,5 @@
 //! The group coordinator's shell: the pure state machine from `sluice-group` driven by tokio,
-//! plus committed-offset storage in `__consumer_offsets` ([`offsets`]).
+//! plus committed-offset and group storage in `__consumer_offsets` ([`offsets`]).
 //!
 //! The machine sits behind a mutex. A JoinGroup or SyncGroup gets a [`RequestId`] and a oneshot
 //! channel; the machine's [`Output`]s (from this call or any later one, timers included) are
@@ -7,23 +7,38 @@
 //! deadline, and on shutdown unloads every group so parked requests answer NOT_COORDINATOR
 //! instead of holding the drain up.
 //!
-//! `__consumer_offsets` is created on the first FindCoordinator for a group (as Kafka does) and
-//! loaded at start-up when it exists, before the broker serves anyone; so this coordinator is
-//! never "loading" when a client asks.
+//! # Which broker coordinates a group
+//! As in Kafka, the leader of the group's `__consumer_offsets` partition. This shell follows the
+//! metadata ([`DeltaListener`](crate::image::DeltaListener)): becoming leader of an offsets
+//! partition (or leading it under a new epoch) starts a load — the partition is replayed, its
+//! committed offsets installed in the [`OffsetStore`] and its groups restored into the machine
+//! from their stored snapshots — and while it runs the partition's groups are answered
+//! COORDINATOR_LOAD_IN_PROGRESS. Losing the leadership unloads them: their parked requests are
+//! answered NOT_COORDINATOR and the shard goes. A group whose partition is neither is answered
+//! NOT_COORDINATOR. Ownership is checked under the machine's lock, in the same critical section
+//! as the request it guards, so no request touches a group that moved away.
+//!
+//! When a generation completes the machine queues the group's snapshot; a writer task stores
+//! snapshots, in order, in the group's partition (committed to the ISR like a commit).
+//!
+//! `__consumer_offsets` is created on the first FindCoordinator for a group (as Kafka does), with
+//! `offsets.topic.replication.factor` replicas capped at the live brokers.
 
 pub mod offsets;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kafka_protocol::ResponseError;
 use sluice_group::{
-    GroupConfig, GroupCoordinator, GroupError, GroupState, JoinRequest, JoinResponse, Output,
-    RequestId, SyncRequest, SyncResponse,
+    GroupConfig, GroupCoordinator, GroupError, GroupSnapshot, GroupState, JoinRequest,
+    JoinResponse, Output, RequestId, SyncRequest, SyncResponse,
 };
 use sluice_meta::TopicConfigs;
-use tokio::sync::{oneshot, Notify, OnceCell};
+use sluice_types::LeaderEpoch;
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::config::GroupSettings;
 use crate::controller::{Controller, NewTopic};
@@ -36,23 +51,56 @@ use sluice_types::Clock;
 pub struct Coordinator {
     /// Group sessions, rebalance delays and offset expiry run on this clock.
     clock: Arc<dyn Clock>,
-    /// What creating and opening `__consumer_offsets` needs: the metadata image, the
+    /// What creating and loading `__consumer_offsets` needs: the metadata image, the
     /// controller that creates the topic, the partitions that hold it.
     image: Arc<MetadataImage>,
     controller: Arc<Controller>,
     replicas: Arc<ReplicaManager>,
     pub settings: GroupSettings,
-    offsets: OnceCell<Arc<OffsetStore>>,
+    /// The committed offsets of the offsets partitions this broker leads and has loaded.
+    pub store: OffsetStore,
     machine: Mutex<Machine>,
     /// Wakes the timer task when a call may have moved the machine's next deadline.
     timer: Notify,
+    /// Group snapshots to store, in the order their generations completed.
+    snapshots: mpsc::UnboundedSender<GroupSnapshot>,
+    snapshots_rx: Mutex<Option<mpsc::UnboundedReceiver<GroupSnapshot>>>,
+    /// Names the loads, so a load overtaken by a later leadership change is dropped.
+    next_load: AtomicU64,
+    /// Where loads run: the runtime the coordinator was created on (metadata is published from
+    /// the blocking pool).
+    runtime: tokio::runtime::Handle,
+    /// This coordinator, for the loads it spawns; set by [`Coordinator::run_timers`], before
+    /// which leaderships are not followed (it then looks at them all).
+    this: Mutex<Option<std::sync::Weak<Coordinator>>>,
 }
 
-/// The state machine and the parked requests waiting for its outputs.
+/// Whether this broker coordinates the groups of one offsets partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owned {
+    /// Leader under `epoch`; load `id` is replaying the partition.
+    Loading { epoch: LeaderEpoch, id: u64 },
+    /// Leader under `epoch`, loaded: this broker coordinates the partition's groups.
+    Loaded { epoch: LeaderEpoch },
+}
+
+impl Owned {
+    fn epoch(self) -> LeaderEpoch {
+        match self {
+            Owned::Loading { epoch, .. } | Owned::Loaded { epoch } => epoch,
+        }
+    }
+}
+
+/// The state machine, the parked requests waiting for its outputs, and the offsets partitions
+/// it coordinates.
 struct Machine {
     groups: GroupCoordinator,
     parked: HashMap<RequestId, oneshot::Sender<Output>>,
     next_request: u64,
+    owned: HashMap<i32, Owned>,
+    /// Partitions of `__consumer_offsets` (0 until it exists); fixed once created.
+    partitions: usize,
 }
 
 impl Machine {
@@ -72,18 +120,47 @@ impl Machine {
             }
         }
     }
+
+    /// The offsets partition of `group`, if this broker coordinates it now.
+    fn owner(&self, group: &str) -> Result<i32, GroupError> {
+        if self.partitions == 0 {
+            return Err(GroupError::NotCoordinator);
+        }
+        let index = offsets::partition_for(group, self.partitions) as i32;
+        match self.owned.get(&index) {
+            Some(Owned::Loaded { .. }) => Ok(index),
+            Some(Owned::Loading { .. }) => Err(GroupError::CoordinatorLoadInProgress),
+            None => Err(GroupError::NotCoordinator),
+        }
+    }
 }
 
 impl crate::image::DeltaListener for Coordinator {
-    /// A deleted topic's committed offsets go with it, so a topic created later under the same
-    /// name starts without them. Runs on the controller's publishing thread (the blocking
-    /// pool), so the deletion is answered only once they are gone; without a runtime (start-up)
-    /// there is nothing loaded to forget, and start-up sweeps offsets of vanished topics anyway.
+    /// Follows the leadership of the offsets partitions (load or unload their groups), and
+    /// drops a deleted topic's committed offsets, so a topic created later under the same name
+    /// starts without them. Runs on the controller's publishing thread (the blocking pool), so
+    /// the deletion is answered only once they are gone; without a runtime (start-up) there is
+    /// nothing loaded to forget.
     fn on_delta(
         &self,
         delta: &sluice_meta::MetadataDelta,
         _image: &Arc<sluice_meta::ClusterState>,
     ) {
+        for lp in &delta.local.leaders {
+            if lp.tp.topic == OFFSETS_TOPIC {
+                self.lead(lp.tp.partition.get(), lp.info.leader_epoch);
+            }
+        }
+        for lp in &delta.local.followers {
+            if lp.tp.topic == OFFSETS_TOPIC {
+                self.resign(lp.tp.partition.get(), "another broker leads it");
+            }
+        }
+        for (tp, _) in &delta.local.removed {
+            if tp.topic == OFFSETS_TOPIC {
+                self.resign(tp.partition.get(), "its replica left this broker");
+            }
+        }
         if delta.deleted_topics.is_empty() {
             return;
         }
@@ -102,41 +179,20 @@ impl Coordinator {
         self.clock.now_ms()
     }
 
-    /// Loads the committed offsets if `__consumer_offsets` exists. Blocking (start-up). Never
-    /// fails: damage in the offsets log is skipped or stops that partition's load (logged), and
-    /// if the topic's partitions are not all open the store is left unloaded, so
-    /// FindCoordinator answers COORDINATOR_NOT_AVAILABLE instead of the broker not starting.
-    pub fn open(
+    /// A coordinator of no group yet: [`Coordinator::run_timers`] loads the offsets partitions
+    /// this broker leads, and the metadata it is subscribed to moves them. Needs a runtime.
+    pub fn new(
         image: Arc<MetadataImage>,
         controller: Arc<Controller>,
         replicas: Arc<ReplicaManager>,
         settings: GroupSettings,
         clock: Arc<dyn Clock>,
     ) -> Coordinator {
-        let partitions = image
-            .load()
-            .topic(OFFSETS_TOPIC)
-            .map(|t| t.partitions.len());
-        let offsets = OnceCell::new();
-        if let Some(n) = partitions {
-            let parts: Option<Vec<_>> = (0..n as i32)
-                .map(|i| replicas.get(OFFSETS_TOPIC, i))
-                .collect();
-            match parts {
-                Some(parts) => {
-                    let _ = offsets.set(Arc::new(OffsetStore::load(parts)));
-                }
-                None => tracing::error!(
-                    partitions = n,
-                    "__consumer_offsets is not fully open; committed offsets are not loaded"
-                ),
-            }
-        }
         // Member ids must not repeat across restarts: seed with the start time.
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-        let mut groups = GroupCoordinator::new(
+        let groups = GroupCoordinator::new(
             GroupConfig {
                 min_session_timeout_ms: settings.min_session_timeout_ms as i32,
                 max_session_timeout_ms: settings.max_session_timeout_ms as i32,
@@ -145,78 +201,289 @@ impl Coordinator {
             },
             seed,
         );
-        if let Some(store) = offsets.get() {
-            for g in store.groups() {
-                groups.set_has_offsets(&g, true);
-            }
-        }
+        let (snapshots, snapshots_rx) = mpsc::unbounded_channel();
         Coordinator {
             clock,
             image,
             controller,
             replicas,
+            store: OffsetStore::new(Duration::from_millis(settings.offsets_commit_timeout_ms)),
             settings,
-            offsets,
             machine: Mutex::new(Machine {
                 groups,
                 parked: HashMap::new(),
                 next_request: 0,
+                owned: HashMap::new(),
+                partitions: 0,
             }),
             timer: Notify::new(),
+            snapshots,
+            snapshots_rx: Mutex::new(Some(snapshots_rx)),
+            next_load: AtomicU64::new(0),
+            runtime: tokio::runtime::Handle::current(),
+            this: Mutex::new(None),
         }
     }
 
-    /// Runs `f` on the state machine and routes the outputs it returns.
-    pub fn with_machine<T>(
-        &self,
-        f: impl FnOnce(&mut GroupCoordinator, i64) -> (T, Vec<Output>),
-    ) -> T {
-        let mut m = self.machine.lock().expect("group machine lock");
-        let (value, outputs) = f(&mut m.groups, self.clock.now_ms());
+    fn lock(&self) -> std::sync::MutexGuard<'_, Machine> {
+        self.machine.lock().expect("group machine lock")
+    }
+
+    /// Routes `outputs` and queues the snapshots the call made due (with the lock held, so
+    /// snapshots are queued in the order generations completed).
+    fn settle(&self, m: &mut Machine, outputs: Vec<Output>) {
         m.route(outputs);
+        for snapshot in m.groups.take_snapshots(self.clock.now_ms()) {
+            let _ = self.snapshots.send(snapshot);
+        }
+    }
+
+    /// Runs `f` on the state machine for `group` if this broker coordinates it, and routes the
+    /// outputs it returns; NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS otherwise. Returns
+    /// the group's offsets partition with `f`'s value.
+    pub fn with_group<T>(
+        &self,
+        group: &str,
+        f: impl FnOnce(&mut GroupCoordinator, i64) -> (T, Vec<Output>),
+    ) -> Result<(i32, T), GroupError> {
+        let mut m = self.lock();
+        let index = m.owner(group)?;
+        let (value, outputs) = f(&mut m.groups, self.clock.now_ms());
+        self.settle(&mut m, outputs);
         drop(m);
         self.timer.notify_one();
-        value
+        Ok((index, value))
+    }
+
+    /// Whether this broker coordinates `group` now: its offsets partition, or why not.
+    pub fn owner(&self, group: &str) -> Result<i32, GroupError> {
+        self.lock().owner(group)
     }
 
     /// Reads the state machine.
     pub fn read_machine<T>(&self, f: impl FnOnce(&GroupCoordinator) -> T) -> T {
-        f(&self.machine.lock().expect("group machine lock").groups)
+        f(&self.lock().groups)
     }
 
-    pub async fn join(&self, req: JoinRequest) -> Result<JoinResponse, GroupError> {
+    /// Whether some offsets partition this broker leads is still loading (ListGroups says so).
+    pub fn loading(&self) -> bool {
+        self.lock()
+            .owned
+            .values()
+            .any(|o| matches!(o, Owned::Loading { .. }))
+    }
+
+    /// Parks a JoinGroup or SyncGroup in the machine (if this broker coordinates the group)
+    /// and waits for its answer.
+    async fn parked(
+        &self,
+        group: &str,
+        call: impl FnOnce(&mut GroupCoordinator, RequestId, i64) -> Vec<Output>,
+    ) -> Result<Output, GroupError> {
         let rx = {
-            let mut m = self.machine.lock().expect("group machine lock");
+            let mut m = self.lock();
+            m.owner(group)?;
             let (id, rx) = m.park();
-            let outputs = m.groups.join_group(id, req, self.clock.now_ms());
-            m.route(outputs);
+            let outputs = call(&mut m.groups, id, self.clock.now_ms());
+            self.settle(&mut m, outputs);
             rx
         };
         self.timer.notify_one();
-        match rx.await {
-            Ok(Output::Join { result, .. }) => result,
-            _ => Err(GroupError::CoordinatorNotAvailable),
+        // A dropped sender: the group was unloaded without answering (never expected).
+        rx.await.map_err(|_| GroupError::NotCoordinator)
+    }
+
+    pub async fn join(&self, req: JoinRequest) -> Result<JoinResponse, GroupError> {
+        let group = req.group_id.clone();
+        match self
+            .parked(&group, |g, id, now| g.join_group(id, req, now))
+            .await?
+        {
+            Output::Join { result, .. } => result,
+            Output::Sync { .. } => Err(GroupError::CoordinatorNotAvailable),
         }
     }
 
     pub async fn sync(&self, req: SyncRequest) -> Result<SyncResponse, GroupError> {
-        let rx = {
-            let mut m = self.machine.lock().expect("group machine lock");
-            let (id, rx) = m.park();
-            let outputs = m.groups.sync_group(id, req, self.clock.now_ms());
-            m.route(outputs);
-            rx
-        };
-        self.timer.notify_one();
-        match rx.await {
-            Ok(Output::Sync { result, .. }) => result,
-            _ => Err(GroupError::CoordinatorNotAvailable),
+        let group = req.group_id.clone();
+        match self
+            .parked(&group, |g, id, now| g.sync_group(id, req, now))
+            .await?
+        {
+            Output::Sync { result, .. } => result,
+            Output::Join { .. } => Err(GroupError::CoordinatorNotAvailable),
         }
     }
 
-    /// Fires the machine's timers until shutdown, then unloads every group.
+    /// This broker leads offsets partition `index` under `epoch`: load its groups, unless
+    /// they are loaded (or loading) under that epoch already.
+    fn lead(&self, index: i32, epoch: LeaderEpoch) {
+        let Some(me) = self.myself() else {
+            return;
+        };
+        let id = self.next_load.fetch_add(1, Ordering::Relaxed) + 1;
+        {
+            let mut m = self.lock();
+            if m.partitions == 0 {
+                m.partitions = self
+                    .image
+                    .load()
+                    .topic(OFFSETS_TOPIC)
+                    .map_or(0, |t| t.partitions.len());
+            }
+            if m.owned.get(&index).is_some_and(|o| o.epoch() == epoch) {
+                return;
+            }
+            if m.owned.contains_key(&index) {
+                // Led again under a new epoch without this broker seeing the leadership move in
+                // between: what was loaded may be stale; load again.
+                self.unload(&mut m, index);
+            }
+            m.owned.insert(index, Owned::Loading { epoch, id });
+        }
+        tracing::info!(topic = OFFSETS_TOPIC, partition = index, leader_epoch = %epoch,
+            "leading an offsets partition: loading its groups");
+        self.runtime
+            .spawn(async move { me.load(index, epoch, id).await });
+    }
+
+    /// An `Arc` of this coordinator (the broker holds it in one); `None` while shutting down.
+    fn myself(&self) -> Option<Arc<Coordinator>> {
+        self.this
+            .lock()
+            .expect("self lock")
+            .as_ref()
+            .and_then(std::sync::Weak::upgrade)
+    }
+
+    /// Replays offsets partition `index` and, if load `id` is still the current one, installs
+    /// its offsets and restores its groups.
+    async fn load(&self, index: i32, epoch: LeaderEpoch, id: u64) {
+        let Some(partition) = self.replicas.get(OFFSETS_TOPIC, index) else {
+            tracing::error!(
+                topic = OFFSETS_TOPIC,
+                partition = index,
+                "leading an offsets partition that is not open here; its groups stay unavailable"
+            );
+            let mut m = self.lock();
+            if m.owned.get(&index) == Some(&Owned::Loading { epoch, id }) {
+                m.owned.remove(&index);
+            }
+            return;
+        };
+        let replaying = partition.clone();
+        let replayed = crate::blocking::off_reactor(move || OffsetStore::replay(&replaying)).await;
+        let vanished: Vec<String> = {
+            let image = self.image.load();
+            replayed
+                .offsets
+                .values()
+                .flat_map(|g| g.keys().map(|(t, _)| t.clone()))
+                .filter(|t| image.topic(t).is_none())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect()
+        };
+        {
+            let mut m = self.lock();
+            if m.owned.get(&index) != Some(&Owned::Loading { epoch, id }) {
+                tracing::info!(
+                    topic = OFFSETS_TOPIC,
+                    partition = index,
+                    "a load overtaken by a leadership change is dropped"
+                );
+                return;
+            }
+            let now = self.clock.now_ms();
+            for group in replayed.offsets.keys() {
+                m.groups.set_has_offsets(group, true);
+            }
+            for snapshot in replayed.groups.values() {
+                m.groups.load_group(snapshot, now);
+            }
+            let groups = replayed.groups.len();
+            self.store.install(index, partition, replayed.offsets);
+            m.owned.insert(index, Owned::Loaded { epoch });
+            tracing::info!(topic = OFFSETS_TOPIC, partition = index, leader_epoch = %epoch,
+                groups, "coordinating the groups of an offsets partition");
+        }
+        self.timer.notify_one();
+        // A crash between a topic's deletion and its offsets' tombstones leaves them behind.
+        for topic in vanished {
+            tracing::info!(topic, "dropping committed offsets of a deleted topic");
+            self.forget_topic(&topic).await;
+        }
+    }
+
+    /// This broker no longer leads offsets partition `index`: drop its groups (their parked
+    /// requests are answered NOT_COORDINATOR) and its offsets.
+    fn resign(&self, index: i32, why: &str) {
+        let mut m = self.lock();
+        if m.owned.contains_key(&index) {
+            tracing::info!(
+                topic = OFFSETS_TOPIC,
+                partition = index,
+                reason = why,
+                "no longer coordinating the groups of an offsets partition"
+            );
+            self.unload(&mut m, index);
+        }
+    }
+
+    fn unload(&self, m: &mut Machine, index: i32) {
+        m.owned.remove(&index);
+        let partitions = m.partitions.max(1);
+        let outputs = m
+            .groups
+            .unload_where(|g| offsets::partition_for(g, partitions) as i32 == index);
+        m.route(outputs);
+        self.store.uninstall(index);
+    }
+
+    /// Starts following the offsets partitions: loads the ones this broker leads now (later
+    /// changes come through the metadata), and stores group snapshots.
+    fn start(self: &Arc<Self>) {
+        *self.this.lock().expect("self lock") = Some(Arc::downgrade(self));
+        let image = self.image.load();
+        let Some(topic) = image.topic(OFFSETS_TOPIC) else {
+            return;
+        };
+        self.lock().partitions = topic.partitions.len();
+        let me = self.controller.node_id();
+        for (i, p) in topic.partitions.iter().enumerate() {
+            if p.leader == me && self.replicas.get(OFFSETS_TOPIC, i as i32).is_some() {
+                self.lead(i as i32, p.leader_epoch);
+            }
+        }
+    }
+
+    /// Stores group snapshots, one at a time, in the order they were queued.
+    async fn store_snapshots(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<GroupSnapshot>) {
+        while let Some(snapshot) = rx.recv().await {
+            let index = match self.owner(&snapshot.group_id) {
+                Ok(index) => index,
+                // Moved away meanwhile: the new coordinator has what was stored.
+                Err(_) => continue,
+            };
+            let group = snapshot.group_id.clone();
+            if let Err(e) = self
+                .store
+                .store_group(index, &group, Some(&snapshot), self.clock.now_ms())
+                .await
+            {
+                tracing::warn!(group, generation = snapshot.generation_id, error = ?e.code,
+                    message = ?e.message, "could not store the group's state");
+            }
+        }
+    }
+
+    /// Fires the machine's timers until shutdown, then unloads every group. Also starts
+    /// following the offsets partitions and storing group snapshots.
     pub async fn run_timers(self: Arc<Self>, mut stopping: tokio::sync::watch::Receiver<bool>) {
-        self.forget_deleted_topics().await;
+        self.start();
+        if let Some(rx) = self.snapshots_rx.lock().expect("snapshots lock").take() {
+            tokio::spawn(self.clone().store_snapshots(rx));
+        }
         let retention_every =
             Duration::from_millis(self.settings.offsets_retention_check_interval_ms);
         let mut next_retention = tokio::time::Instant::now() + retention_every;
@@ -235,43 +502,45 @@ impl Coordinator {
                 _ = self.timer.notified() => {}
                 _ = stopping.wait_for(|s| *s) => break,
             }
-            // Not `with_machine`: that wakes this very loop again, which would then spin.
+            // Not `with_group`: that wakes this very loop again, which would then spin.
             {
-                let mut m = self.machine.lock().expect("group machine lock");
+                let mut m = self.lock();
                 let outputs = m.groups.tick(self.clock.now_ms());
-                m.route(outputs);
+                self.settle(&mut m, outputs);
             }
             if tokio::time::Instant::now() >= next_retention {
                 next_retention = tokio::time::Instant::now() + retention_every;
                 self.expire_offsets().await;
             }
         }
-        let mut m = self.machine.lock().expect("group machine lock");
+        let mut m = self.lock();
         let outputs = m.groups.unload_all();
         m.route(outputs);
+        m.owned.clear();
     }
 
     /// `offsets.retention.minutes`: an empty group's offsets expire once its newest commit is
     /// older than the retention.
     async fn expire_offsets(&self) {
-        let Some(store) = self.offsets_if_loaded() else {
-            return;
-        };
         let now = self.clock.now_ms();
-        for group in store.groups_idle_since(now - self.settings.offsets_retention_ms) {
+        for (index, group) in self
+            .store
+            .groups_idle_since(now - self.settings.offsets_retention_ms)
+        {
             let state = self.read_machine(|g| g.describe_group(&group).state);
             if !matches!(state, GroupState::Empty | GroupState::Dead) {
                 continue;
             }
-            match store.delete(&group, None, now).await {
+            match self.store.delete(index, &group, None, now).await {
                 Ok(n) => {
                     tracing::info!(
                         group,
                         offsets = n,
                         "expired committed offsets of an empty group"
                     );
-                    let mut m = self.machine.lock().expect("group machine lock");
-                    m.groups.set_has_offsets(&group, false);
+                    let _ = self.with_group(&group, |g, _| {
+                        (g.set_has_offsets(&group, false), Vec::new())
+                    });
                 }
                 Err(e) => tracing::warn!(group, error = ?e.code, "could not expire offsets"),
             }
@@ -280,51 +549,29 @@ impl Coordinator {
 
     /// Drops every group's committed offsets for `topic` (deleted), durably, and marks the
     /// groups left without offsets. Failures are logged: the topic is gone either way, and
-    /// start-up sweeps offsets of topics that no longer exist again.
+    /// the next load of the partition sweeps offsets of topics that no longer exist again.
     pub async fn forget_topic(&self, topic: &str) {
-        let Some(store) = self.offsets_if_loaded() else {
-            return;
-        };
-        let emptied = store.forget_topic(topic, self.clock.now_ms()).await;
-        if !emptied.is_empty() {
-            let mut m = self.machine.lock().expect("group machine lock");
-            for group in &emptied {
-                m.groups.set_has_offsets(group, false);
-            }
+        let emptied = self.store.forget_topic(topic, self.clock.now_ms()).await;
+        for group in &emptied {
+            let _ = self.with_group(group, |g, _| (g.set_has_offsets(group, false), Vec::new()));
         }
     }
 
-    /// Forgets the offsets of topics that no longer exist: a crash between a topic's deletion
-    /// and its offsets' tombstones leaves them behind.
-    async fn forget_deleted_topics(&self) {
-        let Some(store) = self.offsets_if_loaded() else {
-            return;
-        };
-        let image = self.image.load();
-        let gone: Vec<String> = store
-            .topics()
-            .into_iter()
-            .filter(|t| image.topic(t).is_none())
-            .collect();
-        for topic in gone {
-            tracing::info!(topic, "dropping committed offsets of a deleted topic");
-            self.forget_topic(&topic).await;
-        }
-    }
-
-    /// The offset store, creating `__consumer_offsets` on first use.
-    pub async fn offsets(&self) -> Result<Arc<OffsetStore>, ApiError> {
-        self.offsets
-            .get_or_try_init(|| self.create_offsets_topic())
-            .await
-            .cloned()
-    }
-
-    /// Creates `__consumer_offsets` (through the controller) if it does not exist, then loads
-    /// it.
-    async fn create_offsets_topic(&self) -> Result<Arc<OffsetStore>, ApiError> {
+    /// Creates `__consumer_offsets` (through the controller) if it does not exist:
+    /// `offsets.topic.replication.factor` replicas, capped at the live brokers.
+    async fn create_offsets_topic(&self) -> Result<(), ApiError> {
         let settings = &self.settings;
         if self.image.load().topic(OFFSETS_TOPIC).is_none() {
+            let live = self
+                .image
+                .load()
+                .brokers
+                .values()
+                .filter(|b| !b.fenced)
+                .count()
+                .max(1);
+            let replication_factor =
+                (settings.offsets_topic_replication_factor as usize).min(live) as i16;
             let configs = TopicConfigs::from([
                 ("cleanup.policy".to_string(), "compact".to_string()),
                 ("compression.type".to_string(), "producer".to_string()),
@@ -339,22 +586,22 @@ impl Coordinator {
                     vec![NewTopic {
                         name: OFFSETS_TOPIC.to_string(),
                         num_partitions: settings.offsets_topic_partitions,
-                        replication_factor: -1,
-                        // Every offsets partition on the broker that creates the topic: the
-                        // coordinator does not yet load and unload partitions as leadership
-                        // moves (issue 14 spreads them), so one broker coordinates every group.
-                        assignment: Some(vec![
-                            vec![self.controller.node_id()];
-                            settings.offsets_topic_partitions.max(1) as usize
-                        ]),
+                        replication_factor,
+                        assignment: None,
                         configs,
                     }],
                     false,
                 )
                 .await;
             match created.into_iter().next() {
-                // Created, or by someone else meanwhile.
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => {
+                    tracing::info!(
+                        partitions = settings.offsets_topic_partitions,
+                        replication_factor,
+                        "created __consumer_offsets"
+                    );
+                }
+                // Created by someone else meanwhile.
                 Some(Err(e)) if e.code == ResponseError::TopicAlreadyExists => {}
                 other => {
                     tracing::error!(error = ?other, "could not create __consumer_offsets");
@@ -362,32 +609,26 @@ impl Coordinator {
                 }
             }
         }
-        let partitions = self
-            .image
-            .load()
-            .topic(OFFSETS_TOPIC)
-            .map_or(0, |t| t.partitions.len());
-        // Another broker holds them: it is the coordinator (FindCoordinator says which).
-        let parts = (0..partitions as i32)
-            .map(|i| self.replicas.get(OFFSETS_TOPIC, i))
-            .collect::<Option<Vec<_>>>()
-            .ok_or(ResponseError::NotCoordinator)?;
-        // Loading reads the offsets logs: off the reactor.
-        let store = crate::blocking::off_reactor(move || OffsetStore::load(parts)).await;
-        tracing::info!(partitions, "group coordinator ready");
-        Ok(Arc::new(store))
+        Ok(())
     }
 
     /// The broker that coordinates `group`: the leader of its `__consumer_offsets` partition
-    /// (creating the topic, here, on first use).
+    /// (creating the topic, here, on first use). It may still be loading the partition; the
+    /// group's requests say so.
     pub async fn coordinator_for(&self, group: &str) -> Result<sluice_meta::BrokerInfo, ApiError> {
         if self.image.load().topic(OFFSETS_TOPIC).is_none() {
-            self.offsets().await?;
+            self.create_offsets_topic().await?;
         }
         let image = self.image.load();
         let topic = image
             .topic(OFFSETS_TOPIC)
             .ok_or(ResponseError::CoordinatorNotAvailable)?;
+        {
+            let mut m = self.lock();
+            if m.partitions == 0 {
+                m.partitions = topic.partitions.len();
+            }
+        }
         let p = &topic.partitions[offsets::partition_for(group, topic.partitions.len())];
         if !p.has_leader() {
             return Err(ApiError::new(
@@ -395,19 +636,11 @@ impl Coordinator {
                 format!("the offsets partition of group {group} has no leader"),
             ));
         }
-        if p.leader == self.controller.node_id() {
-            self.offsets().await?;
-        }
         image
             .brokers
             .get(&p.leader)
             .filter(|b| !b.fenced)
             .cloned()
             .ok_or_else(|| ResponseError::CoordinatorNotAvailable.into())
-    }
-
-    /// The offset store if it exists, without creating it.
-    pub fn offsets_if_loaded(&self) -> Option<Arc<OffsetStore>> {
-        self.offsets.get().cloned()
     }
 }

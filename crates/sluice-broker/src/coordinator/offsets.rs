@@ -7,11 +7,26 @@
 //! key   (OffsetCommitKey v1):   version i16 = 1 | group string | topic string | partition i32
 //! value (OffsetCommitValue v3): version i16 = 3 | offset i64 | leader_epoch i32 | metadata string | commit_timestamp i64
 //! tombstone: the same key with a null value (offset deleted)
+//!
+//! key   (GroupMetadataKey v2):   version i16 = 2 | group string
+//! value (GroupMetadataValue v3): version i16 = 3 | protocol_type string | generation i32
+//!        | protocol nullable string | leader nullable string | current_state_timestamp i64
+//!        | members [member_id string | group_instance_id nullable string | client_id string
+//!                   | client_host string | rebalance_timeout i32 | session_timeout i32
+//!                   | subscription bytes | assignment bytes]
 //! ```
 //!
-//! Commits are appended and made durable before they are acknowledged; the in-memory cache is
-//! updated in append order under the same lock, so the cache always equals a replay of the log.
-//! At start-up every partition is replayed into the cache before the broker serves anyone.
+//! # Partitions, leadership and commits
+//! The broker leading an offsets partition coordinates its groups. When it becomes leader it
+//! replays the partition into a [`Shard`] (committed offsets, and the groups' stored state for
+//! the coordinator to restore); when it stops leading, the shard goes. A write (commit,
+//! deletion, a group's state) is appended to the leader's log, made durable and acknowledged
+//! only once the partition's high watermark passes it, that is once it is on the in-sync
+//! replicas (fsynced, in fsync mode), within `offsets.commit.timeout.ms`. Only then is it
+//! applied to the shard's cache, in log order, so OffsetFetch never shows a commit a failover
+//! could take back. Errors are Kafka's: NOT_COORDINATOR when this broker stopped leading,
+//! COORDINATOR_NOT_AVAILABLE when the ISR is too small or the replication timed out (the
+//! write may still become committed later, like any write whose answer was lost).
 //!
 //! # Loading untrusted bytes
 //!
@@ -20,7 +35,6 @@
 //! - A record that is well framed but not understood (no key, unknown key version, truncated
 //!   fields, a value that does not decode) is skipped with a warning naming partition and
 //!   offset. A bad value is *not* taken as a tombstone: that would delete a good older commit.
-//!   Group-metadata keys (version 2, written by Kafka, never by Sluice) are skipped quietly.
 //! - A batch that fails its CRC or does not decode is skipped whole with an error; loading goes
 //!   on with the next batch (the log's framing still holds, and stopping would also hide every
 //!   commit made after the damage, at this start and every later one). Its commits are lost;
@@ -30,8 +44,9 @@
 //! - When the log itself cannot be read further (framing lost, I/O error), loading that
 //!   partition stops there with an error and the broker serves what was loaded.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::records::{
@@ -42,6 +57,8 @@ use kafka_protocol::ResponseError;
 use sluice_protocol::batch::{verify_crc, Batches, Compression};
 use sluice_types::Offset;
 use thiserror::Error;
+
+use sluice_group::{GroupSnapshot, MemberSnapshot};
 
 use crate::error::ApiError;
 use crate::partition::Partition;
@@ -181,19 +198,156 @@ pub fn encode_value(v: &CommittedOffset) -> Bytes {
     b.freeze()
 }
 
-/// An offset-commit key as `(group, topic, partition)`; `Ok(None)` for group-metadata keys
-/// (version 2), which this coordinator does not use.
-pub fn decode_key(mut key: Bytes) -> Result<Option<(String, String, i32)>, OffsetRecordError> {
+/// What a record of `__consumer_offsets` is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordKey {
+    /// A committed offset (OffsetCommitKey v0/v1).
+    Offset {
+        group: String,
+        topic: String,
+        partition: i32,
+    },
+    /// A group's state (GroupMetadataKey v2).
+    Group(String),
+}
+
+pub fn decode_key(mut key: Bytes) -> Result<RecordKey, OffsetRecordError> {
     match get_i16(&mut key, "key version")? {
         0 | 1 => {
             let group = get_str(&mut key, "group id")?;
             let topic = get_str(&mut key, "topic")?;
             let partition = get_i32(&mut key, "partition")?;
-            Ok(Some((group, topic, partition)))
+            Ok(RecordKey::Offset {
+                group,
+                topic,
+                partition,
+            })
         }
-        2 => Ok(None),
+        2 => Ok(RecordKey::Group(get_str(&mut key, "group id")?)),
         v => Err(OffsetRecordError::UnknownKeyVersion(v)),
     }
+}
+
+pub fn encode_group_key(group: &str) -> Bytes {
+    let mut b = BytesMut::with_capacity(4 + group.len());
+    b.put_i16(2);
+    put_str(&mut b, group);
+    b.freeze()
+}
+
+fn put_nullable_str(buf: &mut BytesMut, s: Option<&str>) {
+    match s {
+        Some(s) => put_str(buf, s),
+        None => buf.put_i16(-1),
+    }
+}
+
+fn put_bytes(buf: &mut BytesMut, b: &[u8]) {
+    buf.put_i32(b.len() as i32);
+    buf.put_slice(b);
+}
+
+/// A GroupMetadataValue v3.
+pub fn encode_group_value(g: &GroupSnapshot) -> Bytes {
+    let mut b = BytesMut::new();
+    b.put_i16(3);
+    put_str(&mut b, &g.protocol_type);
+    b.put_i32(g.generation_id);
+    put_nullable_str(&mut b, g.protocol_name.as_deref());
+    put_nullable_str(&mut b, g.leader.as_deref());
+    b.put_i64(g.current_state_timestamp_ms);
+    b.put_i32(g.members.len() as i32);
+    for m in &g.members {
+        put_str(&mut b, &m.member_id);
+        put_nullable_str(&mut b, m.group_instance_id.as_deref());
+        put_str(&mut b, &m.client_id);
+        put_str(&mut b, &m.client_host);
+        b.put_i32(m.rebalance_timeout_ms);
+        b.put_i32(m.session_timeout_ms);
+        put_bytes(&mut b, &m.subscription);
+        put_bytes(&mut b, &m.assignment);
+    }
+    b.freeze()
+}
+
+/// A classic nullable string.
+fn get_nullable_str(
+    buf: &mut Bytes,
+    what: &'static str,
+) -> Result<Option<String>, OffsetRecordError> {
+    match get_i16(buf, what)? {
+        -1 => Ok(None),
+        len if len < 0 => Err(BadLength(what)),
+        len => get_utf8(buf, len as usize, what).map(Some),
+    }
+}
+
+/// Classic bytes (i32 length); null reads as empty.
+fn get_bytes(buf: &mut Bytes, what: &'static str) -> Result<Bytes, OffsetRecordError> {
+    match get_i32(buf, what)? {
+        -1 => Ok(Bytes::new()),
+        len if len < 0 => Err(BadLength(what)),
+        len if buf.remaining() < len as usize => Err(Truncated(what)),
+        len => Ok(buf.split_to(len as usize)),
+    }
+}
+
+/// A GroupMetadataValue of versions 0 to 3 for `group`. The member count is only a loop bound:
+/// every member read consumes bytes or fails, so a lying count allocates nothing.
+pub fn decode_group_value(group: &str, mut v: Bytes) -> Result<GroupSnapshot, OffsetRecordError> {
+    let version = get_i16(&mut v, "value version")?;
+    if !(0..=3).contains(&version) {
+        return Err(OffsetRecordError::UnknownValueVersion(version));
+    }
+    let protocol_type = get_str(&mut v, "protocol type")?;
+    let generation_id = get_i32(&mut v, "generation")?;
+    let protocol_name = get_nullable_str(&mut v, "protocol")?;
+    let leader = get_nullable_str(&mut v, "leader")?;
+    let current_state_timestamp_ms = if version >= 2 {
+        get_i64(&mut v, "state timestamp")?
+    } else {
+        -1
+    };
+    let count = get_i32(&mut v, "member count")?;
+    if count < -1 {
+        return Err(BadLength("member count"));
+    }
+    let mut members = Vec::new();
+    for _ in 0..count.max(0) {
+        let member_id = get_str(&mut v, "member id")?;
+        let group_instance_id = if version >= 3 {
+            get_nullable_str(&mut v, "group instance id")?
+        } else {
+            None
+        };
+        let client_id = get_str(&mut v, "client id")?;
+        let client_host = get_str(&mut v, "client host")?;
+        let rebalance_timeout_ms = if version >= 1 {
+            Some(get_i32(&mut v, "rebalance timeout")?)
+        } else {
+            None
+        };
+        let session_timeout_ms = get_i32(&mut v, "session timeout")?;
+        members.push(MemberSnapshot {
+            member_id,
+            group_instance_id,
+            client_id,
+            client_host,
+            rebalance_timeout_ms: rebalance_timeout_ms.unwrap_or(session_timeout_ms),
+            session_timeout_ms,
+            subscription: get_bytes(&mut v, "subscription")?,
+            assignment: get_bytes(&mut v, "assignment")?,
+        });
+    }
+    Ok(GroupSnapshot {
+        group_id: group.to_string(),
+        protocol_type,
+        generation_id,
+        protocol_name,
+        leader,
+        current_state_timestamp_ms,
+        members,
+    })
 }
 
 /// An OffsetCommitValue of versions 0 to 4. Trailing bytes (v1's expire timestamp, v4's tagged
@@ -277,6 +431,14 @@ pub type GroupOffsets = BTreeMap<TopicPartition, CommittedOffset>;
 /// group -> committed offsets.
 pub type OffsetCache = HashMap<String, GroupOffsets>;
 
+/// What replaying an offsets partition found: the committed offsets, and each group's latest
+/// stored state.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Replayed {
+    pub offsets: OffsetCache,
+    pub groups: BTreeMap<String, GroupSnapshot>,
+}
+
 /// Per-load counts, and how many warnings were already logged one by one.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LoadStats {
@@ -336,14 +498,14 @@ pub struct ChunkOutcome {
     pub stopped: Option<String>,
 }
 
-/// Applies the commits in `data` (whole v2 batches, as a log read returns them) to `cache`.
+/// Applies the records in `data` (whole v2 batches, as a log read returns them) to `state`.
 /// Batches ending before `from` were applied already and are ignored. Pure and total: any
 /// bytes give an outcome, never a panic (see the module docs for what is skipped).
 pub fn replay_batches(
     data: &[u8],
     partition: i32,
     from: i64,
-    cache: &mut OffsetCache,
+    state: &mut Replayed,
     stats: &mut LoadStats,
 ) -> ChunkOutcome {
     let mut next = from;
@@ -393,7 +555,7 @@ pub fn replay_batches(
             }
         };
         for r in records {
-            apply_record(r, partition, cache, stats);
+            apply_record(r, partition, state, stats);
         }
     }
     ChunkOutcome {
@@ -402,13 +564,32 @@ pub fn replay_batches(
     }
 }
 
-fn apply_record(r: Record, partition: i32, cache: &mut OffsetCache, stats: &mut LoadStats) {
+fn apply_record(r: Record, partition: i32, state: &mut Replayed, stats: &mut LoadStats) {
     let key = match r.key.ok_or(OffsetRecordError::NoKey).and_then(decode_key) {
-        Ok(Some(k)) => k,
-        Ok(None) => return,
+        Ok(k) => k,
         Err(e) => return stats.warn_record(partition, r.offset, &e),
     };
-    let (group, topic, tp_partition) = key;
+    let (group, topic, tp_partition) = match key {
+        RecordKey::Offset {
+            group,
+            topic,
+            partition,
+        } => (group, topic, partition),
+        RecordKey::Group(group) => {
+            match r.value.map(|v| decode_group_value(&group, v)) {
+                Some(Ok(g)) => {
+                    state.groups.insert(group, g);
+                }
+                Some(Err(e)) => return stats.warn_record(partition, r.offset, &e),
+                None => {
+                    state.groups.remove(&group);
+                }
+            }
+            stats.records += 1;
+            return;
+        }
+    };
+    let cache = &mut state.offsets;
     match r.value.map(decode_value) {
         Some(Ok(v)) => {
             cache
@@ -429,132 +610,263 @@ fn apply_record(r: Record, partition: i32, cache: &mut OffsetCache, stats: &mut 
     stats.records += 1;
 }
 
+/// The offsets partitions this broker leads and has loaded, by partition index.
 pub struct OffsetStore {
-    partitions: Vec<Arc<Partition>>,
-    /// group -> committed offsets. Also serializes appends (see the module docs).
-    /// Shared with the blocking task that appends (see [`OffsetStore::write`]).
-    cache: Arc<Mutex<OffsetCache>>,
+    shards: Mutex<HashMap<i32, Arc<Shard>>>,
+    /// `offsets.commit.timeout.ms`: how long a write waits for the ISR.
+    commit_timeout: Duration,
+}
+
+/// One loaded offsets partition.
+pub struct Shard {
+    pub partition: Arc<Partition>,
+    state: Mutex<ShardState>,
+}
+
+#[derive(Default)]
+struct ShardState {
+    /// Committed offsets: every write below the high watermark, applied in log order.
+    offsets: OffsetCache,
+    /// Writes appended but not yet known to be committed, in log order.
+    pending: VecDeque<PendingWrite>,
+}
+
+/// An appended write of offsets, applied to the cache once the HW reaches `end`.
+struct PendingWrite {
+    end: i64,
+    group: String,
+    records: Vec<(TopicPartition, Option<CommittedOffset>)>,
+}
+
+impl ShardState {
+    fn apply(&mut self, group: String, records: Vec<(TopicPartition, Option<CommittedOffset>)>) {
+        let entry = self.offsets.entry(group.clone()).or_default();
+        for (tp, v) in records {
+            match v {
+                Some(v) => {
+                    entry.insert(tp, v);
+                }
+                None => {
+                    entry.remove(&tp);
+                }
+            }
+        }
+        if entry.is_empty() {
+            self.offsets.remove(&group);
+        }
+    }
+}
+
+impl Shard {
+    /// Applies, in log order, every pending write the high watermark `hw` has passed.
+    fn apply_committed(&self, hw: Offset) {
+        let mut state = self.state.lock().expect("offset shard lock");
+        while state.pending.front().is_some_and(|w| w.end <= hw.get()) {
+            if let Some(w) = state.pending.pop_front() {
+                state.apply(w.group, w.records);
+            }
+        }
+    }
+}
+
+/// Kafka's mapping of a failed offsets append to what the committer is told
+/// (`GroupMetadataManager.storeOffsets`).
+fn append_error(e: crate::append::AppendError) -> ApiError {
+    use crate::append::AppendError;
+    match e {
+        AppendError::NotLeader => ResponseError::NotCoordinator.into(),
+        AppendError::Log(e) => {
+            tracing::error!(topic = OFFSETS_TOPIC, error = %e, "writing to __consumer_offsets failed");
+            ResponseError::NotCoordinator.into()
+        }
+        other => {
+            tracing::error!(topic = OFFSETS_TOPIC, error = ?other, "writing to __consumer_offsets refused");
+            ResponseError::CoordinatorNotAvailable.into()
+        }
+    }
 }
 
 impl OffsetStore {
-    /// Replays every `__consumer_offsets` partition. Blocking; runs before the broker serves.
-    /// Never fails: damage is skipped or stops one partition's load, with an error logged.
-    pub fn load(partitions: Vec<Arc<Partition>>) -> OffsetStore {
-        let mut cache = OffsetCache::new();
-        let mut total = LoadStats::default();
-        for p in &partitions {
-            let mut stats = LoadStats::default();
-            load_partition(p, &mut cache, &mut stats);
-            if stats.skipped_records > WARNINGS_PER_PARTITION {
-                tracing::warn!(
-                    topic = OFFSETS_TOPIC,
-                    partition = p.index,
-                    skipped_records = stats.skipped_records,
-                    "skipped more records of __consumer_offsets than were logged one by one"
-                );
-            }
-            total.records += stats.records;
-            total.skipped_records += stats.skipped_records;
-            total.skipped_batches += stats.skipped_batches;
+    pub fn new(commit_timeout: Duration) -> OffsetStore {
+        OffsetStore {
+            shards: Mutex::new(HashMap::new()),
+            commit_timeout,
+        }
+    }
+
+    /// Replays `partition` (this broker now leads it). Blocking. Never fails: damage is
+    /// skipped or stops the load there, with an error logged.
+    pub fn replay(partition: &Partition) -> Replayed {
+        let mut state = Replayed::default();
+        let mut stats = LoadStats::default();
+        load_partition(partition, &mut state, &mut stats);
+        if stats.skipped_records > WARNINGS_PER_PARTITION {
+            tracing::warn!(
+                topic = OFFSETS_TOPIC,
+                partition = partition.index,
+                skipped_records = stats.skipped_records,
+                "skipped more records of __consumer_offsets than were logged one by one"
+            );
         }
         tracing::info!(
-            groups = cache.len(),
-            records = total.records,
-            skipped_records = total.skipped_records,
-            skipped_batches = total.skipped_batches,
-            "loaded committed offsets"
+            topic = OFFSETS_TOPIC,
+            partition = partition.index,
+            groups = state.groups.len(),
+            groups_with_offsets = state.offsets.len(),
+            records = stats.records,
+            skipped_records = stats.skipped_records,
+            skipped_batches = stats.skipped_batches,
+            "loaded an offsets partition"
         );
-        OffsetStore {
-            partitions,
-            cache: Arc::new(Mutex::new(cache)),
-        }
+        state
     }
 
-    fn partition(&self, group: &str) -> &Arc<Partition> {
-        &self.partitions[partition_for(group, self.partitions.len())]
+    /// Serves partition `index` from now on, with the offsets its replay found.
+    pub fn install(&self, index: i32, partition: Arc<Partition>, offsets: OffsetCache) {
+        let shard = Arc::new(Shard {
+            partition,
+            state: Mutex::new(ShardState {
+                offsets,
+                pending: VecDeque::new(),
+            }),
+        });
+        self.lock().insert(index, shard);
     }
 
-    /// Appends `records` for `group`, applies them to the cache, and waits until durable.
+    /// Stops serving partition `index` (this broker no longer leads it).
+    pub fn uninstall(&self, index: i32) {
+        self.lock().remove(&index);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Arc<Shard>>> {
+        self.shards.lock().expect("offset shards lock")
+    }
+
+    fn shard(&self, index: i32) -> Result<Arc<Shard>, ApiError> {
+        self.lock()
+            .get(&index)
+            .cloned()
+            .ok_or_else(|| ResponseError::NotCoordinator.into())
+    }
+
+    fn shards(&self) -> Vec<(i32, Arc<Shard>)> {
+        self.lock().iter().map(|(i, s)| (*i, s.clone())).collect()
+    }
+
+    /// Appends `records` (keys and values of `__consumer_offsets`) to partition `index` and
+    /// waits until they are committed (see the module docs); `offsets`, the same writes as
+    /// offsets, are then applied to the cache.
     async fn write(
         &self,
+        index: i32,
         group: &str,
-        records: Vec<(TopicPartition, Option<CommittedOffset>)>,
+        records: Vec<(Bytes, Option<Bytes>)>,
+        offsets: Vec<(TopicPartition, Option<CommittedOffset>)>,
         now_ms: i64,
     ) -> Result<(), ApiError> {
         if records.is_empty() {
             return Ok(());
         }
-        let partition = self.partition(group).clone();
-        let batch = encode_batch(
-            records
-                .iter()
-                .map(|((t, p), v)| (encode_key(group, t, *p), v.as_ref().map(encode_value)))
-                .collect(),
-            now_ms,
-        );
-        // The append can wait on the disk (a throttled pwrite): off the reactor. The cache lock
-        // is held across it so the cache changes in log order.
-        let (cache, appender, group_name) =
-            (self.cache.clone(), partition.clone(), group.to_string());
+        let shard = self.shard(index)?;
+        let partition = shard.partition.clone();
+        if let Err(e) = partition.check_min_insync() {
+            return Err(match partition.is_leader() {
+                false => ResponseError::NotCoordinator.into(),
+                true => ApiError::new(
+                    ResponseError::CoordinatorNotAvailable,
+                    format!("__consumer_offsets-{index}: {e}"),
+                ),
+            });
+        }
+        let batch = encode_batch(records, now_ms);
+        // The append can wait on the disk (a throttled pwrite): off the reactor. The shard lock
+        // is held across it, so pending writes are queued in log order.
+        let (appending, group) = (shard.clone(), group.to_string());
         let end = crate::blocking::off_reactor(move || -> Result<Offset, ApiError> {
-            let mut cache = cache.lock().expect("offset cache lock");
-            let info = match appender
+            let mut state = appending.state.lock().expect("offset shard lock");
+            let info = match appending
+                .partition
                 .append(&batch, now_ms, None)
-                .map_err(ApiError::from_append)?
+                .map_err(append_error)?
             {
                 crate::partition::AppendOutcome::Appended(info) => info,
                 crate::partition::AppendOutcome::Duplicate { .. } => {
                     unreachable!("non-idempotent batches are never duplicates")
                 }
             };
-            let entry = cache.entry(group_name.clone()).or_default();
-            for (tp, v) in records {
-                match v {
-                    Some(v) => {
-                        entry.insert(tp, v);
-                    }
-                    None => {
-                        entry.remove(&tp);
-                    }
-                }
+            let end = info.last_offset.plus(1);
+            if !offsets.is_empty() {
+                state.pending.push_back(PendingWrite {
+                    end: end.get(),
+                    group,
+                    records: offsets,
+                });
             }
-            if entry.is_empty() {
-                cache.remove(&group_name);
-            }
-            Ok(info.last_offset.plus(1))
+            Ok(end)
         })
         .await?;
         partition.make_durable(end).await.map_err(|e| {
-            // Kafka answers a failed offsets write with a retriable coordinator error.
-            tracing::error!(group, error = %e, "committing offsets failed");
+            tracing::error!(topic = OFFSETS_TOPIC, partition = index, error = %e,
+                "making an offsets write durable failed");
             ApiError::from(ResponseError::CoordinatorNotAvailable)
-        })
+        })?;
+        match tokio::time::timeout(self.commit_timeout, partition.wait_for_hw(end)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(ResponseError::NotCoordinator.into()),
+            Err(_) => {
+                return Err(ApiError::new(
+                    ResponseError::CoordinatorNotAvailable,
+                    format!(
+                        "__consumer_offsets-{index} did not replicate the write within \
+                         offsets.commit.timeout.ms ({:?})",
+                        self.commit_timeout
+                    ),
+                ))
+            }
+        }
+        shard.apply_committed(partition.high_watermark());
+        Ok(())
     }
 
+    /// Commits `offsets` of `group` (in partition `index`).
     pub async fn commit(
         &self,
+        index: i32,
         group: &str,
         offsets: Vec<(TopicPartition, CommittedOffset)>,
         now_ms: i64,
     ) -> Result<(), ApiError> {
-        self.write(
-            group,
-            offsets.into_iter().map(|(tp, v)| (tp, Some(v))).collect(),
-            now_ms,
-        )
-        .await
+        let writes: Vec<(TopicPartition, Option<CommittedOffset>)> =
+            offsets.into_iter().map(|(tp, v)| (tp, Some(v))).collect();
+        let records = offset_records(group, &writes);
+        self.write(index, group, records, writes, now_ms).await
     }
 
-    /// Deletes the given offsets of `group` (all of them when `which` is None).
+    /// Stores a group's state, or its tombstone (`None`: the group was deleted).
+    pub async fn store_group(
+        &self,
+        index: i32,
+        group: &str,
+        snapshot: Option<&GroupSnapshot>,
+        now_ms: i64,
+    ) -> Result<(), ApiError> {
+        let record = (encode_group_key(group), snapshot.map(encode_group_value));
+        self.write(index, group, vec![record], Vec::new(), now_ms)
+            .await
+    }
+
+    /// Deletes the given committed offsets of `group` (all of them when `which` is None).
     pub async fn delete(
         &self,
+        index: i32,
         group: &str,
         which: Option<Vec<TopicPartition>>,
         now_ms: i64,
     ) -> Result<usize, ApiError> {
         let targets: Vec<TopicPartition> = {
-            let cache = self.cache.lock().expect("offset cache lock");
-            let Some(g) = cache.get(group) else {
+            let shard = self.shard(index)?;
+            let state = shard.state.lock().expect("offset shard lock");
+            let Some(g) = state.offsets.get(group) else {
                 return Ok(0);
             };
             match which {
@@ -563,87 +875,88 @@ impl OffsetStore {
             }
         };
         let n = targets.len();
-        self.write(
-            group,
-            targets.into_iter().map(|tp| (tp, None)).collect(),
-            now_ms,
-        )
-        .await?;
+        let writes: Vec<(TopicPartition, Option<CommittedOffset>)> =
+            targets.into_iter().map(|tp| (tp, None)).collect();
+        let records = offset_records(group, &writes);
+        self.write(index, group, records, writes, now_ms).await?;
         Ok(n)
     }
 
-    pub fn get(&self, group: &str, tp: &TopicPartition) -> Option<CommittedOffset> {
-        self.cache
-            .lock()
-            .expect("offset cache lock")
-            .get(group)
-            .and_then(|g| g.get(tp).cloned())
+    /// Reads the committed offsets of partition `index` (empty when it is not loaded here).
+    fn read<T>(&self, index: i32, f: impl FnOnce(&OffsetCache) -> T) -> Option<T> {
+        let shard = self.lock().get(&index).cloned()?;
+        let state = shard.state.lock().expect("offset shard lock");
+        Some(f(&state.offsets))
+    }
+
+    pub fn get(&self, index: i32, group: &str, tp: &TopicPartition) -> Option<CommittedOffset> {
+        self.read(index, |c| c.get(group).and_then(|g| g.get(tp).cloned()))
+            .flatten()
     }
 
     /// Every committed offset of `group`.
-    pub fn all(&self, group: &str) -> Vec<(TopicPartition, CommittedOffset)> {
-        self.cache
-            .lock()
-            .expect("offset cache lock")
-            .get(group)
-            .map(|g| g.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default()
+    pub fn all(&self, index: i32, group: &str) -> Vec<(TopicPartition, CommittedOffset)> {
+        self.read(index, |c| {
+            c.get(group)
+                .map(|g| g.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
     }
 
-    pub fn has_offsets(&self, group: &str) -> bool {
-        self.cache
-            .lock()
-            .expect("offset cache lock")
-            .contains_key(group)
+    pub fn has_offsets(&self, index: i32, group: &str) -> bool {
+        self.read(index, |c| c.contains_key(group)).unwrap_or(false)
     }
 
-    pub fn groups(&self) -> Vec<String> {
-        self.cache
-            .lock()
-            .expect("offset cache lock")
-            .keys()
-            .cloned()
-            .collect()
+    /// Groups whose newest commit is older than `cutoff_ms` (retention candidates), with their
+    /// partition.
+    pub fn groups_idle_since(&self, cutoff_ms: i64) -> Vec<(i32, String)> {
+        let mut idle = Vec::new();
+        for (index, shard) in self.shards() {
+            let state = shard.state.lock().expect("offset shard lock");
+            idle.extend(
+                state
+                    .offsets
+                    .iter()
+                    .filter(|(_, g)| g.values().all(|v| v.commit_timestamp < cutoff_ms))
+                    .map(|(name, _)| (index, name.clone())),
+            );
+        }
+        idle
     }
 
-    /// Groups whose newest commit is older than `cutoff_ms` (retention candidates).
-    pub fn groups_idle_since(&self, cutoff_ms: i64) -> Vec<String> {
-        self.cache
-            .lock()
-            .expect("offset cache lock")
-            .iter()
-            .filter(|(_, g)| g.values().all(|v| v.commit_timestamp < cutoff_ms))
-            .map(|(name, _)| name.clone())
-            .collect()
-    }
-
-    /// Every topic some group has committed offsets for.
+    /// Every topic some group has committed offsets for, in the loaded partitions.
     pub fn topics(&self) -> std::collections::BTreeSet<String> {
-        self.cache
-            .lock()
-            .expect("offset cache lock")
-            .values()
-            .flat_map(|g| g.keys().map(|(t, _)| t.clone()))
-            .collect()
+        let mut topics = std::collections::BTreeSet::new();
+        for (_, shard) in self.shards() {
+            let state = shard.state.lock().expect("offset shard lock");
+            topics.extend(
+                state
+                    .offsets
+                    .values()
+                    .flat_map(|g| g.keys().map(|(t, _)| t.clone())),
+            );
+        }
+        topics
     }
 
-    /// Drops the offsets of a deleted topic from every group (tombstones, made durable);
-    /// returns the groups left without any offsets.
+    /// Drops the offsets of a deleted topic from every group of the loaded partitions
+    /// (tombstones, committed); returns the groups left without any offsets.
     pub async fn forget_topic(&self, topic: &str, now_ms: i64) -> Vec<String> {
-        let affected: Vec<(String, Vec<TopicPartition>)> = {
-            let cache = self.cache.lock().expect("offset cache lock");
-            cache
-                .iter()
-                .filter_map(|(g, offs)| {
-                    let tps: Vec<_> = offs.keys().filter(|(t, _)| t == topic).cloned().collect();
-                    (!tps.is_empty()).then(|| (g.clone(), tps))
-                })
-                .collect()
-        };
+        let mut affected: Vec<(i32, String, Vec<TopicPartition>)> = Vec::new();
+        for (index, shard) in self.shards() {
+            let state = shard.state.lock().expect("offset shard lock");
+            for (g, offs) in &state.offsets {
+                let tps: Vec<_> = offs.keys().filter(|(t, _)| t == topic).cloned().collect();
+                if !tps.is_empty() {
+                    affected.push((index, g.clone(), tps));
+                }
+            }
+        }
         let mut emptied = Vec::new();
-        for (group, tps) in affected {
-            match self.delete(&group, Some(tps), now_ms).await {
-                Ok(_) if !self.has_offsets(&group) => emptied.push(group),
+        for (index, group, tps) in affected {
+            match self.delete(index, &group, Some(tps), now_ms).await {
+                Ok(_) if !self.has_offsets(index, &group) => emptied.push(group),
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(group, topic, error = ?e.code, "could not drop offsets of a deleted topic")
@@ -654,8 +967,19 @@ impl OffsetStore {
     }
 }
 
+/// The `__consumer_offsets` records of offset writes of `group`.
+fn offset_records(
+    group: &str,
+    writes: &[(TopicPartition, Option<CommittedOffset>)],
+) -> Vec<(Bytes, Option<Bytes>)> {
+    writes
+        .iter()
+        .map(|((t, p), v)| (encode_key(group, t, *p), v.as_ref().map(encode_value)))
+        .collect()
+}
+
 /// Replays one partition from its log start to its end, or to the first point it cannot read.
-fn load_partition(p: &Partition, cache: &mut OffsetCache, stats: &mut LoadStats) {
+fn load_partition(p: &Partition, state: &mut Replayed, stats: &mut LoadStats) {
     let mut offset = p.log.log_start_offset().get();
     let end = p.log.log_end_offset().get();
     while offset < end {
@@ -677,7 +1001,7 @@ fn load_partition(p: &Partition, cache: &mut OffsetCache, stats: &mut LoadStats)
         if read.data.is_empty() {
             return;
         }
-        let outcome = replay_batches(&read.data, p.index, offset, cache, stats);
+        let outcome = replay_batches(&read.data, p.index, offset, state, stats);
         if let Some(reason) = outcome.stopped {
             return stop(outcome.next, &reason);
         }
@@ -715,14 +1039,21 @@ mod tests {
     #[test]
     fn key_and_value_round_trip() {
         let key = encode_key("g", "orders", 7);
-        assert_eq!(decode_key(key), Ok(Some(("g".into(), "orders".into(), 7))));
+        assert_eq!(
+            decode_key(key),
+            Ok(RecordKey::Offset {
+                group: "g".into(),
+                topic: "orders".into(),
+                partition: 7
+            })
+        );
         let v = commit(42);
         assert_eq!(decode_value(encode_value(&v)), Ok(v));
-        // Group metadata keys (version 2) are not offset commits.
-        let mut other = BytesMut::new();
-        other.put_i16(2);
-        put_str(&mut other, "g");
-        assert_eq!(decode_key(other.freeze()), Ok(None));
+        // Group metadata keys (version 2) name a group's state.
+        assert_eq!(
+            decode_key(encode_group_key("g")),
+            Ok(RecordKey::Group("g".into()))
+        );
         let mut unknown = BytesMut::new();
         unknown.put_i16(9);
         assert_eq!(
@@ -802,10 +1133,10 @@ mod tests {
     }
 
     fn replay(data: &[u8], from: i64) -> (OffsetCache, LoadStats, ChunkOutcome) {
-        let mut cache = OffsetCache::new();
+        let mut state = Replayed::default();
         let mut stats = LoadStats::default();
-        let outcome = replay_batches(data, 3, from, &mut cache, &mut stats);
-        (cache, stats, outcome)
+        let outcome = replay_batches(data, 3, from, &mut state, &mut stats);
+        (state.offsets, stats, outcome)
     }
 
     fn offset_of(cache: &OffsetCache, t: &str, p: i32) -> Option<i64> {
@@ -823,7 +1154,7 @@ mod tests {
                 (raw(&[0, 1, 0, 1, 0xff, 0, 1, b't']), value(1)), // group not UTF-8
                 (key("t", 0), raw(&[0, 99, 1, 2, 3])), // value version 99: not a tombstone
                 (key("t", 0), raw(&[0, 3, 0, 0])),     // truncated value
-                (raw(&[0, 2, 0, 1, b'g']), raw(b"group metadata")), // quietly not ours
+                (raw(&[0, 2, 0, 1, b'g']), raw(b"group metadata")), // a group state, garbled
                 (key("t", 1), value(11)),
                 (key("gone", 0), value(5)),
                 (key("gone", 0), None), // tombstone
@@ -846,7 +1177,7 @@ mod tests {
         );
         assert_eq!(offset_of(&cache, "t", 1), Some(11));
         assert_eq!(offset_of(&cache, "gone", 0), None);
-        assert_eq!(stats.skipped_records, 6);
+        assert_eq!(stats.skipped_records, 7);
         assert_eq!(stats.records, 4);
         assert_eq!(stats.skipped_batches, 0);
     }
@@ -945,11 +1276,125 @@ mod tests {
     /// answer, never panic, and the loader never moves backwards.
     use sluice_protocol::batch::testing::Rng;
 
+    fn snapshot() -> GroupSnapshot {
+        GroupSnapshot {
+            group_id: "g".into(),
+            protocol_type: "consumer".into(),
+            generation_id: 7,
+            protocol_name: Some("range".into()),
+            leader: Some("m1".into()),
+            current_state_timestamp_ms: 1_700_000_000_000,
+            members: vec![
+                MemberSnapshot {
+                    member_id: "m1".into(),
+                    group_instance_id: None,
+                    client_id: "c1".into(),
+                    client_host: "/127.0.0.1".into(),
+                    rebalance_timeout_ms: 30_000,
+                    session_timeout_ms: 10_000,
+                    subscription: Bytes::from_static(b"sub"),
+                    assignment: Bytes::from_static(b"assign-1"),
+                },
+                MemberSnapshot {
+                    member_id: "m2".into(),
+                    group_instance_id: Some("static-2".into()),
+                    client_id: "c2".into(),
+                    client_host: "/127.0.0.2".into(),
+                    rebalance_timeout_ms: 45_000,
+                    session_timeout_ms: 6_000,
+                    subscription: Bytes::new(),
+                    assignment: Bytes::from_static(b"assign-2"),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn group_values_round_trip_and_damage_is_an_error() {
+        let g = snapshot();
+        let encoded = encode_group_value(&g);
+        assert_eq!(decode_group_value("g", encoded.clone()), Ok(g.clone()));
+        for cut in 0..encoded.len() {
+            assert!(
+                decode_group_value("g", encoded.slice(..cut)).is_err(),
+                "cut {cut}"
+            );
+        }
+        // A member count that lies is an error, not an allocation.
+        let mut lying = BytesMut::new();
+        lying.put_i16(3);
+        put_str(&mut lying, "consumer");
+        lying.put_i32(1);
+        lying.put_i16(-1);
+        lying.put_i16(-1);
+        lying.put_i64(0);
+        lying.put_i32(i32::MAX);
+        assert_eq!(
+            decode_group_value("g", lying.freeze()),
+            Err(Truncated("member id"))
+        );
+        let empty = GroupSnapshot {
+            protocol_name: None,
+            leader: None,
+            members: Vec::new(),
+            ..g
+        };
+        assert_eq!(
+            decode_group_value("g", encode_group_value(&empty)),
+            Ok(empty)
+        );
+    }
+
+    #[test]
+    fn replay_keeps_each_groups_latest_state_and_tombstones_remove_it() {
+        let g = snapshot();
+        let newer = GroupSnapshot {
+            generation_id: 8,
+            ..g.clone()
+        };
+        let state_of = |s: &GroupSnapshot| Some(encode_group_value(s));
+        let data = [
+            at(
+                encode_records(
+                    vec![
+                        (Some(encode_group_key("g")), state_of(&g)),
+                        (key("t", 0), value(5)),
+                        (Some(encode_group_key("gone")), state_of(&g)),
+                    ],
+                    0,
+                    RecordCompression::None,
+                ),
+                0,
+            ),
+            at(
+                encode_records(
+                    vec![
+                        (Some(encode_group_key("g")), state_of(&newer)),
+                        (Some(encode_group_key("gone")), None),
+                    ],
+                    0,
+                    RecordCompression::None,
+                ),
+                3,
+            ),
+        ]
+        .concat();
+        let mut state = Replayed::default();
+        let mut stats = LoadStats::default();
+        let outcome = replay_batches(&data, 0, 0, &mut state, &mut stats);
+        assert_eq!(outcome.stopped, None);
+        assert_eq!(state.groups.len(), 1);
+        assert_eq!(state.groups["g"].generation_id, 8);
+        assert_eq!(offset_of(&state.offsets, "t", 0), Some(5));
+        assert_eq!(stats.records, 5);
+    }
+
     #[test]
     fn random_and_mutated_offset_records_never_panic() {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let good_key = encode_key("group", "topic", 3).to_vec();
         let good_value = encode_value(&commit(9)).to_vec();
+        let good_group = encode_group_value(&snapshot()).to_vec();
         let good_chunk = [
             at(
                 encode_records(
@@ -976,6 +1421,8 @@ mod tests {
                 (mutate(&mut rng, &good_key), mutate(&mut rng, &good_value))
             };
             let _ = decode_key(Bytes::from(k));
+            let _ = decode_group_value("g", Bytes::from(v.clone()));
+            let _ = decode_group_value("g", Bytes::from(mutate(&mut rng, &good_group)));
             let _ = decode_value(Bytes::from(v));
             let mut chunk = mutate(&mut rng, &good_chunk);
             if round % 3 == 0 {

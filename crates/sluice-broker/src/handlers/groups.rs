@@ -268,12 +268,14 @@ pub fn heartbeat(groups: &GroupCoordinator, req: HeartbeatRequest) -> HeartbeatR
     let group = req.group_id.as_str().to_string();
     let member = req.member_id.as_str().to_string();
     let instance = opt(&req.group_instance_id);
-    let result = groups.with_machine(|g, now| {
-        (
-            g.heartbeat(&group, &member, instance.as_deref(), req.generation_id, now),
-            Vec::new(),
-        )
-    });
+    let result = groups
+        .with_group(&group, |g, now| {
+            (
+                g.heartbeat(&group, &member, instance.as_deref(), req.generation_id, now),
+                Vec::new(),
+            )
+        })
+        .and_then(|(_, r)| r);
     HeartbeatResponse::default().with_error_code(match result {
         Ok(()) => 0,
         Err(e) => group_error_code(&e).code(),
@@ -300,13 +302,17 @@ pub fn leave_group(
             group_instance_id: None,
         }]
     };
-    let result = groups.with_machine(|g, now| match g.leave_group(&group, &members, now) {
-        Ok(r) => {
-            let outputs = r.outputs.clone();
-            (Ok(r), outputs)
-        }
-        Err(e) => (Err(e), Vec::new()),
-    });
+    let result = groups
+        .with_group(&group, |g, now| {
+            match g.leave_group(&group, &members, now) {
+                Ok(r) => {
+                    let outputs = r.outputs.clone();
+                    (Ok(r), outputs)
+                }
+                Err(e) => (Err(e), Vec::new()),
+            }
+        })
+        .and_then(|(_, r)| r);
     let result = match result {
         Ok(r) => r,
         Err(e) => {
@@ -351,21 +357,19 @@ pub async fn offset_commit(
         None
     };
     let generation = req.generation_id_or_member_epoch;
-    let validated: Result<CommitKind, ResponseError> = if group.is_empty() {
+    // The group's offsets partition, if this broker coordinates it and the commit is valid.
+    let store: Result<i32, ResponseError> = if group.is_empty() {
         Err(ResponseError::InvalidGroupId)
     } else {
         groups
-            .with_machine(|g, now| {
+            .with_group(&group, |g, now| {
                 (
                     g.validate_offset_commit(&group, &member, instance.as_deref(), generation, now),
                     Vec::new(),
                 )
             })
+            .and_then(|(index, valid)| valid.map(|_: CommitKind| index))
             .map_err(|e| group_error_code(&e))
-    };
-    let store = match validated {
-        Ok(_) => groups.offsets().await.map_err(|e| e.code),
-        Err(code) => Err(code),
     };
     let now = groups.now_ms();
     // Kafka checks the metadata, not the local partitions: the topic's partitions may live on
@@ -414,11 +418,14 @@ pub async fn offset_commit(
         }
         codes.push(topic_codes);
     }
-    if let Ok(store) = &store {
+    if let Ok(index) = store {
         if !writes.is_empty() {
-            let outcome = store.commit(&group, writes, now).await;
+            let outcome = groups.store.commit(index, &group, writes, now).await;
             match outcome {
-                Ok(()) => groups.with_machine(|g, _| (g.set_has_offsets(&group, true), Vec::new())),
+                Ok(()) => {
+                    let _ = groups
+                        .with_group(&group, |g, _| (g.set_has_offsets(&group, true), Vec::new()));
+                }
                 Err(e) => {
                     for c in codes.iter_mut().flatten() {
                         if *c == 0 {
@@ -458,7 +465,8 @@ type TopicOffsets = (String, Vec<(i32, Option<CommittedOffset>)>);
 /// Committed offsets of `group` for the requested partitions (all committed ones when `None`),
 /// in request order.
 fn fetch_offsets(
-    store: Option<&OffsetStore>,
+    store: &OffsetStore,
+    index: i32,
     group: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> Vec<TopicOffsets> {
@@ -468,14 +476,14 @@ fn fetch_offsets(
             .map(|(t, parts)| {
                 let found = parts
                     .into_iter()
-                    .map(|p| (p, store.and_then(|s| s.get(group, &(t.clone(), p)))))
+                    .map(|p| (p, store.get(index, group, &(t.clone(), p))))
                     .collect();
                 (t, found)
             })
             .collect(),
         None => {
             let mut out: Vec<TopicOffsets> = Vec::new();
-            for ((t, p), v) in store.map(|s| s.all(group)).unwrap_or_default() {
+            for ((t, p), v) in store.all(index, group) {
                 match out.last_mut() {
                     Some((last, parts)) if *last == t => parts.push((p, Some(v))),
                     _ => out.push((t, vec![(p, Some(v))])),
@@ -491,19 +499,26 @@ pub async fn offset_fetch(
     req: OffsetFetchRequest,
     version: i16,
 ) -> OffsetFetchResponse {
-    let store = groups.offsets_if_loaded();
-    let store = store.as_deref();
+    let store = &groups.store;
     if version >= 8 {
         let groups = req
             .groups
             .iter()
             .map(|g| {
+                let index = match groups.owner(g.group_id.as_str()) {
+                    Ok(index) => index,
+                    Err(e) => {
+                        return OffsetFetchResponseGroup::default()
+                            .with_group_id(g.group_id.clone())
+                            .with_error_code(group_error_code(&e).code())
+                    }
+                };
                 let wanted = g.topics.as_ref().map(|ts| {
                     ts.iter()
                         .map(|t| (t.name.as_str().to_string(), t.partition_indexes.clone()))
                         .collect()
                 });
-                let topics = fetch_offsets(store, g.group_id.as_str(), wanted)
+                let topics = fetch_offsets(store, index, g.group_id.as_str(), wanted)
                     .into_iter()
                     .map(|(t, parts)| {
                         OffsetFetchResponseTopics::default()
@@ -530,12 +545,46 @@ pub async fn offset_fetch(
             .collect();
         return OffsetFetchResponse::default().with_groups(groups);
     }
+    let index = match groups.owner(req.group_id.as_str()) {
+        Ok(index) => index,
+        Err(e) => {
+            let code = group_error_code(&e).code();
+            // v0 and v1 carry errors per partition only; v2+ at the top too.
+            let topics = req
+                .topics
+                .iter()
+                .flatten()
+                .map(|t| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(t.name.clone())
+                        .with_partitions(
+                            t.partition_indexes
+                                .iter()
+                                .map(|p| {
+                                    OffsetFetchResponsePartition::default()
+                                        .with_partition_index(*p)
+                                        .with_committed_offset(-1)
+                                        .with_metadata(Some(str_bytes("")))
+                                        .with_error_code(code)
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            let resp = OffsetFetchResponse::default().with_topics(topics);
+            return if version >= 2 {
+                resp.with_error_code(code)
+            } else {
+                resp
+            };
+        }
+    };
     let wanted = req.topics.as_ref().map(|ts| {
         ts.iter()
             .map(|t| (t.name.as_str().to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let topics = fetch_offsets(store, req.group_id.as_str(), wanted)
+    let topics = fetch_offsets(store, index, req.group_id.as_str(), wanted)
         .into_iter()
         .map(|(t, parts)| {
             OffsetFetchResponseTopic::default()
@@ -578,7 +627,19 @@ pub fn describe_groups(
         .groups
         .iter()
         .map(|gid| {
-            let d = groups.read_machine(|g| g.describe_group(gid.as_str()));
+            let d = match groups.with_group(gid.as_str(), |g, _| {
+                (g.describe_group(gid.as_str()), Vec::new())
+            }) {
+                Ok((_, d)) => d,
+                Err(e) => {
+                    return DescribedGroup::default()
+                        .with_group_id(gid.clone())
+                        .with_error_code(group_error_code(&e).code())
+                        .with_group_state(str_bytes(""))
+                        .with_protocol_type(str_bytes(""))
+                        .with_protocol_data(str_bytes(""))
+                }
+            };
             DescribedGroup::default()
                 .with_group_id(gid.clone())
                 .with_group_state(str_bytes(d.state.as_str()))
@@ -620,31 +681,40 @@ pub fn list_groups(
             .types_filter
             .iter()
             .any(|t| t.as_str().eq_ignore_ascii_case("classic"));
+    let loading = groups.loading();
     let groups = if classic_wanted {
         groups.read_machine(|g| g.list_groups::<&str>(&[]))
     } else {
         Vec::new()
     };
-    ListGroupsResponse::default().with_groups(
-        groups
-            .into_iter()
-            .filter(|o| {
-                states.is_empty() || states.contains(&o.state.as_str().to_ascii_lowercase())
-            })
-            .map(|o| {
-                let mut l = ListedGroup::default()
-                    .with_group_id(group_id(&o.group_id))
-                    .with_protocol_type(str_bytes(&o.protocol_type));
-                if version >= 4 {
-                    l = l.with_group_state(str_bytes(o.state.as_str()));
-                }
-                if version >= 5 {
-                    l = l.with_group_type(str_bytes("classic"));
-                }
-                l
-            })
-            .collect(),
-    )
+    // Groups of partitions still loading are not listed yet: say so (Kafka does too).
+    let code = if loading {
+        ResponseError::CoordinatorLoadInProgress.code()
+    } else {
+        0
+    };
+    ListGroupsResponse::default()
+        .with_error_code(code)
+        .with_groups(
+            groups
+                .into_iter()
+                .filter(|o| {
+                    states.is_empty() || states.contains(&o.state.as_str().to_ascii_lowercase())
+                })
+                .map(|o| {
+                    let mut l = ListedGroup::default()
+                        .with_group_id(group_id(&o.group_id))
+                        .with_protocol_type(str_bytes(&o.protocol_type));
+                    if version >= 4 {
+                        l = l.with_group_state(str_bytes(o.state.as_str()));
+                    }
+                    if version >= 5 {
+                        l = l.with_group_type(str_bytes("classic"));
+                    }
+                    l
+                })
+                .collect(),
+        )
 }
 
 pub async fn delete_groups(
@@ -654,15 +724,19 @@ pub async fn delete_groups(
     let mut results = Vec::with_capacity(req.groups_names.len());
     for gid in &req.groups_names {
         let group = gid.as_str().to_string();
-        let deleted = groups.with_machine(|g, _| (g.delete_group(&group), Vec::new()));
+        let deleted = groups
+            .with_group(&group, |g, _| (g.delete_group(&group), Vec::new()))
+            .and_then(|(index, deleted)| deleted.map(|()| index));
         let code = match deleted {
-            Ok(()) => match groups.offsets_if_loaded() {
-                Some(store) => match store.delete(&group, None, groups.now_ms()).await {
+            Ok(index) => {
+                let now = groups.now_ms();
+                let offsets = groups.store.delete(index, &group, None, now).await;
+                let state = groups.store.store_group(index, &group, None, now).await;
+                match offsets.and(state) {
                     Ok(_) => 0,
                     Err(e) => e.code.code(),
-                },
-                None => 0,
-            },
+                }
+            }
             Err(e) => group_error_code(&e).code(),
         };
         results.push(
@@ -701,10 +775,15 @@ pub async fn offset_delete(
     req: OffsetDeleteRequest,
 ) -> OffsetDeleteResponse {
     let group = req.group_id.as_str().to_string();
-    let store = groups.offsets_if_loaded();
-    let d = groups.read_machine(|g| g.describe_group(&group));
-    let known =
-        store.as_ref().is_some_and(|s| s.has_offsets(&group)) || d.state != GroupState::Dead;
+    let (index, d) = match groups.with_group(&group, |g, _| (g.describe_group(&group), Vec::new()))
+    {
+        Ok(found) => found,
+        Err(e) => {
+            return OffsetDeleteResponse::default().with_error_code(group_error_code(&e).code())
+        }
+    };
+    let store = &groups.store;
+    let known = store.has_offsets(index, &group) || d.state != GroupState::Dead;
     if !known {
         return OffsetDeleteResponse::default()
             .with_error_code(ResponseError::GroupIdNotFound.code());
@@ -730,16 +809,19 @@ pub async fn offset_delete(
         for p in &t.partitions {
             let code = if subscribed.contains(&name) {
                 ResponseError::GroupSubscribedToTopic.code()
-            } else if let Some(store) = &store {
+            } else {
                 match store
-                    .delete(&group, Some(vec![(name.clone(), p.partition_index)]), now)
+                    .delete(
+                        index,
+                        &group,
+                        Some(vec![(name.clone(), p.partition_index)]),
+                        now,
+                    )
                     .await
                 {
                     Ok(_) => 0,
                     Err(e) => e.code.code(),
                 }
-            } else {
-                0
             };
             parts.push(
                 OffsetDeleteResponsePartition::default()
@@ -753,10 +835,10 @@ pub async fn offset_delete(
                 .with_partitions(parts),
         );
     }
-    if let Some(store) = &store {
-        let still = store.has_offsets(&group);
-        groups.with_machine(|g, _| (g.set_has_offsets(&group, still), Vec::new()));
-    }
+    let still = store.has_offsets(index, &group);
+    let _ = groups.with_group(&group, |g, _| {
+        (g.set_has_offsets(&group, still), Vec::new())
+    });
     OffsetDeleteResponse::default().with_topics(topics)
 }
 

@@ -761,6 +761,41 @@ pub struct RawConn {
 }
 
 impl RawConn {
+    /// Waits (bounded) until the broker at the other end coordinates `group` and has loaded its
+    /// offsets partition: FindCoordinator (creating `__consumer_offsets` on first use) names it,
+    /// and OffsetFetch v8 of the group no longer answers COORDINATOR_LOAD_IN_PROGRESS or
+    /// NOT_COORDINATOR. Returns the coordinator's node id.
+    pub fn wait_coordinator(&mut self, group: &str) -> i32 {
+        use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
+        use kafka_protocol::messages::{FindCoordinatorRequest, GroupId, OffsetFetchRequest};
+        use kafka_protocol::protocol::StrBytes;
+        wait_for(
+            &format!("a loaded coordinator of group {group}"),
+            START_TIMEOUT,
+            Duration::from_millis(100),
+            || {
+                let fc = self.call(
+                    3,
+                    &FindCoordinatorRequest::default()
+                        .with_key(StrBytes::from_string(group.to_string()))
+                        .with_key_type(0),
+                );
+                if fc.error_code != 0 {
+                    return None;
+                }
+                let fetched = self.call(
+                    8,
+                    &OffsetFetchRequest::default().with_groups(vec![
+                        OffsetFetchRequestGroup::default()
+                            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+                            .with_topics(Some(Vec::new())),
+                    ]),
+                );
+                (fetched.groups.first()?.error_code == 0).then_some(fc.node_id.0)
+            },
+        )
+    }
+
     pub fn connect(broker: &Broker) -> RawConn {
         RawConn::connect_addr(broker.addr())
     }
