@@ -49,6 +49,13 @@ impl FollowerProgress {
         self.last_caught_up_ms = in_isr.then_some(now_ms);
     }
 
+    /// Forgets when the follower was last caught up (it left the ISR by the controller's
+    /// decision): it is caught up again only by fetching up to the leader's end.
+    pub(crate) fn forget_catch_up(&mut self) {
+        self.last_fetch_ms = None;
+        self.last_caught_up_ms = None;
+    }
+
     /// Records a fetch at `fetch_offset`, received at `now_ms` while the leader's end was
     /// `leader_end`. Caught up now if the fetch reaches the leader's current end; caught up at the
     /// previous fetch if it reaches the end the leader had then.

@@ -121,6 +121,43 @@ mod tests {
     }
 
     #[test]
+    fn a_follower_the_controller_takes_out_of_the_isr_stops_holding_the_hw() {
+        let mut r = leader_of(&[1, 2, 3], &[1, 2, 3], 0);
+        r.on_local_end(Offset(10), T0);
+        fetch(&mut r, 2, 10, T0);
+        assert_eq!(
+            fetch(&mut r, 3, 10, T0),
+            vec![Output::HighWatermark(Offset(10))]
+        );
+        // Follower 2 dies; the leader appends and 3 copies it, but 2's recent catch-up would
+        // hold the HW for replica.lag.time.max.ms...
+        r.on_local_end(Offset(12), T0 + 1);
+        assert!(fetch(&mut r, 3, 12, T0 + 2).is_empty());
+        // ... until the controller fences 2 and commits the ISR without it: the HW moves at once.
+        let out = r
+            .become_leader(LeaderChange {
+                now_ms: T0 + 3,
+                local_end: Offset(12),
+                hw: Offset(10),
+                ..leader_change(&[1, 2, 3], &[1, 3], 1)
+            })
+            .unwrap();
+        assert_eq!(out, vec![Output::HighWatermark(Offset(12))]);
+        // Back and at the HW, 2 is proposed for the ISR again and holds the HW meanwhile.
+        r.on_local_end(Offset(14), T0 + 4);
+        let out = fetch(&mut r, 2, 12, T0 + 5);
+        assert!(
+            proposal(&out).is_some_and(|p| p.isr.contains(&BrokerId(2))),
+            "{out:?}"
+        );
+        let out = fetch(&mut r, 3, 14, T0 + 5);
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::HighWatermark(_))),
+            "{out:?}"
+        );
+    }
+
+    #[test]
     fn hw_is_the_least_end_in_the_isr_and_never_moves_back() {
         let mut r = leader_of(&[1, 2, 3], &[1, 2, 3], 0);
         assert!(

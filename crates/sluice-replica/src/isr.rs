@@ -365,7 +365,11 @@ mod tests {
         // The controller's record of our change arrives before its AlterPartition answer.
         let mut change = leader_change(&[1, 2, 3], &[1, 2], 1);
         change.local_end = Offset(10);
-        assert!(r.become_leader(change).unwrap().is_empty());
+        // 3, out of the ISR, no longer holds the HW back.
+        assert_eq!(
+            r.become_leader(change).unwrap(),
+            vec![Output::HighWatermark(Offset(10))]
+        );
         assert_eq!(r.pending_isr(), None);
         assert_eq!(r.isr(), ids(&[1, 2]));
         assert_eq!(r.follower(BrokerId(2)).unwrap().end, Offset(10));

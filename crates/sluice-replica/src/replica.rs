@@ -175,7 +175,18 @@ impl ReplicaState {
         let hw_before = self.hw;
         let in_isr = |b: &BrokerId| isr.contains(b);
         let mut leader = match std::mem::replace(&mut self.role, RoleState::Offline) {
-            RoleState::Leader(l) => l,
+            RoleState::Leader(mut l) => {
+                // Followers the controller took out of the ISR (fenced, or shutting down) stop
+                // counting as caught up, as Kafka's `isReplicaIsrEligible` has it: a broker that
+                // cannot rejoin must not hold the HW back for `replica.lag.time.max.ms`. A live
+                // one counts again once it fetches up to this leader's end.
+                for (id, f) in &mut l.followers {
+                    if self.isr.contains(id) && !in_isr(id) {
+                        f.forget_catch_up();
+                    }
+                }
+                l
+            }
             _ => {
                 self.hw = hw;
                 LeaderState {
