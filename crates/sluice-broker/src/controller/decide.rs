@@ -238,6 +238,17 @@ fn new_partitions(
     let topic = state
         .topic(name)
         .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    if topic.is_internal() {
+        // A group's offsets partition is its hash modulo the partition count: growing
+        // __consumer_offsets would move every group away from its commits.
+        return Err(ApiError::new(
+            ResponseError::InvalidPartitions,
+            format!(
+                "Internal topic '{}' cannot have partitions added.",
+                topic.name
+            ),
+        ));
+    }
     let current = topic.partitions.len() as i32;
     if count <= current {
         return Err(ApiError::new(
@@ -600,6 +611,23 @@ mod tests {
             },
         );
         s
+    }
+
+    #[test]
+    fn the_offsets_topic_keeps_its_partition_count() {
+        let mut s = state_with(&[1, 2], vec![vec![BrokerId(1)]]);
+        apply_all(
+            &mut s,
+            &[MetadataRecord::CreateTopic {
+                name: "__consumer_offsets".into(),
+                topic_id: Uuid::new_v4(),
+                replicas: vec![vec![BrokerId(1), BrokerId(2)]; 3],
+                configs: TopicConfigs::new(),
+            }],
+        );
+        let refused = new_partitions(&s, "__consumer_offsets", 4, None).unwrap_err();
+        assert_eq!(refused.code, ResponseError::InvalidPartitions);
+        assert!(new_partitions(&s, "t", 2, None).is_ok());
     }
 
     fn apply_all(s: &mut ClusterState, records: &[MetadataRecord]) {

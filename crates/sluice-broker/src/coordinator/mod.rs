@@ -341,7 +341,7 @@ impl Coordinator {
             }
             m.owned.insert(index, Owned::Loading { epoch, id });
         }
-        tracing::info!(topic = OFFSETS_TOPIC, partition = index, leader_epoch = %epoch,
+        tracing::debug!(topic = OFFSETS_TOPIC, partition = index, leader_epoch = %epoch,
             "leading an offsets partition: loading its groups");
         self.runtime
             .spawn(async move { me.load(index, epoch, id).await });
@@ -399,12 +399,14 @@ impl Coordinator {
                 m.groups.set_has_offsets(group, true);
             }
             for snapshot in replayed.groups.values() {
+                tracing::info!(group = %snapshot.group_id, generation = snapshot.generation_id,
+                    members = snapshot.members.len(), "restoring a group from its stored state");
                 m.groups.load_group(snapshot, now);
             }
             let groups = replayed.groups.len();
             self.store.install(index, partition, replayed.offsets);
             m.owned.insert(index, Owned::Loaded { epoch });
-            tracing::info!(topic = OFFSETS_TOPIC, partition = index, leader_epoch = %epoch,
+            tracing::debug!(topic = OFFSETS_TOPIC, partition = index, leader_epoch = %epoch,
                 groups, "coordinating the groups of an offsets partition");
         }
         self.timer.notify_one();
@@ -466,11 +468,18 @@ impl Coordinator {
                 Err(_) => continue,
             };
             let group = snapshot.group_id.clone();
-            if let Err(e) = self
+            let stored = self
                 .store
                 .store_group(index, &group, Some(&snapshot), self.clock.now_ms())
-                .await
-            {
+                .await;
+            tracing::debug!(
+                group,
+                generation = snapshot.generation_id,
+                members = snapshot.members.len(),
+                ok = stored.is_ok(),
+                "stored the group's state"
+            );
+            if let Err(e) = stored {
                 tracing::warn!(group, generation = snapshot.generation_id, error = ?e.code,
                     message = ?e.message, "could not store the group's state");
             }

@@ -708,7 +708,7 @@ impl OffsetStore {
                 "skipped more records of __consumer_offsets than were logged one by one"
             );
         }
-        tracing::info!(
+        tracing::debug!(
             topic = OFFSETS_TOPIC,
             partition = partition.index,
             groups = state.groups.len(),

@@ -7,6 +7,7 @@
 
 #![allow(dead_code)] // Each test binary uses a different subset of the helpers.
 
+pub mod children;
 pub mod cluster;
 
 use std::collections::BTreeMap;
@@ -401,6 +402,12 @@ impl Drop for Broker {
         if std::thread::panicking() {
             eprintln!("{}", self.log_tail());
         }
+        // SLUICE_TEST_KEEP_LOGS=DIR keeps the whole log of every broker a test started.
+        if let Some(dir) = std::env::var_os("SLUICE_TEST_KEEP_LOGS") {
+            let to = PathBuf::from(dir).join(format!("node-{}-{}.log", self.node_id, self.port));
+            let _ = std::fs::copy(self.log_path(), &to);
+            eprintln!("broker log kept in {}", to.display());
+        }
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
@@ -761,9 +768,9 @@ pub struct RawConn {
 }
 
 impl RawConn {
-    /// Waits (bounded) until the broker at the other end coordinates `group` and has loaded its
-    /// offsets partition: FindCoordinator (creating `__consumer_offsets` on first use) names it,
-    /// and OffsetFetch v8 of the group no longer answers COORDINATOR_LOAD_IN_PROGRESS or
+    /// Waits (bounded) until `group` has a coordinator that has loaded its offsets partition:
+    /// FindCoordinator asked here (creating `__consumer_offsets` on first use) names it, and
+    /// OffsetFetch v8 of the group there no longer answers COORDINATOR_LOAD_IN_PROGRESS or
     /// NOT_COORDINATOR. Returns the coordinator's node id.
     pub fn wait_coordinator(&mut self, group: &str) -> i32 {
         use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestGroup;
@@ -783,7 +790,9 @@ impl RawConn {
                 if fc.error_code != 0 {
                     return None;
                 }
-                let fetched = self.call(
+                let at: SocketAddr = format!("{}:{}", fc.host.as_str(), fc.port).parse().ok()?;
+                let mut coordinator = RawConn::try_connect(at)?;
+                let fetched = coordinator.call(
                     8,
                     &OffsetFetchRequest::default().with_groups(vec![
                         OffsetFetchRequestGroup::default()
@@ -798,6 +807,13 @@ impl RawConn {
 
     pub fn connect(broker: &Broker) -> RawConn {
         RawConn::connect_addr(broker.addr())
+    }
+
+    /// A connection to `addr`, `None` if nothing accepts there now.
+    pub fn try_connect(addr: SocketAddr) -> Option<RawConn> {
+        TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+            .ok()
+            .map(|_| RawConn::connect_addr(addr))
     }
 
     pub fn connect_addr(addr: SocketAddr) -> RawConn {
