@@ -3,7 +3,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Kafka, logLevel, CompressionTypes } from 'kafkajs'
-import { startBroker, waitFor } from './broker.mjs'
+import { startBroker, startCluster, waitFor } from './broker.mjs'
 
 function client (broker) {
   return new Kafka({ clientId: 'compat-node', brokers: [broker.bootstrap], logLevel: logLevel.NOTHING, retry: { retries: 5 } })
@@ -114,3 +114,71 @@ test('idempotent producer', { timeout: 60000 }, () => withBroker(async broker =>
   assert.equal(offsets.find(o => o.partition === 0).high, '100')
   await admin.disconnect()
 }))
+
+// Kafka's placement of a group in __consumer_offsets: abs(javaHashCode(group)) % partitions.
+function offsetsPartition (group, partitions) {
+  let h = 0
+  for (let i = 0; i < group.length; i++) h = (Math.imul(h, 31) + group.charCodeAt(i)) | 0
+  return (h === -2147483648 ? 0 : Math.abs(h)) % partitions
+}
+
+test('a consumer group keeps consuming when its coordinator is killed', { timeout: 180000 }, async () => {
+  const cluster = await startCluster(3)
+  const topic = 'failover'
+  const groupId = 'js-failover'
+  try {
+    const kafka = new Kafka({
+      clientId: 'compat-node-failover',
+      brokers: cluster.bootstrap,
+      logLevel: logLevel.NOTHING,
+      retry: { retries: 10, initialRetryTime: 200 }
+    })
+    const admin = kafka.admin()
+    await admin.connect()
+    await admin.createTopics({ topics: [{ topic, numPartitions: 4, replicationFactor: 3 }], waitForLeaders: true })
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 })
+    await producer.connect()
+    const sent = new Set()
+    const send = async (tag, n) => {
+      const messages = []
+      for (let i = 0; i < n; i++) {
+        messages.push({ partition: i % 4, value: `${tag}-${i}` })
+        sent.add(`${tag}-${i}`)
+      }
+      await producer.send({ topic, acks: -1, messages })
+    }
+    await send('before', 40)
+    const consumer = kafka.consumer({ groupId, sessionTimeout: 10000, heartbeatInterval: 500 })
+    await consumer.connect()
+    await consumer.subscribe({ topic, fromBeginning: true })
+    const seen = new Map()
+    await consumer.run({
+      eachMessage: async ({ partition, message }) => {
+        seen.set(`${partition}/${message.offset}`, message.value.toString())
+      }
+    })
+    await waitFor('the records sent before the kill', () => seen.size >= 40, 60000)
+    // Its coordinator: the leader of the group's __consumer_offsets partition.
+    const meta = await admin.fetchTopicMetadata({ topics: ['__consumer_offsets'] })
+    const parts = meta.topics[0].partitions
+    const coordinator = parts.find(p => p.partitionId === offsetsPartition(groupId, parts.length)).leader
+    await cluster.kill9(coordinator)
+    await send('after', 40)
+    await waitFor('the records sent after the kill', () => seen.size >= 80, 90000)
+    await waitFor('committed offsets at the end of every partition', async () => {
+      const offsets = await admin.fetchOffsets({ groupId, topics: [topic] })
+      const ends = await admin.fetchTopicOffsets(topic)
+      return offsets[0].partitions.every(p => p.offset === ends.find(e => e.partition === p.partition).high)
+    }, 60000)
+    await consumer.disconnect()
+    await producer.disconnect()
+    await admin.disconnect()
+    assert.deepEqual(new Set(seen.values()), sent, 'every record read')
+    assert.equal(seen.size, sent.size, 'nothing read twice at another offset')
+  } catch (e) {
+    console.error(cluster.logTail())
+    throw e
+  } finally {
+    await cluster.stop()
+  }
+})

@@ -43,7 +43,7 @@ def wait_until(cond, timeout, what, interval=0.05):
 
 class Broker:
     def __init__(self, data_dir, log_path, overrides=None, durability=None, node_id=1,
-                 advertised=None):
+                 advertised=None, extra_args=None):
         if not os.access(SLUICE_BIN, os.X_OK):
             pytest.fail(f"sluice binary not found or not executable: {SLUICE_BIN} (set SLUICE_BIN)")
         self.data_dir = Path(data_dir)
@@ -54,6 +54,8 @@ class Broker:
         self.node_id = node_id
         # `host:port` the broker advertises instead of its listener (e.g. a proxy in front).
         self.advertised = advertised
+        # More `serve` arguments (a cluster node's `--controller-listen` and `--voters`).
+        self.extra_args = list(extra_args or [])
         self.port = free_port()
         self.host = "127.0.0.1"
         self.proc = None
@@ -77,9 +79,15 @@ class Broker:
             argv += ["--durability", self.durability]
         for key, value in self.overrides.items():
             argv += ["--override", f"{key}={value}"]
-        return argv
+        return argv + self.extra_args
 
     def start(self):
+        self.spawn()
+        self.wait_accepting()
+        return self
+
+    def spawn(self):
+        """Starts the process without waiting for it to accept clients."""
         assert self.proc is None or self.proc.poll() is not None, "broker already running"
         self.starts += 1
         self._log = open(self.log_path, "ab")
@@ -88,7 +96,6 @@ class Broker:
         self.proc = subprocess.Popen(
             self.argv(), stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
         )
-        self._wait_accepting()
         return self
 
     def _accepts(self):
@@ -102,7 +109,7 @@ class Broker:
         except OSError:
             return False
 
-    def _wait_accepting(self):
+    def wait_accepting(self):
         try:
             wait_until(self._accepts, START_TIMEOUT, f"broker to accept on {self.bootstrap}")
         except AssertionError as e:
