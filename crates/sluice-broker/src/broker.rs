@@ -140,6 +140,7 @@ impl Broker {
         let initial = applied.borrow().state.clone();
         // ISR changes leaders propose, on their way to the controller (once it exists, below).
         let (isr_tx, isr_rx) = tokio::sync::mpsc::unbounded_channel();
+        let lease = Arc::new(crate::lease::LeadershipLease::new());
         let replicas = Arc::new(ReplicaManager::with_io(
             PartitionEnv {
                 local: node_id,
@@ -148,6 +149,7 @@ impl Broker {
                 isr_changes: Some(isr_tx),
                 replica_lag_time_max_ms: config.settings.replica_lag_time_max_ms,
                 unsafe_ack_before_replication: config.unsafe_ack_before_replication,
+                lease: lease.clone(),
             },
             dir.clone(),
             BrokerSettings::from_settings(&effective_settings(
@@ -310,6 +312,7 @@ impl Broker {
             registration,
             epoch: std::sync::atomic::AtomicI64::new(epoch),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            lease,
         });
         tokio::spawn(heartbeat_loop(
             controller.clone(),
@@ -325,10 +328,12 @@ impl Broker {
         ));
         tokio::spawn(tick_replicas(replicas.clone(), clock.clone()));
         let mut waited = image_waiter(&published);
+        // Unfenced in the metadata, and a heartbeat answered so: the leadership lease holds.
         let unfenced = |s: &ClusterState| {
             s.brokers
                 .get(&node_id)
                 .is_some_and(|b| b.epoch == lifecycle.epoch() && !b.fenced)
+                && lifecycle.lease.holds()
         };
         let mut logged = std::time::Instant::now();
         while !unfenced(&image.load()) {
@@ -438,6 +443,8 @@ struct Lifecycle {
     registration: BrokerRegistration,
     epoch: AtomicI64,
     stopping: AtomicBool,
+    /// Extended by every heartbeat the controller answers unfenced.
+    lease: Arc<crate::lease::LeadershipLease>,
 }
 
 impl Lifecycle {
@@ -456,6 +463,7 @@ async fn heartbeat_loop(
     published: watch::Receiver<i64>,
 ) {
     let interval = controller.liveness().heartbeat_interval;
+    let session = controller.liveness().session_timeout;
     let mut fenced_logged = false;
     let mut first = true;
     loop {
@@ -472,8 +480,15 @@ async fn heartbeat_loop(
             metadata_offset: *published.borrow(),
             shutting_down: false,
         };
+        let sent_at = std::time::Instant::now();
         match controller.send_heartbeat(hb).await {
             Ok(reply) => {
+                if !reply.fenced {
+                    if !lifecycle.lease.holds() {
+                        tracing::info!("leadership lease renewed by the controller");
+                    }
+                    lifecycle.lease.extend(sent_at, session);
+                }
                 if reply.fenced && !fenced_logged {
                     tracing::info!("fenced by the controller; waiting to catch up");
                 }

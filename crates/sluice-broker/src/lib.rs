@@ -40,6 +40,7 @@ pub mod error;
 pub mod fetch_session;
 pub mod handlers;
 pub mod image;
+pub mod lease;
 pub mod maintenance;
 pub mod partition;
 pub mod peer_routes;

@@ -81,6 +81,7 @@ pub struct Partition {
     pub waiters: Waiters,
     isr_changes: Option<tokio::sync::mpsc::UnboundedSender<IsrChange>>,
     unsafe_ack_before_replication: bool,
+    lease: Arc<crate::lease::LeadershipLease>,
     /// Follower fetches parked until the log end moves (an append), the role changes, or the
     /// partition goes: followers read up to the log end, not the HW.
     pub follower_waiters: Waiters,
@@ -101,6 +102,8 @@ pub struct PartitionEnv {
     /// hidden): `acks=all` is answered once the leader's own copy is durable, before the
     /// followers have it, so a leader failure loses acknowledged writes. Never set otherwise.
     pub unsafe_ack_before_replication: bool,
+    /// This broker's leadership lease (see [`crate::lease`]): past it, it leads nothing.
+    pub lease: Arc<crate::lease::LeadershipLease>,
 }
 
 /// What a leader knows of its followers, for KIP-392's choice of a read replica.
@@ -143,6 +146,7 @@ impl Partition {
         Partition {
             isr_changes: env.isr_changes.clone(),
             unsafe_ack_before_replication: env.unsafe_ack_before_replication,
+            lease: env.lease.clone(),
             clock: env.clock.clone(),
             replica: Mutex::new(replica),
             topic: tp.topic.clone(),
@@ -278,6 +282,13 @@ impl Partition {
         self.is_leader.load(Ordering::Acquire)
     }
 
+    /// This broker leads the partition and may act on it now: its leadership lease holds (a
+    /// broker paused or cut off past its session may have been replaced without knowing it).
+    /// What clients are served by; [`Partition::is_leader`] is the role as the metadata says.
+    pub fn leads_now(&self) -> bool {
+        self.is_leader() && self.lease.holds()
+    }
+
     /// The broker this replica is on.
     pub fn local_broker(&self) -> BrokerId {
         self.replica.lock().expect("replica lock").local()
@@ -399,7 +410,7 @@ impl Partition {
         producer: Option<IncomingBatch>,
     ) -> Result<AppendOutcome, AppendError> {
         let mut producers = self.producers.lock().expect("producer state lock");
-        if !self.is_leader() {
+        if !self.leads_now() {
             return Err(AppendError::NotLeader);
         }
         if let Some(b) = &producer {

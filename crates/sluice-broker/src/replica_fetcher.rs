@@ -972,6 +972,7 @@ mod tests {
                 isr_changes: None,
                 replica_lag_time_max_ms: 30_000,
                 unsafe_ack_before_replication: false,
+                lease: Arc::new(crate::lease::LeadershipLease::unbounded()),
             };
             let settings = BrokerSettings::from_settings(&Settings::load(None, &[]).unwrap()).log;
             let log = Log::open(

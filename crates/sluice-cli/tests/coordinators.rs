@@ -161,6 +161,53 @@ fn coordinator(cluster: &mut TestCluster, via: i32) -> i32 {
     RawConn::connect(cluster.node(via)).wait_coordinator(GROUP)
 }
 
+const NOT_COORDINATOR: i16 = 16;
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+
+/// OffsetFetch v8 of `group`'s offset of `TOPIC`-0 at `node`: (group error, offset).
+fn fetch_offset(cluster: &mut TestCluster, node: i32, group: &str) -> (i16, i64) {
+    use kafka_protocol::messages::offset_fetch_request::{
+        OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetFetchRequest, TopicName};
+    let resp = RawConn::connect(cluster.node(node)).call(
+        8,
+        &OffsetFetchRequest::default().with_groups(vec![OffsetFetchRequestGroup::default()
+            .with_group_id(GroupId(kstr(group)))
+            .with_topics(Some(vec![OffsetFetchRequestTopics::default()
+                .with_name(TopicName(kstr(TOPIC)))
+                .with_partition_indexes(vec![0])]))]),
+    );
+    let g = &resp.groups[0];
+    let offset = g
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .map_or(-1, |p| p.committed_offset);
+    (g.error_code, offset)
+}
+
+/// A standalone OffsetCommit v8 (no member, generation -1) of `offset` for `TOPIC`-0 at
+/// `node`: the partition's error code.
+fn commit_offset(cluster: &mut TestCluster, node: i32, group: &str, offset: i64) -> i16 {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+    let resp = RawConn::connect(cluster.node(node)).call(
+        8,
+        &OffsetCommitRequest::default()
+            .with_group_id(GroupId(kstr(group)))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![OffsetCommitRequestTopic::default()
+                .with_name(TopicName(kstr(TOPIC)))
+                .with_partitions(vec![OffsetCommitRequestPartition::default()
+                    .with_partition_index(0)
+                    .with_committed_offset(offset)])]),
+    );
+    resp.topics[0].partitions[0].error_code
+}
+
 /// The group, running: three children holding disjoint shares of the six partitions, each
 /// having committed what it read of them.
 fn running_group(cluster: &TestCluster, dir: &std::path::Path) -> Vec<ChildProc> {
@@ -297,6 +344,37 @@ fn a_group_keeps_consuming_when_its_coordinator_is_killed() {
     create_topic(&cluster.bootstrap());
     let old = coordinator(&mut cluster, 1);
     eprintln!("--- node {old} coordinates group {GROUP}");
+    // __consumer_offsets has three replicas per partition, and the other brokers send the
+    // group's requests to its coordinator.
+    let meta = RawConn::connect(cluster.node(1)).call(
+        12,
+        &kafka_protocol::messages::MetadataRequest::default().with_topics(None),
+    );
+    let offsets_topic = meta
+        .topics
+        .iter()
+        .find(|t| {
+            t.name
+                .as_ref()
+                .is_some_and(|n| n.as_str() == "__consumer_offsets")
+        })
+        .expect("__consumer_offsets in the metadata");
+    assert_eq!(offsets_topic.partitions.len(), 50);
+    assert!(offsets_topic.is_internal);
+    assert!(
+        offsets_topic
+            .partitions
+            .iter()
+            .all(|p| p.replica_nodes.len() == 3),
+        "{offsets_topic:?}"
+    );
+    for other in (1..=3).filter(|&n| n != old) {
+        assert_eq!(
+            fetch_offset(&mut cluster, other, GROUP).0,
+            NOT_COORDINATOR,
+            "node {other} does not coordinate {GROUP}"
+        );
+    }
     let producer = SteadyProducer::start(&cluster.bootstrap());
     let dir = tempfile::Builder::new()
         .prefix("sluice-it-coordinator")
@@ -400,4 +478,44 @@ fn a_group_keeps_consuming_through_a_rolling_restart() {
     }
     let (duplicates, rebalances) = finish(&mut cluster, producer, kids, 1);
     eprintln!("{duplicates} records read twice; {rebalances} rebalance callbacks in all");
+}
+
+#[test]
+fn a_commit_is_acknowledged_only_once_the_isr_has_it() {
+    let mut cluster = TestCluster::start_with(3, GROUP_SETTINGS);
+    create_topic(&cluster.bootstrap());
+    let group = "replicated-commits";
+    let coordinator = RawConn::connect(cluster.node(1)).wait_coordinator(group);
+    assert_eq!(commit_offset(&mut cluster, coordinator, group, 5), 0);
+    assert_eq!(fetch_offset(&mut cluster, coordinator, group), (0, 5));
+
+    eprintln!("--- the two other nodes die: the coordinator can no longer replicate a commit");
+    let others: Vec<i32> = (1..=3).filter(|&n| n != coordinator).collect();
+    for &n in &others {
+        cluster.node(n).kill9();
+    }
+    // Without a quorum nothing fences the coordinator or shrinks the ISR: the commit waits for
+    // the ISR until offsets.commit.timeout.ms and fails (COORDINATOR_NOT_AVAILABLE), or finds
+    // the coordinator's leadership lease expired (NOT_COORDINATOR); OffsetFetch never shows it.
+    let refused = commit_offset(&mut cluster, coordinator, group, 6);
+    assert!(
+        [COORDINATOR_NOT_AVAILABLE, NOT_COORDINATOR].contains(&refused),
+        "a commit the ISR does not have was answered {refused}"
+    );
+    assert_eq!(fetch_offset(&mut cluster, coordinator, group), (0, 5));
+
+    eprintln!("--- they return: commits are acknowledged again");
+    for &n in &others {
+        cluster.node(n).restart();
+    }
+    let at = wait_for(
+        "a commit acknowledged after the nodes return",
+        WAIT,
+        Duration::from_millis(500),
+        || {
+            let c = RawConn::connect(cluster.node(1)).wait_coordinator(group);
+            (commit_offset(&mut cluster, c, group, 7) == 0).then_some(c)
+        },
+    );
+    assert_eq!(fetch_offset(&mut cluster, at, group), (0, 7));
 }

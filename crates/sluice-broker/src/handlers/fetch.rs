@@ -199,7 +199,7 @@ pub fn check_leader(p: &Partition, current_leader_epoch: i32) -> Result<(), Resp
     if current_leader_epoch > epoch {
         return Err(ResponseError::UnknownLeaderEpoch);
     }
-    if !p.is_leader() {
+    if !p.leads_now() {
         return Err(ResponseError::NotLeaderOrFollower);
     }
     Ok(())
