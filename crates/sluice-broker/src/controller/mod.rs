@@ -51,6 +51,8 @@ const OP_TIMEOUT: Duration = Duration::from_secs(30);
 const RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// Between attempts while there is no reachable active controller.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Bound on the quorum round that confirms this controller before it answers a heartbeat.
+const QUORUM_CHECK: Duration = Duration::from_secs(1);
 
 /// Broker-wide defaults the controller applies to topics that do not say.
 #[derive(Debug, Clone, Copy)]
@@ -651,13 +653,18 @@ impl Controller {
     }
 
     async fn heartbeat(&self, hb: &BrokerHeartbeat) -> Result<HeartbeatReply, Attempt> {
-        let current = self
-            .applied
-            .borrow()
-            .state
-            .brokers
-            .get(&hb.broker_id)
-            .cloned();
+        // Answered only after a quorum round confirms this node still leads: a controller that
+        // was paused or cut off may have been replaced without knowing it, and its answer would
+        // renew the broker's leadership lease (`lease.rs`) on a stale view.
+        let (state, _) = match tokio::time::timeout(QUORUM_CHECK, self.linearized_state()).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(Attempt::Retry(
+                    "a quorum did not confirm this controller in time".to_string(),
+                ))
+            }
+        };
+        let current = state.brokers.get(&hb.broker_id).cloned();
         let Some(info) = current.filter(|b| b.epoch == hb.broker_epoch) else {
             return Err(Attempt::Failed(ApiError::new(
                 ResponseError::StaleBrokerEpoch,
