@@ -15,12 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::cluster::{read_partition0, wait_replicas_hold};
+use common::proxied::{cluster_with_rf3_partition, proxy_runtime};
 use common::*;
-use rdkafka::admin::{AdminClient, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use sluice_chaos::{metadata_leaders, Cluster, Direction, Fault, Leadership};
+use sluice_chaos::{Direction, Fault};
 
 const TOPIC: &str = "idempotent-failover";
 /// Records sent.
@@ -28,48 +27,11 @@ const N: usize = 1500;
 /// Bound on every wait: three brokers and the clients share two cores.
 const WAIT: Duration = Duration::from_secs(90);
 
-/// What node `id` itself says about the topic (on its listen port, past every proxy).
-fn seen_by(rt: &tokio::runtime::Runtime, cluster: &Cluster, id: i32) -> Option<Leadership> {
-    let addr = cluster.node(id).listen_addr();
-    rt.block_on(metadata_leaders(addr, Duration::from_secs(2), TOPIC))
-        .ok()
-}
-
 #[test]
 fn retries_of_lost_answers_to_a_killed_leader_are_deduplicated_by_the_next() {
     // The proxies run on this runtime for the whole test.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut cluster = rt
-        .block_on(Cluster::start_multi(
-            3,
-            ["--durability", "fsync"].map(String::from).to_vec(),
-        ))
-        .expect("start the cluster");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap())
-        .create()
-        .expect("admin");
-    let created = rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new(TOPIC, 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2")],
-            &admin_opts(),
-        ))
-        .expect("CreateTopics");
-    assert_eq!(created[0], Ok(TOPIC.to_string()));
-    let leader = wait_for(
-        "a leader with three in-sync replicas",
-        WAIT,
-        Duration::from_millis(200),
-        || {
-            let l = seen_by(&rt, &cluster, 1)?;
-            let leader = *l.leaders.get(&0)?;
-            (l.isr[&0].len() == 3).then_some(leader)
-        },
-    );
+    let rt = proxy_runtime();
+    let (mut cluster, leader) = cluster_with_rf3_partition(&rt, TOPIC);
     let others: Vec<i32> = (1..=3).filter(|&id| id != leader).collect();
 
     // Several batches in flight; a request unanswered for 2 s is sent again (same sequence

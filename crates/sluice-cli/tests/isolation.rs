@@ -4,7 +4,7 @@
 //! drops what it appended but never committed, follows, and ends with exactly the committed log.
 //!
 //! Three real `sluice` processes with a proxy on every link between two nodes (the chaos
-//! harness's [`Cluster::start_multi`]); [`Cluster::isolate`] cuts the leader's controller and
+//! harness's `sluice_chaos::Cluster::start_multi`); `Cluster::isolate` cuts the leader's controller and
 //! replication links both ways and leaves its client link alone.
 
 mod common;
@@ -13,23 +13,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::cluster::{read_partition0, wait_replicas_hold};
+use common::proxied::{cluster_with_rf3_partition, proxy_runtime, seen_by};
 use common::*;
-use rdkafka::admin::{AdminClient, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
-use sluice_chaos::{metadata_leaders, Cluster, Leadership};
 
 const TOPIC: &str = "isolated-leader";
 /// Bound on every wait: three brokers and the clients share two cores.
 const WAIT: Duration = Duration::from_secs(90);
-
-/// What node `id` itself says about the topic (on its listen port, past every proxy).
-fn seen_by(rt: &tokio::runtime::Runtime, cluster: &Cluster, id: i32) -> Option<Leadership> {
-    let addr = cluster.node(id).listen_addr();
-    rt.block_on(metadata_leaders(addr, Duration::from_secs(2), TOPIC))
-        .ok()
-}
 
 /// Sends `prefix-0..n` to partition 0 with acks=all, one at a time; each must be acknowledged.
 fn send_all(
@@ -69,45 +60,14 @@ fn produce_to(addr: SocketAddr, tag: &str) -> i16 {
 #[test]
 fn an_isolated_leader_acknowledges_nothing_and_truncates_what_it_never_committed() {
     // The proxies run on this runtime for the whole test.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let cluster = rt
-        .block_on(Cluster::start_multi(
-            3,
-            ["--durability", "fsync"].map(String::from).to_vec(),
-        ))
-        .expect("start the cluster");
+    let rt = proxy_runtime();
+    let (cluster, leader) = cluster_with_rf3_partition(&rt, TOPIC);
     let bootstrap_of = |ids: &[i32]| {
         ids.iter()
             .map(|&id| cluster.node(id).addr().to_string())
             .collect::<Vec<_>>()
             .join(",")
     };
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", cluster.bootstrap())
-        .create()
-        .expect("admin");
-    let created = rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new(TOPIC, 1, TopicReplication::Fixed(3)).set("min.insync.replicas", "2")],
-            &admin_opts(),
-        ))
-        .expect("CreateTopics");
-    assert_eq!(created[0], Ok(TOPIC.to_string()));
-    // The preferred (first) replica leads with all three in sync.
-    let leader = wait_for(
-        "a leader with three in-sync replicas",
-        WAIT,
-        Duration::from_millis(200),
-        || {
-            let l = seen_by(&rt, &cluster, 1)?;
-            let leader = *l.leaders.get(&0)?;
-            (leader == l.replicas[&0][0] && l.isr[&0].len() == 3).then_some(leader)
-        },
-    );
     let others: Vec<i32> = (1..=3).filter(|&id| id != leader).collect();
     let mut committed = send_all(&rt, &cluster.bootstrap(), "before", 20);
 
@@ -122,12 +82,12 @@ fn an_isolated_leader_acknowledges_nothing_and_truncates_what_it_never_committed
     );
     // The others fence it and elect a new leader from the ISR.
     let new_leader = wait_for("a new leader", WAIT, Duration::from_millis(200), || {
-        let l = seen_by(&rt, &cluster, others[0])?;
+        let l = seen_by(&rt, &cluster, others[0], TOPIC)?;
         l.leaders.get(&0).copied().filter(|id| others.contains(id))
     });
     committed.extend(send_all(&rt, &bootstrap_of(&others), "after", 20));
     // The old leader still believes it leads (nothing reaches it), and still cannot acknowledge.
-    let still = seen_by(&rt, &cluster, leader).expect("the isolated node answers Metadata");
+    let still = seen_by(&rt, &cluster, leader, TOPIC).expect("the isolated node answers Metadata");
     assert_eq!(still.leaders.get(&0), Some(&leader), "{still:?}");
     let code = produce_to(leader_addr, "isolated-b");
     assert_ne!(
@@ -148,7 +108,7 @@ fn an_isolated_leader_acknowledges_nothing_and_truncates_what_it_never_committed
         WAIT,
         Duration::from_millis(200),
         || {
-            let l = seen_by(&rt, &cluster, others[0])?;
+            let l = seen_by(&rt, &cluster, others[0], TOPIC)?;
             l.isr
                 .get(&0)
                 .filter(|isr| isr.contains(&leader))
@@ -169,7 +129,7 @@ fn an_isolated_leader_acknowledges_nothing_and_truncates_what_it_never_committed
             if !out.status.success() {
                 eprintln!("elect-leaders: {}", String::from_utf8_lossy(&out.stderr));
             }
-            let l = seen_by(&rt, &cluster, leader)?;
+            let l = seen_by(&rt, &cluster, leader, TOPIC)?;
             (l.leaders.get(&0) == Some(&leader)).then_some(())
         },
     );

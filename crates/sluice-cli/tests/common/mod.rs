@@ -9,6 +9,7 @@
 
 pub mod children;
 pub mod cluster;
+pub mod proxied;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
