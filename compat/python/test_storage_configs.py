@@ -199,7 +199,13 @@ def first_error(b, topic, start, partition=0, timeout=15, **conf):
 def segment_files(b, topic, partition=0):
     """[(base_offset, size)] of the partition's `.log` segment files, oldest first."""
     d = b.data_dir / f"{topic}-{partition}"
-    return sorted((int(p.stem), p.stat().st_size) for p in d.glob("*.log"))
+    out = []
+    for p in d.glob("*.log"):
+        try:
+            out.append((int(p.stem), p.stat().st_size))
+        except FileNotFoundError:
+            pass  # deleted by retention between the listing and the stat: gone
+    return sorted(out)
 
 
 def batches_on_disk(b, topic, partition=0):
