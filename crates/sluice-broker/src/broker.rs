@@ -171,6 +171,7 @@ impl Broker {
             config.settings.replica_fetch.clone(),
             config.settings.producer_id_expiration_ms,
             routes.clone(),
+            replicas.throttles().clone(),
             tokio::runtime::Handle::current(),
         )));
         let publisher = Arc::new(MetadataPublisher::new(

@@ -226,6 +226,18 @@ pub const SETTINGS: &[(&str, &str, &str)] = &[
         "How long a follower waits before fetching again after an error from its leader.",
     ),
     (
+        "leader.replication.throttled.rate",
+        "9223372036854775807",
+        "Bytes/s a leader sends to the replicas a reassignment is adding (outside the ISR). \
+         Dynamic, per broker or cluster-wide. The default is no limit.",
+    ),
+    (
+        "follower.replication.throttled.rate",
+        "9223372036854775807",
+        "Bytes/s a follower fetches for the replicas a reassignment is adding to it (outside the \
+         ISR). Dynamic, per broker or cluster-wide. The default is no limit.",
+    ),
+    (
         "log.retention.hours",
         "168",
         "Delete closed segments older than this (hours).",
@@ -419,6 +431,9 @@ fn kind(key: &str) -> Option<Kind> {
         "replica.fetch.wait.max.ms" => Kind::Int(0, i32::MAX as i64),
         "replica.fetch.min.bytes" => Kind::Int(1, i32::MAX as i64),
         "replica.fetch.backoff.ms" => Kind::Int(0, i32::MAX as i64),
+        "leader.replication.throttled.rate" | "follower.replication.throttled.rate" => {
+            Kind::Int(1, i64::MAX)
+        }
         "queued.max.request.bytes" => Kind::IntOrUnbounded(1024, i64::MAX),
         "connection.max.inflight.bytes" => Kind::Int(1024, i32::MAX as i64),
         "max.connections" | "max.connections.per.ip" => Kind::Int(1, i32::MAX as i64),
@@ -507,9 +522,14 @@ pub fn check_setting(key: &str, value: &str) -> Result<String, ConfigError> {
 }
 
 /// Broker settings that can change at run time (IncrementalAlterConfigs on a BROKER resource):
-/// the log-level defaults of topic configs, as Kafka's dynamic log configs.
+/// the log-level defaults of topic configs, as Kafka's dynamic log configs, and the replication
+/// throttle rates.
 pub fn is_dynamic(key: &str) -> bool {
     crate::topic_config::topic_name_for_broker_key(key).is_some()
+        || matches!(
+            key,
+            "leader.replication.throttled.rate" | "follower.replication.throttled.rate"
+        )
 }
 
 impl Settings {
@@ -705,6 +725,9 @@ pub struct BrokerSettings {
     pub leader_rebalance: Option<(Duration, u32)>,
     /// `replica.fetch.*`: how followers fetch from their leaders.
     pub replica_fetch: ReplicaFetchSettings,
+    /// `leader.replication.throttled.rate` and `follower.replication.throttled.rate` in
+    /// bytes/s; `None` (Kafka's `Long.MAX_VALUE`): no limit. Dynamic.
+    pub replication_throttle: (Option<u64>, Option<u64>),
 }
 
 /// How a follower fetches from its leader (Kafka's `replica.fetch.*`).
@@ -828,8 +851,17 @@ impl BrokerSettings {
                 min_bytes: r.int("replica.fetch.min.bytes").clamp(1, i32::MAX as i64) as i32,
                 backoff: r.millis("replica.fetch.backoff.ms"),
             },
+            replication_throttle: (
+                throttle_rate(r.int("leader.replication.throttled.rate")),
+                throttle_rate(r.int("follower.replication.throttled.rate")),
+            ),
         }
     }
+}
+
+/// A throttle rate setting: `i64::MAX` (the default) is no limit.
+fn throttle_rate(n: i64) -> Option<u64> {
+    (n != i64::MAX).then(|| n.max(1) as u64)
 }
 
 /// `n` in a unit `unit` ms long, in ms; -1 ("forever") stays -1.

@@ -51,6 +51,7 @@ pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod replica_selector;
 pub mod server;
+pub mod throttle;
 pub mod topic_config;
 
 pub use broker::Broker;

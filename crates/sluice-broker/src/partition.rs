@@ -85,6 +85,9 @@ pub struct Partition {
     /// Follower fetches parked until the log end moves (an append), the role changes, or the
     /// partition goes: followers read up to the log end, not the HW.
     pub follower_waiters: Waiters,
+    /// The replicas a reassignment is adding that are not in the ISR yet, as the image last
+    /// said: their replication traffic is throttled (see [`crate::throttle`]).
+    catching_up: RwLock<Vec<BrokerId>>,
 }
 
 /// What every partition of a broker shares: who it is, how durable an acknowledgement is, the
@@ -164,7 +167,17 @@ impl Partition {
             role_change: Mutex::new(()),
             waiters: Waiters::default(),
             follower_waiters: Waiters::default(),
+            catching_up: RwLock::default(),
         }
+    }
+
+    /// Whether `replica`'s replication traffic for this partition is throttled: a
+    /// reassignment is adding it and it is not in the ISR yet.
+    pub fn is_throttled(&self, replica: BrokerId) -> bool {
+        self.catching_up
+            .read()
+            .expect("catching-up lock")
+            .contains(&replica)
     }
 
     pub fn settings(&self) -> Arc<TopicSettings> {
@@ -191,6 +204,12 @@ impl Partition {
     /// `info.leader_epoch`) or follows.
     pub fn set_leadership(&self, leads: bool, info: &PartitionInfo, now_ms: i64) {
         let _role = self.role_change.lock().expect("role lock");
+        *self.catching_up.write().expect("catching-up lock") = info
+            .adding
+            .iter()
+            .copied()
+            .filter(|b| !info.isr.contains(b))
+            .collect();
         let mut replica = self.replica.lock().expect("replica lock");
         if leads && info.leader_epoch > replica.leader_epoch() {
             // The new epoch starts at the log end now, not at its first append.
@@ -238,6 +257,21 @@ impl Partition {
                     "stale leadership change ignored");
             }
         }
+        drop(replica);
+        self.waiters.wake_all();
+        self.follower_waiters.wake_all();
+    }
+
+    /// This broker no longer hosts the partition (its topic was deleted, or a reassignment
+    /// moved the replica away): it neither leads nor follows, and whoever waits on it (an
+    /// `acks=all` produce, a parked fetch) is woken to find that out.
+    pub fn stop(&self) {
+        let _role = self.role_change.lock().expect("role lock");
+        let mut replica = self.replica.lock().expect("replica lock");
+        let out = replica.stop();
+        self.is_leader.store(false, Ordering::Release);
+        self.is_follower.store(false, Ordering::Release);
+        self.apply(out);
         drop(replica);
         self.waiters.wake_all();
         self.follower_waiters.wake_all();

@@ -51,6 +51,7 @@ use crate::config::ReplicaFetchSettings;
 use crate::image::MetadataImage;
 use crate::partition::Partition;
 use crate::peer_routes::PeerRoutes;
+use crate::throttle::ReplicationThrottles;
 
 /// The Fetch version followers send: the first with the replica's broker epoch
 /// (`replica_state`); topics by id.
@@ -78,6 +79,9 @@ pub struct FetchTarget {
     /// The epoch of the last batch in the local log; `None` when the log is empty.
     pub last_fetched_epoch: Option<LeaderEpoch>,
     pub log_start_offset: Offset,
+    /// A smaller per-partition limit than `replica.fetch.max.bytes`: a throttled partition
+    /// asks for a slice of its quota at a time (the first batch still comes whole).
+    pub max_bytes: Option<i32>,
 }
 
 /// The Fetch request for `targets`: sessionless, from replica `local` (incarnation
@@ -96,7 +100,10 @@ pub fn build_request(
             .with_fetch_offset(t.fetch_offset.get())
             .with_last_fetched_epoch(t.last_fetched_epoch.map_or(-1, |e| e.get()))
             .with_log_start_offset(t.log_start_offset.get())
-            .with_partition_max_bytes(settings.max_bytes);
+            .with_partition_max_bytes(
+                t.max_bytes
+                    .map_or(settings.max_bytes, |m| m.min(settings.max_bytes)),
+            );
         match topics.iter_mut().find(|x| x.topic_id == t.topic_id) {
             Some(topic) => topic.partitions.push(partition),
             None => topics.push(
@@ -330,6 +337,9 @@ struct Shared {
     /// Dial overrides (`--peer-route`) for leaders' addresses.
     routes: Arc<PeerRoutes>,
     client_id: StrBytes,
+    /// The follower throttle: partitions a reassignment is adding here wait while it is used
+    /// up.
+    throttles: Arc<ReplicationThrottles>,
 }
 
 /// Every follower fetcher of this broker, by leader.
@@ -356,6 +366,7 @@ impl ReplicaFetchers {
         settings: ReplicaFetchSettings,
         producer_expiration_ms: i64,
         routes: Arc<PeerRoutes>,
+        throttles: Arc<ReplicationThrottles>,
         runtime: tokio::runtime::Handle,
     ) -> ReplicaFetchers {
         ReplicaFetchers {
@@ -365,6 +376,7 @@ impl ReplicaFetchers {
                 settings,
                 producer_expiration_ms,
                 routes,
+                throttles,
                 client_id: StrBytes::from_string(format!("sluice-replica-fetcher-{local}")),
             }),
             runtime,
@@ -494,20 +506,32 @@ async fn run(f: Arc<LeaderFetcher>, shared: Arc<Shared>) {
     let mut failures = 0u32;
     while !f.stop.load(Ordering::SeqCst) {
         let now = Instant::now();
+        // While the follower throttle is used up, partitions a reassignment is adding here
+        // wait; the others are fetched as ever.
+        let held = shared.throttles.follower.exceeded();
+        let is_held = |p: &Followed| held && p.partition.is_throttled(shared.local);
         let ready: Vec<(TopicPartition, Followed)> = {
             let parts = f.partitions.lock().expect("partitions lock");
             parts
                 .iter()
-                .filter(|(_, p)| p.retry_at.is_none_or(|t| t <= now))
+                .filter(|(_, p)| p.retry_at.is_none_or(|t| t <= now) && !is_held(p))
                 .map(|(tp, p)| (tp.clone(), p.clone()))
                 .collect()
         };
         if ready.is_empty() {
-            let next_retry = {
+            let (next_retry, any_held) = {
                 let parts = f.partitions.lock().expect("partitions lock");
-                parts.values().filter_map(|p| p.retry_at).min()
+                (
+                    parts.values().filter_map(|p| p.retry_at).min(),
+                    parts.values().any(is_held),
+                )
             };
-            let until = next_retry.unwrap_or(now + Duration::from_secs(3600));
+            let throttled_until = any_held.then(|| now + shared.throttles.follower.delay());
+            let until = next_retry
+                .into_iter()
+                .chain(throttled_until)
+                .min()
+                .unwrap_or(now + Duration::from_secs(3600));
             tokio::select! {
                 _ = f.changed.notified() => {}
                 _ = tokio::time::sleep_until(until) => {}
@@ -559,8 +583,17 @@ async fn round(
     conn: &mut Option<LeaderConn>,
     ready: Vec<(TopicPartition, Followed)>,
 ) -> Result<(), FetchError> {
+    // A throttled partition asks for an eighth of a second's quota at a time, so one answer
+    // does not overdraw the throttle by many seconds.
+    let throttled_slice = shared
+        .throttles
+        .follower
+        .rate()
+        .map(|r| (r / 8).clamp(16 << 10, i32::MAX as u64) as i32);
+    let shared_ = shared.clone();
     // Log ends and epochs take the log's locks: read them off the reactor.
     let targets: Vec<(TopicPartition, Followed, FetchTarget)> = off_reactor(move || {
+        let shared = shared_;
         ready
             .into_iter()
             .map(|(tp, p)| {
@@ -579,6 +612,7 @@ async fn round(
                     fetch_offset: end,
                     last_fetched_epoch,
                     log_start_offset: start,
+                    max_bytes: throttled_slice.filter(|_| p.partition.is_throttled(shared.local)),
                 };
                 (tp, p, target)
             })
@@ -656,6 +690,10 @@ fn apply_response(
                 .is_some_and(|p| p.leader_epoch == followed.leader_epoch);
             if !current {
                 continue;
+            }
+            if followed.partition.is_throttled(shared.local) {
+                let bytes = data.records.as_ref().map_or(0, Bytes::len);
+                shared.throttles.follower.record(bytes);
             }
             match apply_partition(shared, followed, target, data) {
                 Ok(true) => {}
@@ -799,6 +837,7 @@ mod tests {
             fetch_offset: Offset(offset),
             last_fetched_epoch: epoch.map(LeaderEpoch),
             log_start_offset: Offset(0),
+            max_bytes: None,
         }
     }
 
@@ -811,7 +850,11 @@ mod tests {
             &[
                 target(1, 0, 10, Some(5)),
                 target(2, 0, 0, None),
-                target(1, 1, 20, Some(6)),
+                // Throttled: a slice of its quota.
+                FetchTarget {
+                    max_bytes: Some(1000),
+                    ..target(1, 1, 20, Some(6))
+                },
             ],
         );
         assert_eq!(req.replica_state.replica_id.0, 3);
@@ -829,10 +872,15 @@ mod tests {
             .map(|p| (p.partition, p.fetch_offset, p.last_fetched_epoch))
             .collect();
         assert_eq!(parts, vec![(0, 10, 5), (1, 20, 6)]);
+        let limits: Vec<i32> = t1
+            .partitions
+            .iter()
+            .map(|p| p.partition_max_bytes)
+            .collect();
+        assert_eq!(limits, vec![settings().max_bytes, 1000]);
         assert_eq!(req.topics[1].partitions[0].last_fetched_epoch, -1);
         for p in req.topics.iter().flat_map(|t| &t.partitions) {
             assert_eq!(p.current_leader_epoch, 7);
-            assert_eq!(p.partition_max_bytes, 1 << 20);
         }
         // It encodes at the version followers send.
         let mut buf = BytesMut::new();
@@ -999,6 +1047,8 @@ mod tests {
                 leader: BrokerId(leader),
                 leader_epoch: LeaderEpoch(epoch),
                 partition_epoch,
+                adding: Vec::new(),
+                removing: Vec::new(),
             }
         }
 
@@ -1051,6 +1101,7 @@ mod tests {
                 producer_expiration_ms: 86_400_000,
                 routes: Arc::default(),
                 client_id: StrBytes::from_static_str("test"),
+                throttles: Arc::default(),
             }
         }
 
@@ -1068,6 +1119,7 @@ mod tests {
                     .then(|| follower.log.epoch_for_offset(Offset(end.get() - 1)))
                     .flatten(),
                 log_start_offset: start,
+                max_bytes: None,
             };
             let sp = session_partition(
                 "t".into(),
@@ -1089,6 +1141,7 @@ mod tests {
                 fetcher,
                 true,
                 &ConsumerRouting::default(),
+                None,
             )
             .pop()
             .unwrap();
@@ -1202,6 +1255,7 @@ mod tests {
                 settings(),
                 1,
                 Arc::default(),
+                Arc::default(),
                 tokio::runtime::Handle::current(),
             );
             let tp = TopicPartition::new("t", 0);
@@ -1255,6 +1309,7 @@ mod tests {
                 Fetcher::Consumer,
                 false,
                 &routing,
+                None,
             )
             .pop()
             .unwrap()
@@ -1367,6 +1422,7 @@ mod tests {
                 fetcher,
                 true,
                 &ConsumerRouting::default(),
+                None,
             )
             .pop()
             .unwrap();

@@ -14,6 +14,7 @@ use sluice_types::{Offset, TopicPartition};
 use crate::config::BrokerSettings;
 use crate::partition::{Partition, PartitionEnv};
 use crate::replica_fetcher::ReplicaFetchers;
+use crate::throttle::ReplicationThrottles;
 use crate::topic_config::TopicSettings;
 
 pub struct ReplicaManager {
@@ -33,6 +34,8 @@ pub struct ReplicaManager {
     /// Where follower partitions are fetched from their leaders; unset (nothing is fetched)
     /// until the broker installs it.
     fetchers: OnceLock<Arc<ReplicaFetchers>>,
+    /// The replication throttles, at the rates the settings say.
+    throttles: Arc<ReplicationThrottles>,
 }
 
 impl ReplicaManager {
@@ -47,11 +50,15 @@ impl ReplicaManager {
         settings: BrokerSettings,
         io: Arc<dyn Io>,
     ) -> Self {
+        let throttles = Arc::new(ReplicationThrottles::default());
+        let (leader, follower) = settings.replication_throttle;
+        throttles.set_rates(leader, follower);
         ReplicaManager {
             env,
             checkpointed_hws: sluice_log::high_watermark::read(&data_dir),
             io,
             data_dir,
+            throttles,
             settings: RwLock::new(Arc::new(settings)),
             partitions: RwLock::default(),
             fetchers: OnceLock::new(),
@@ -66,6 +73,11 @@ impl ReplicaManager {
 
     pub fn fetchers(&self) -> Option<&Arc<ReplicaFetchers>> {
         self.fetchers.get()
+    }
+
+    /// The replication throttles (leader and follower side).
+    pub fn throttles(&self) -> &Arc<ReplicationThrottles> {
+        &self.throttles
     }
 
     /// The one log directory (`--data-dir`).
@@ -111,6 +123,8 @@ impl ReplicaManager {
 
     /// New broker-level defaults (dynamic broker configs changed): every topic re-resolves.
     pub fn set_broker_settings(&self, settings: BrokerSettings, topics: &[TopicInfo]) {
+        let (leader, follower) = settings.replication_throttle;
+        self.throttles.set_rates(leader, follower);
         *self.settings.write().expect("settings lock") = Arc::new(settings);
         for t in topics {
             self.apply_topic_configs(t);
@@ -240,8 +254,7 @@ impl ReplicaManager {
                 .collect()
         };
         for p in removed {
-            p.waiters.wake_all();
-            p.follower_waiters.wake_all();
+            p.stop();
             let dir = p.log.dir().to_path_buf();
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 if e.kind() != std::io::ErrorKind::NotFound {

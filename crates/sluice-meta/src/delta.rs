@@ -149,6 +149,8 @@ mod tests {
             isr: None,
             elr: None,
             replicas: None,
+            adding: None,
+            removing: None,
         }
     }
 
@@ -224,6 +226,8 @@ mod tests {
                     isr: Some(vec![BrokerId(2)]),
                     elr: None,
                     replicas: Some(vec![BrokerId(2)]),
+                    adding: None,
+                    removing: None,
                 },
                 MetadataRecord::SetTopicConfigs {
                     topic_id: t,

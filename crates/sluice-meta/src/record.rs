@@ -89,6 +89,12 @@ pub enum MetadataRecord {
         elr: Option<Vec<BrokerId>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replicas: Option<Vec<BrokerId>>,
+        /// The replicas an ongoing reassignment adds (KIP-455); `Some(vec![])` ends it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        adding: Option<Vec<BrokerId>>,
+        /// The replicas an ongoing reassignment removes; `Some(vec![])` ends it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        removing: Option<Vec<BrokerId>>,
     },
     /// Replaces a topic's config overrides (what Alter/IncrementalAlterConfigs computed).
     SetTopicConfigs {

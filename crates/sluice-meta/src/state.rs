@@ -50,6 +50,12 @@ pub struct PartitionInfo {
     /// Bumped on every change of this partition (AlterPartition's optimistic check).
     #[serde(default)]
     pub partition_epoch: i32,
+    /// Replicas an ongoing reassignment adds (KIP-455): already in `replicas`, catching up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<BrokerId>,
+    /// Replicas an ongoing reassignment removes once every adding replica is in the ISR.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<BrokerId>,
 }
 
 impl PartitionInfo {
@@ -61,11 +67,37 @@ impl PartitionInfo {
             leader: replicas.first().copied().unwrap_or(BrokerId::NONE),
             leader_epoch: LeaderEpoch(0),
             partition_epoch: 0,
+            adding: Vec::new(),
+            removing: Vec::new(),
         }
     }
 
     pub fn has_leader(&self) -> bool {
         self.leader != BrokerId::NONE
+    }
+
+    /// Whether a reassignment is under way (KIP-455).
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas before the ongoing reassignment (all of them when there is none): the
+    /// replicas without those being added, in order.
+    pub fn original_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|b| !self.adding.contains(b))
+            .collect()
+    }
+
+    /// The replicas the ongoing reassignment ends with (all of them when there is none).
+    pub fn target_replicas(&self) -> Vec<BrokerId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|b| !self.removing.contains(b))
+            .collect()
     }
 }
 
@@ -123,6 +155,10 @@ pub enum MetaError {
     LeaderNotReplica { leader: BrokerId },
     #[error("partition change puts broker {0} in the ISR or ELR but not in the replicas")]
     IsrNotReplica(BrokerId),
+    #[error(
+        "partition change adds or removes broker {0}, which is not (only) one of its replicas"
+    )]
+    ReassigningNotReplica(BrokerId),
     #[error("broker {broker_id} epoch {found} is stale (current {current})")]
     StaleBrokerEpoch {
         broker_id: BrokerId,
@@ -339,6 +375,8 @@ impl ClusterState {
                 isr,
                 elr,
                 replicas,
+                adding,
+                removing,
             } => {
                 let current = self.known_topic(topic_id)?.partition(*partition).ok_or(
                     MetaError::UnknownPartition {
@@ -362,6 +400,16 @@ impl ClusterState {
                     if let Some(b) = set.iter().find(|b| !replicas.contains(b)) {
                         return Err(MetaError::IsrNotReplica(*b));
                     }
+                }
+                let adding = adding.as_ref().unwrap_or(&current.adding);
+                let removing = removing.as_ref().unwrap_or(&current.removing);
+                for b in adding.iter().chain(removing) {
+                    if !replicas.contains(b) {
+                        return Err(MetaError::ReassigningNotReplica(*b));
+                    }
+                }
+                if let Some(b) = adding.iter().find(|b| removing.contains(b)) {
+                    return Err(MetaError::ReassigningNotReplica(*b));
                 }
                 Ok(())
             }
@@ -478,6 +526,8 @@ impl ClusterState {
                 isr,
                 elr,
                 replicas,
+                adding,
+                removing,
             } => {
                 let Some(p) = self
                     .topic_mut(topic_id)
@@ -493,6 +543,12 @@ impl ClusterState {
                 }
                 if let Some(e) = elr {
                     p.elr = e.clone();
+                }
+                if let Some(a) = adding {
+                    p.adding = a.clone();
+                }
+                if let Some(r) = removing {
+                    p.removing = r.clone();
                 }
                 if let Some(l) = leader {
                     p.leader = *l;
@@ -575,6 +631,8 @@ mod tests {
                 isr: self.isr,
                 elr: self.elr,
                 replicas: self.replicas,
+                adding: None,
+                removing: None,
             }
         }
     }

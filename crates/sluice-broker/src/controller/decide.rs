@@ -4,11 +4,13 @@
 use std::collections::BTreeMap;
 
 use kafka_protocol::ResponseError;
-use sluice_meta::{BrokerId, ClusterState, MetadataRecord, TopicConfigs, TopicInfo, Uuid};
+use sluice_meta::{
+    BrokerId, ClusterState, MetadataRecord, PartitionInfo, TopicConfigs, TopicInfo, Uuid,
+};
 use sluice_types::{PartitionId, ProducerId};
 
 use super::placement::{place_replicas, rack_alternated, validate_assignment, validate_topic_name};
-use super::rpc::{ControllerOp, OpOutcome, WireResult};
+use super::rpc::{ControllerOp, OpOutcome, Reassignment, WireResult};
 use super::{validate_broker_config, NewTopic, TopicDefaults, PRODUCER_ID_BLOCK};
 use crate::error::ApiError;
 use crate::topic_config;
@@ -87,6 +89,19 @@ impl Decider {
                 let (results, records) = elect_leaders(state, unclean, partitions);
                 (
                     OpOutcome::Elections(
+                        results.into_iter().map(|(tp, r)| (tp, wire(r))).collect(),
+                    ),
+                    records,
+                )
+            }
+            ControllerOp::AlterReassignments {
+                reassignments,
+                allow_replication_factor_change,
+            } => {
+                let (results, records) =
+                    alter_reassignments(state, reassignments, allow_replication_factor_change);
+                (
+                    OpOutcome::Reassignments(
                         results.into_iter().map(|(tp, r)| (tp, wire(r))).collect(),
                     ),
                     records,
@@ -273,7 +288,8 @@ fn new_partitions(
             a
         }
         None => {
-            let rf = topic.partitions[0].replicas.len() as i16;
+            // A partition being reassigned counts the replicas it ends with.
+            let rf = topic.partitions[0].target_replicas().len() as i16;
             let live = placeable(state);
             place_replicas(count - current, rf, &live, random_start(live.len()))?
         }
@@ -368,14 +384,228 @@ pub fn alter_partition(
     if change.isr == p.isr {
         return Ok(Vec::new());
     }
-    Ok(vec![MetadataRecord::PartitionChange {
-        topic_id: change.topic_id,
-        partition: PartitionId(change.partition),
-        leader: None,
-        isr: Some(change.isr.clone()),
-        elr: None,
-        replicas: None,
-    }])
+    let mut next = PartitionChange::isr(change.isr.clone());
+    next.complete_reassignment(state, p);
+    Ok(vec![next.record(change.topic_id, change.partition)])
+}
+
+/// A partition change being decided: the fields that change, as in the record.
+#[derive(Debug, Default)]
+struct PartitionChange {
+    leader: Option<BrokerId>,
+    isr: Option<Vec<BrokerId>>,
+    replicas: Option<Vec<BrokerId>>,
+    adding: Option<Vec<BrokerId>>,
+    removing: Option<Vec<BrokerId>>,
+}
+
+impl PartitionChange {
+    fn isr(isr: Vec<BrokerId>) -> PartitionChange {
+        PartitionChange {
+            isr: Some(isr),
+            ..PartitionChange::default()
+        }
+    }
+
+    fn record(self, topic_id: Uuid, partition: i32) -> MetadataRecord {
+        MetadataRecord::PartitionChange {
+            topic_id,
+            partition: PartitionId(partition),
+            leader: self.leader,
+            isr: self.isr,
+            elr: None,
+            replicas: self.replicas,
+            adding: self.adding,
+            removing: self.removing,
+        }
+    }
+
+    /// Finishes a reassignment once this change lets it (Kafka's
+    /// `PartitionChangeBuilder.completeReassignmentIfNeeded`): every adding replica is in the
+    /// ISR and some in-sync replica stays. The removed replicas leave the replicas and the ISR
+    /// together, and a leader among them hands over to the first in-sync target replica.
+    fn complete_reassignment(&mut self, state: &ClusterState, p: &PartitionInfo) {
+        let replicas = self.replicas.clone().unwrap_or_else(|| p.replicas.clone());
+        let adding = self.adding.clone().unwrap_or_else(|| p.adding.clone());
+        let removing = self.removing.clone().unwrap_or_else(|| p.removing.clone());
+        if adding.is_empty() && removing.is_empty() {
+            return;
+        }
+        let isr = self.isr.clone().unwrap_or_else(|| p.isr.clone());
+        let kept: Vec<BrokerId> = isr
+            .iter()
+            .copied()
+            .filter(|b| !removing.contains(b))
+            .collect();
+        if kept.is_empty() || !adding.iter().all(|b| kept.contains(b)) {
+            return;
+        }
+        let target: Vec<BrokerId> = replicas
+            .iter()
+            .copied()
+            .filter(|b| !removing.contains(b))
+            .collect();
+        let leader = self.leader.unwrap_or(p.leader);
+        if !kept.contains(&leader) {
+            self.leader = Some(first_live(state, &target, &kept));
+        }
+        self.replicas = Some(target);
+        self.isr = Some(kept);
+        self.adding = Some(Vec::new());
+        self.removing = Some(Vec::new());
+    }
+}
+
+/// The first of `order` that is live and in `isr`, else no leader.
+fn first_live(state: &ClusterState, order: &[BrokerId], isr: &[BrokerId]) -> BrokerId {
+    order
+        .iter()
+        .copied()
+        .find(|b| isr.contains(b) && state.brokers.get(b).is_some_and(|i| !i.fenced))
+        .unwrap_or(BrokerId::NONE)
+}
+
+/// One partition's answer to a reassignment request.
+pub type ReassignResult = ((String, i32), Result<(), ApiError>);
+
+/// AlterPartitionReassignments (KIP-455, as KRaft's `ReplicationControlManager` does it). A
+/// target starts a reassignment from the current replicas (an ongoing one included): the
+/// replicas become the target followed by those it drops, `adding` the target's new ones,
+/// `removing` the dropped ones, and the reassignment completes (at once, or when an ISR
+/// expansion lets it) as [`PartitionChange::complete_reassignment`] says. `None` cancels: the
+/// adding replicas go, the original replicas stay, and an adding replica that led hands over.
+pub fn alter_reassignments(
+    state: &ClusterState,
+    reassignments: Vec<Reassignment>,
+    allow_rf_change: bool,
+) -> (Vec<ReassignResult>, Vec<MetadataRecord>) {
+    // Each is decided against the state the earlier ones leave.
+    let mut scratch = state.clone();
+    let mut records = Vec::new();
+    let results = reassignments
+        .into_iter()
+        .map(|((topic, index), target)| {
+            let outcome = reassign_one(&scratch, &topic, index, target, allow_rf_change);
+            let outcome = outcome.map(|record| {
+                if let Some(r) = record {
+                    scratch.apply(scratch.last_offset + 1, &r);
+                    records.push(r);
+                }
+            });
+            ((topic, index), outcome)
+        })
+        .collect();
+    (results, records)
+}
+
+fn reassign_one(
+    state: &ClusterState,
+    topic: &str,
+    index: i32,
+    target: Option<Vec<BrokerId>>,
+    allow_rf_change: bool,
+) -> Result<Option<MetadataRecord>, ApiError> {
+    let t = state
+        .topic(topic)
+        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    let p = t
+        .partition(PartitionId(index))
+        .ok_or(ResponseError::UnknownTopicOrPartition)?;
+    let change = match target {
+        None => cancel_reassignment(state, t, index, p)?,
+        Some(target) => {
+            let registered: Vec<BrokerId> = state.brokers.keys().copied().collect();
+            validate_assignment(std::slice::from_ref(&target), &registered).map_err(|e| {
+                ApiError::new(
+                    e.code,
+                    e.message
+                        .unwrap_or_default()
+                        .replace("Partition 0", &format!("Partition {index}")),
+                )
+            })?;
+            let original = p.original_replicas();
+            if !allow_rf_change && target.len() != original.len() {
+                return Err(ApiError::new(
+                    ResponseError::InvalidReplicationFactor,
+                    format!(
+                        "The replication factor is changed from {} to {}",
+                        original.len(),
+                        target.len()
+                    ),
+                ));
+            }
+            let removing: Vec<BrokerId> = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|b| !target.contains(b))
+                .collect();
+            let adding: Vec<BrokerId> = target
+                .iter()
+                .copied()
+                .filter(|b| !p.replicas.contains(b))
+                .collect();
+            let replicas: Vec<BrokerId> = target.iter().chain(&removing).copied().collect();
+            let mut change = PartitionChange {
+                replicas: Some(replicas),
+                adding: Some(adding),
+                removing: Some(removing),
+                ..PartitionChange::default()
+            };
+            change.complete_reassignment(state, p);
+            change
+        }
+    };
+    let unchanged = change.leader.is_none()
+        && change.isr.as_ref().is_none_or(|i| *i == p.isr)
+        && change.replicas.as_ref().is_none_or(|r| *r == p.replicas)
+        && change.adding.as_ref().is_none_or(|a| *a == p.adding)
+        && change.removing.as_ref().is_none_or(|r| *r == p.removing);
+    Ok((!unchanged).then(|| change.record(t.topic_id, index)))
+}
+
+/// Kafka's `PartitionReassignmentRevert`: back to the original replicas, the adding ones out
+/// of the ISR. If that leaves no in-sync replica, only an unclean election could revert it.
+fn cancel_reassignment(
+    state: &ClusterState,
+    t: &TopicInfo,
+    index: i32,
+    p: &PartitionInfo,
+) -> Result<PartitionChange, ApiError> {
+    if !p.is_reassigning() {
+        return Err(ResponseError::NoReassignmentInProgress.into());
+    }
+    let replicas = p.original_replicas();
+    let mut isr: Vec<BrokerId> = p
+        .isr
+        .iter()
+        .copied()
+        .filter(|b| !p.adding.contains(b))
+        .collect();
+    let live = |b: &BrokerId| state.brokers.get(b).is_some_and(|i| !i.fenced);
+    if isr.is_empty() {
+        match replicas.iter().copied().find(live) {
+            Some(b) if unclean_allowed(t) => isr = vec![b],
+            _ => {
+                return Err(ApiError::new(
+                    ResponseError::InvalidReplicaAssignment,
+                    format!(
+                        "Unable to revert partition assignment for {}-{index} because it would \
+                         require an unclean leader election.",
+                        t.name
+                    ),
+                ))
+            }
+        }
+    }
+    let leader = (!isr.contains(&p.leader)).then(|| first_live(state, &replicas, &isr));
+    Ok(PartitionChange {
+        leader,
+        isr: Some(isr),
+        replicas: Some(replicas),
+        adding: Some(Vec::new()),
+        removing: Some(Vec::new()),
+    })
 }
 
 /// One partition's election outcome: (topic, partition) and whether a leader was elected.
@@ -421,6 +651,8 @@ pub fn elect_leaders(
                 isr,
                 elr: None,
                 replicas: None,
+                adding: None,
+                removing: None,
             };
         let outcome: Result<(), ApiError> = if unclean {
             if p.has_leader() && live(&p.leader) {
@@ -526,6 +758,8 @@ pub fn fence(state: &ClusterState, broker: BrokerId) -> Vec<MetadataRecord> {
                     isr,
                     elr: None,
                     replicas: None,
+                    adding: None,
+                    removing: None,
                 });
             }
         }
@@ -563,6 +797,8 @@ pub fn unfence(state: &ClusterState, broker: BrokerId) -> Vec<MetadataRecord> {
                     isr: None,
                     elr: None,
                     replicas: None,
+                    adding: None,
+                    removing: None,
                 });
             }
         }
@@ -738,6 +974,161 @@ mod tests {
                 .code,
             ResponseError::IneligibleReplica
         );
+    }
+
+    /// The leader of `t`-0 adds `isr` members (AlterPartition at the current epochs).
+    fn expand(s: &mut ClusterState, isr: &[i32]) {
+        let t = s.topic("t").unwrap().clone();
+        let p = &t.partitions[0];
+        let change = super::super::rpc::AlterPartition {
+            broker_id: p.leader,
+            broker_epoch: s.brokers[&p.leader].epoch,
+            topic_id: t.topic_id,
+            partition: 0,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            isr: isr.iter().copied().map(BrokerId).collect(),
+            isr_epochs: Vec::new(),
+        };
+        let records = alter_partition(s, &change).unwrap();
+        apply_all(s, &records);
+    }
+
+    fn reassign(
+        s: &mut ClusterState,
+        target: Option<&[i32]>,
+        allow_rf_change: bool,
+    ) -> Result<(), ApiError> {
+        let target = target.map(|t| t.iter().copied().map(BrokerId).collect());
+        let (mut results, records) =
+            alter_reassignments(s, vec![(("t".into(), 0), target)], allow_rf_change);
+        apply_all(s, &records);
+        results.pop().unwrap().1
+    }
+
+    fn ids(v: &[i32]) -> Vec<BrokerId> {
+        v.iter().copied().map(BrokerId).collect()
+    }
+
+    #[test]
+    fn a_reassignment_adds_then_completes_when_the_new_replicas_are_in_sync() {
+        let b = BrokerId;
+        let mut s = state_with(&[1, 2, 3, 4], vec![vec![b(1), b(2), b(3)]]);
+        reassign(&mut s, Some(&[2, 3, 4]), true).unwrap();
+        let p = s.topic("t").unwrap().partitions[0].clone();
+        assert_eq!(
+            p.replicas,
+            ids(&[2, 3, 4, 1]),
+            "the target, then the leaving ones"
+        );
+        assert_eq!(
+            (p.adding.clone(), p.removing.clone()),
+            (ids(&[4]), ids(&[1]))
+        );
+        assert_eq!(p.isr, ids(&[1, 2, 3]));
+        assert_eq!(p.leader, b(1), "the leader stays until the move completes");
+        assert_eq!(p.original_replicas(), ids(&[2, 3, 1]));
+        assert_eq!(p.target_replicas(), ids(&[2, 3, 4]));
+        // The new replica catches up: the same change completes the move and the removed
+        // leader hands over to the first in-sync replica of the target.
+        expand(&mut s, &[1, 2, 3, 4]);
+        let done = s.topic("t").unwrap().partitions[0].clone();
+        assert_eq!(done.replicas, ids(&[2, 3, 4]));
+        assert_eq!(done.isr, ids(&[2, 3, 4]));
+        assert!(!done.is_reassigning());
+        assert_eq!(done.leader, b(2));
+        assert!(done.leader_epoch > p.leader_epoch);
+        // Nothing to cancel any more.
+        assert_eq!(
+            reassign(&mut s, None, true).unwrap_err().code,
+            ResponseError::NoReassignmentInProgress
+        );
+    }
+
+    #[test]
+    fn a_cancelled_reassignment_returns_to_the_original_replicas() {
+        let b = BrokerId;
+        let mut s = state_with(&[1, 2, 3, 4, 5], vec![vec![b(1), b(2), b(3)]]);
+        reassign(&mut s, Some(&[4, 5, 3]), true).unwrap();
+        // 4 catches up, 5 does not: not complete.
+        expand(&mut s, &[1, 2, 3, 4]);
+        let p = s.topic("t").unwrap().partitions[0].clone();
+        assert!(p.is_reassigning());
+        assert_eq!(p.replicas, ids(&[4, 5, 3, 1, 2]));
+        reassign(&mut s, None, true).unwrap();
+        let back = s.topic("t").unwrap().partitions[0].clone();
+        // The original replicas, in the order the reassignment left them (KRaft's revert).
+        assert_eq!(back.replicas, ids(&[3, 1, 2]));
+        assert_eq!(back.isr, ids(&[1, 2, 3]));
+        assert!(!back.is_reassigning());
+        assert_eq!(back.leader, b(1));
+        assert_eq!(
+            back.leader_epoch, p.leader_epoch,
+            "the leader was not moved"
+        );
+    }
+
+    #[test]
+    fn shrinking_completes_at_once_and_bad_targets_are_refused() {
+        let b = BrokerId;
+        let mut s = state_with(&[1, 2, 3], vec![vec![b(1), b(2), b(3)]]);
+        // Refused: unknown broker, duplicates, empty, RF change when not allowed, unknown
+        // partition.
+        for (target, code) in [
+            (vec![1, 9], ResponseError::InvalidReplicaAssignment),
+            (vec![1, 1], ResponseError::InvalidReplicaAssignment),
+            (vec![], ResponseError::InvalidReplicaAssignment),
+        ] {
+            assert_eq!(
+                reassign(&mut s, Some(&target), true).unwrap_err().code,
+                code
+            );
+        }
+        assert_eq!(
+            reassign(&mut s, Some(&[2, 3]), false).unwrap_err().code,
+            ResponseError::InvalidReplicationFactor
+        );
+        let (results, records) =
+            alter_reassignments(&s, vec![(("t".into(), 7), Some(ids(&[1])))], true);
+        assert!(records.is_empty());
+        assert_eq!(
+            results[0].1.as_ref().unwrap_err().code,
+            ResponseError::UnknownTopicOrPartition
+        );
+        // Dropping a replica that is in sync: done in one change, and the leader, dropped,
+        // hands over.
+        reassign(&mut s, Some(&[3, 2]), true).unwrap();
+        let p = s.topic("t").unwrap().partitions[0].clone();
+        assert_eq!(p.replicas, ids(&[3, 2]));
+        assert_eq!(p.isr, ids(&[2, 3]));
+        assert_eq!(p.leader, b(3));
+        assert!(!p.is_reassigning());
+        // Reordering only changes the preferred leader.
+        let before = p.leader_epoch;
+        reassign(&mut s, Some(&[2, 3]), false).unwrap();
+        let p = s.topic("t").unwrap().partitions[0].clone();
+        assert_eq!(
+            (p.replicas, p.leader, p.leader_epoch),
+            (ids(&[2, 3]), b(3), before)
+        );
+        // The same target again changes nothing.
+        let (results, records) =
+            alter_reassignments(&s, vec![(("t".into(), 0), Some(ids(&[2, 3])))], true);
+        assert!(results[0].1.is_ok() && records.is_empty());
+    }
+
+    #[test]
+    fn a_new_target_during_a_reassignment_starts_from_the_current_replicas() {
+        let b = BrokerId;
+        let mut s = state_with(&[1, 2, 3, 4], vec![vec![b(1), b(2)]]);
+        reassign(&mut s, Some(&[3, 4]), true).unwrap();
+        // Changed mind: back to [1, 2] while nothing caught up. The added replicas are
+        // removing now and the move completes at once.
+        reassign(&mut s, Some(&[1, 2]), true).unwrap();
+        let p = s.topic("t").unwrap().partitions[0].clone();
+        assert_eq!(p.replicas, ids(&[1, 2]));
+        assert!(!p.is_reassigning());
+        assert_eq!(p.leader, b(1));
     }
 
     #[test]

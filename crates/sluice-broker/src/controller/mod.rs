@@ -39,7 +39,7 @@ use crate::error::ApiError;
 use decide::Decider;
 use rpc::{
     BrokerHeartbeat, BrokerRegistration, ControllerOp, HeartbeatReply, OpOutcome, OpReply,
-    RegisterReply, RpcClient, RpcEnvelope, RpcReply, RpcRequest, WireError,
+    Reassignment, RegisterReply, RpcClient, RpcEnvelope, RpcReply, RpcRequest, WireError,
 };
 
 /// Producer ids handed to a broker per allocation.
@@ -346,6 +346,28 @@ impl Controller {
             .await?
         {
             OpOutcome::Elections(r) => Ok(r
+                .into_iter()
+                .map(|(tp, r)| (tp, r.map_err(Into::into)))
+                .collect()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// AlterPartitionReassignments: per partition (target replicas, or `None` to cancel), in
+    /// order, whether the change was accepted.
+    pub async fn alter_reassignments(
+        &self,
+        reassignments: Vec<Reassignment>,
+        allow_replication_factor_change: bool,
+    ) -> Result<Vec<((String, i32), Result<(), ApiError>)>, ApiError> {
+        match self
+            .execute(ControllerOp::AlterReassignments {
+                reassignments,
+                allow_replication_factor_change,
+            })
+            .await?
+        {
+            OpOutcome::Reassignments(r) => Ok(r
                 .into_iter()
                 .map(|(tp, r)| (tp, r.map_err(Into::into)))
                 .collect()),

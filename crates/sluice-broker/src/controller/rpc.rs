@@ -198,7 +198,16 @@ pub enum ControllerOp {
         unclean: bool,
         partitions: Option<Vec<(String, i32)>>,
     },
+    /// AlterPartitionReassignments: per partition, the target replicas or `None` to cancel.
+    AlterReassignments {
+        reassignments: Vec<Reassignment>,
+        allow_replication_factor_change: bool,
+    },
 }
+
+/// One partition's reassignment: (topic, partition) and its target replicas, or `None` to
+/// cancel the move under way.
+pub type Reassignment = ((String, i32), Option<Vec<BrokerId>>);
 
 /// A leader's ISR change (Kafka's AlterPartition), checked against the current partition.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,6 +241,8 @@ pub enum OpOutcome {
     ProducerIds(WireResult<(ProducerId, ProducerId)>),
     /// One result per partition named (or every partition that needed one).
     Elections(Vec<((String, i32), WireResult<()>)>),
+    /// One result per partition named, in order.
+    Reassignments(Vec<((String, i32), WireResult<()>)>),
 }
 
 #[derive(Debug, thiserror::Error)]

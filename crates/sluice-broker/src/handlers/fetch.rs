@@ -43,6 +43,7 @@ use crate::image::MetadataImage;
 use crate::partition::Partition;
 use crate::replica_manager::ReplicaManager;
 use crate::replica_selector::{select_read_replica, FollowerView};
+use crate::throttle::ReplicationQuota;
 use sluice_meta::ClusterState;
 use sluice_types::{BrokerId, LeaderEpoch, Offset};
 
@@ -263,6 +264,7 @@ pub(crate) fn read_all(
     fetcher: Fetcher,
     report: bool,
     routing: &ConsumerRouting,
+    throttle: Option<&ReplicationQuota>,
 ) -> Vec<PartitionRead> {
     let mut used = 0usize;
     parts
@@ -299,6 +301,9 @@ pub(crate) fn read_all(
                     preferred_read_replica: Some(*preferred),
                 };
             }
+            // A reassignment's new replica, while the leader's throttle is used up, gets
+            // nothing this time (its fetch offset above still counts).
+            let mut throttled = None;
             let max_offset = match fetcher {
                 // On a follower too: its HW is its leader's capped by its own end, so a consumer
                 // never reads what is not committed or not held here. A fetch offset past the
@@ -356,6 +361,17 @@ pub(crate) fn read_all(
                             );
                         }
                     }
+                    throttled = throttle.filter(|_| p.is_throttled(replica));
+                    if throttled.is_some_and(ReplicationQuota::exceeded) {
+                        return PartitionRead {
+                            error: None,
+                            high_watermark: p.high_watermark().get(),
+                            log_start_offset: log_start_offset.get(),
+                            records: Bytes::new(),
+                            diverging: None,
+                            preferred_read_replica: None,
+                        };
+                    }
                     log_end
                 }
             };
@@ -375,6 +391,9 @@ pub(crate) fn read_all(
             match outcome {
                 Ok(data) => {
                     used += data.len();
+                    if let Some(q) = throttled {
+                        q.record(data.len());
+                    }
                     PartitionRead {
                         error: None,
                         high_watermark,
@@ -510,8 +529,17 @@ pub async fn handle(
         let snapshot = resolved.clone();
         let routing = routing.clone();
         let report = std::mem::take(&mut first);
+        let throttles = replicas.throttles().clone();
         let reads = match tokio::task::spawn_blocking(move || {
-            read_all(&snapshot, max_bytes, by_id, fetcher, report, &routing)
+            read_all(
+                &snapshot,
+                max_bytes,
+                by_id,
+                fetcher,
+                report,
+                &routing,
+                Some(&throttles.leader),
+            )
         })
         .await
         {

@@ -14,6 +14,7 @@ pub mod log_dirs;
 pub mod metadata;
 pub mod produce;
 pub mod producers;
+pub mod reassignments;
 pub mod topics;
 
 use std::net::SocketAddr;
@@ -191,6 +192,14 @@ pub async fn dispatch(
         RequestKind::ElectLeaders(r) => Some(ResponseKind::ElectLeaders(
             elections::handle(&broker.controller, r, version).await,
         )),
+        RequestKind::AlterPartitionReassignments(r) => {
+            Some(ResponseKind::AlterPartitionReassignments(
+                reassignments::alter(&broker.controller, r, version).await,
+            ))
+        }
+        RequestKind::ListPartitionReassignments(r) => Some(
+            ResponseKind::ListPartitionReassignments(reassignments::list(&broker.image, r)),
+        ),
         RequestKind::DescribeCluster(r) => Some(ResponseKind::DescribeCluster(
             cluster::describe_cluster(&broker.image, &broker.controller, r, version),
         )),
