@@ -13,12 +13,47 @@ use serde::Serialize;
 
 use crate::client::{self, ConnArgs};
 use crate::kafka_rpc;
+use crate::reassign;
 use crate::table::Table;
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
     /// Show the cluster id, the brokers and the controller quorum.
     Info(InfoArgs),
+    /// Spread replicas and preferred leaders evenly over the live brokers (rack-aware): print
+    /// the plan (what moves where, bytes to copy), carry it out and show progress until done.
+    Rebalance(RebalanceArgs),
+    /// Move every replica off a broker (spread evenly over the others) so it can be stopped.
+    Decommission(DecommissionArgs),
+    /// List the partition moves under way, or cancel them all.
+    Reassignments(ReassignmentsArgs),
+}
+
+#[derive(Args)]
+pub struct RebalanceArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    #[command(flatten)]
+    moves: reassign::MoveArgs,
+}
+
+#[derive(Args)]
+pub struct DecommissionArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// The broker to empty.
+    broker: i32,
+    #[command(flatten)]
+    moves: reassign::MoveArgs,
+}
+
+#[derive(Args)]
+pub struct ReassignmentsArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Cancel every move under way: each partition returns to its original replicas.
+    #[arg(long)]
+    cancel: bool,
 }
 
 #[derive(Args)]
@@ -80,6 +115,18 @@ struct ClusterInfo {
 pub fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
     match cmd {
         ClusterCommand::Info(a) => info(a),
+        ClusterCommand::Rebalance(a) => reassign::rebalance(&a.conn, &a.moves, &[]),
+        ClusterCommand::Decommission(a) => {
+            reassign::rebalance(&a.conn, &a.moves, &[a.broker])?;
+            if !a.moves.dry_run && !a.moves.no_wait && !a.conn.json {
+                println!(
+                    "Broker {} holds no replica now: it can be stopped.",
+                    a.broker
+                );
+            }
+            Ok(())
+        }
+        ClusterCommand::Reassignments(a) => reassign::list(&a.conn, a.cancel),
     }
 }
 

@@ -11,6 +11,8 @@
 //!   rust-rdkafka does not wrap).
 //! - `produce`, `consume`, `format`: the console clients; `format` is the kcat-style `-f` format.
 //! - `group`, `cluster`: consumer-group administration and cluster information.
+//! - `plan`, `reassign`: moving partitions between brokers (`cluster rebalance`,
+//!   `cluster decommission`, `topic reassign`): the pure plan, and carrying it out.
 //! - `dev`: `dev cluster`, a local multi-node cluster of child processes.
 //! - `bench`: load generators (`bench produce|consume|e2e`) with throughput and latency reports.
 
@@ -23,7 +25,9 @@ mod dev;
 mod format;
 mod group;
 mod kafka_rpc;
+mod plan;
 mod produce;
+mod reassign;
 mod serve;
 mod table;
 mod topic;

@@ -25,6 +25,26 @@ pub enum TopicCommand {
     /// Move leadership back to preferred replicas, or (--unclean) elect a leader for
     /// partitions that have none (ElectLeaders).
     ElectLeaders(ElectArgs),
+    /// Move one partition to new replicas (AlterPartitionReassignments) and wait until done,
+    /// or cancel its move.
+    Reassign(ReassignArgs),
+}
+
+#[derive(Args)]
+pub struct ReassignArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    topic: String,
+    #[arg(short, long)]
+    partition: i32,
+    /// The new replicas, comma-separated broker ids; the first is the preferred leader.
+    #[arg(long, value_delimiter = ',', required_unless_present = "cancel")]
+    replicas: Vec<i32>,
+    /// Cancel the partition's move under way: it returns to its original replicas.
+    #[arg(long, conflicts_with = "replicas")]
+    cancel: bool,
+    #[command(flatten)]
+    moves: crate::reassign::MoveArgs,
 }
 
 #[derive(Args)]
@@ -95,6 +115,13 @@ pub fn run(cmd: TopicCommand) -> anyhow::Result<()> {
         TopicCommand::Delete(a) => delete(a),
         TopicCommand::AlterConfig(a) => alter_config(a),
         TopicCommand::ElectLeaders(a) => elect_leaders(a),
+        TopicCommand::Reassign(a) => crate::reassign::reassign_one(
+            &a.conn,
+            &a.moves,
+            &a.topic,
+            a.partition,
+            (!a.cancel).then_some(a.replicas),
+        ),
     }
 }
 

@@ -227,6 +227,18 @@ pub fn consumer_fetch(
     offset: i64,
     rack: &str,
 ) -> PartitionData {
+    consumer_fetch_of(conn, version, topic, 0, offset, rack)
+}
+
+/// [`consumer_fetch`] of partition `partition`.
+pub fn consumer_fetch_of(
+    conn: &mut RawConn,
+    version: i16,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    rack: &str,
+) -> PartitionData {
     let req = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(0)
@@ -238,7 +250,7 @@ pub fn consumer_fetch(
         .with_topics(vec![FetchTopic::default()
             .with_topic(TopicName(kstr(topic)))
             .with_partitions(vec![FetchPartition::default()
-                .with_partition(0)
+                .with_partition(partition)
                 .with_fetch_offset(offset)
                 .with_partition_max_bytes(8 << 20)
                 .with_current_leader_epoch(-1)
@@ -253,11 +265,20 @@ pub fn consumer_fetch(
 /// (offset, value): consumer Fetches (v12, no rack) sent to that node, which a follower answers
 /// from its own log since KIP-392. `None` if the node does not serve the partition (an error).
 pub fn replica_records(addr: std::net::SocketAddr, topic: &str) -> Option<Vec<(i64, String)>> {
+    replica_records_of(addr, topic, 0)
+}
+
+/// [`replica_records`] of partition `partition`.
+pub fn replica_records_of(
+    addr: std::net::SocketAddr,
+    topic: &str,
+    partition: i32,
+) -> Option<Vec<(i64, String)>> {
     let mut conn = RawConn::connect_addr(addr);
     let mut out = Vec::new();
     let mut offset = 0i64;
     loop {
-        let p = consumer_fetch(&mut conn, 12, topic, offset, "");
+        let p = consumer_fetch_of(&mut conn, 12, topic, partition, offset, "");
         if p.error_code != 0 {
             return None;
         }

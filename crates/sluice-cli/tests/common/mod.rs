@@ -9,6 +9,7 @@
 
 pub mod children;
 pub mod cluster;
+pub mod group_load;
 pub mod proxied;
 
 use std::collections::BTreeMap;
