@@ -88,7 +88,9 @@ run() { # mode: none|throttle
     idle=$(field "$WORK/$mode-idle.json" '"%.1f / %.1f / %.1f" % (j["latency_ms"]["p50"], j["latency_ms"]["p99"], j["latency_ms"]["max"])')
     moving=$(field "$WORK/$mode-moving.json" '"%.1f / %.1f / %.1f" % (j["latency_ms"]["p50"], j["latency_ms"]["p99"], j["latency_ms"]["max"])')
     failed=$(field "$WORK/$mode-moving.json" '"%d failed, %d missing" % (j["failed"], j["missing"])')
-    echo "| $mode | $loaded | $bytes MB | $seconds s | $idle | $moving | $failed |"
+    local label=none
+    [[ $mode == throttle ]] && label="$((THROTTLE / 1000000)) MB/s"
+    echo "| $label | $loaded | $bytes MB | $seconds s | $idle | $moving | $failed |"
     stop_all
     rm -rf "$dir"
 }
