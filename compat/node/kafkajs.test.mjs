@@ -1,5 +1,5 @@
 // kafkajs 2.x against a real sluice process: admin, produce/consume, consumer groups with
-// committed offsets, idempotent producer, group admin views.
+// committed offsets, idempotent producer, group admin views, partition reassignment.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Kafka, logLevel, CompressionTypes } from 'kafkajs'
@@ -175,6 +175,59 @@ test('a consumer group keeps consuming when its coordinator is killed', { timeou
     await admin.disconnect()
     assert.deepEqual(new Set(seen.values()), sent, 'every record read')
     assert.equal(seen.size, sent.size, 'nothing read twice at another offset')
+  } catch (e) {
+    console.error(cluster.logTail())
+    throw e
+  } finally {
+    await cluster.stop()
+  }
+})
+
+test('admin: a partition moves to another broker (AlterPartitionReassignments)', { timeout: 120000 }, async () => {
+  const cluster = await startCluster(3)
+  const topic = 'moving'
+  try {
+    const kafka = new Kafka({
+      clientId: 'compat-node-reassign',
+      brokers: cluster.bootstrap,
+      logLevel: logLevel.NOTHING,
+      retry: { retries: 10, initialRetryTime: 200 }
+    })
+    const admin = kafka.admin()
+    await admin.connect()
+    await admin.createTopics({
+      topics: [{ topic, replicaAssignment: [{ partition: 0, replicas: [1, 2] }] }],
+      waitForLeaders: true
+    })
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 })
+    await producer.connect()
+    const values = Array.from({ length: 200 }, (_, i) => `m-${i}`)
+    await producer.send({ topic, acks: -1, messages: values.map(value => ({ partition: 0, value })) })
+
+    await admin.alterPartitionReassignments({
+      topics: [{ topic, partitionAssignment: [{ partition: 0, replicas: [3, 2] }] }]
+    })
+    await waitFor('the move to finish', async () => {
+      const { topics } = await admin.listPartitionReassignments({ topics: null })
+      return topics.length === 0
+    }, 60000)
+    await waitFor('broker 3 to replace broker 1', async () => {
+      const meta = await admin.fetchTopicMetadata({ topics: [topic] })
+      const p = meta.topics[0].partitions[0]
+      return JSON.stringify(p.replicas) === '[3,2]' && p.isr.length === 2 && p.leader !== 1
+    }, 30000)
+    await producer.send({ topic, acks: -1, messages: [{ partition: 0, value: 'after' }] })
+
+    const consumer = kafka.consumer({ groupId: 'js-reassign' })
+    await consumer.connect()
+    await consumer.subscribe({ topic, fromBeginning: true })
+    const seen = []
+    await consumer.run({ eachMessage: async ({ message }) => { seen.push(message.value.toString()) } })
+    await waitFor('every record', () => seen.length >= values.length + 1, 60000)
+    await consumer.disconnect()
+    await producer.disconnect()
+    await admin.disconnect()
+    assert.deepEqual(seen, [...values, 'after'], 'every record once, in order, after the move')
   } catch (e) {
     console.error(cluster.logTail())
     throw e
