@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::group::Group;
 use crate::messages::{GroupSnapshot, Output};
-use crate::GroupConfig;
+use crate::{GroupConfig, GroupError};
 
 /// The classic-protocol group coordinator: a pure state machine.
 ///
@@ -52,6 +52,24 @@ impl GroupCoordinator {
             s.current_state_timestamp_ms = now_ms;
         }
         taken
+    }
+
+    /// The broker stored `group`'s snapshot of `generation` (`Ok`), or could not (`Err`: what
+    /// its parked syncs get). A snapshot taken while the leader's assignment waited for it
+    /// releases the syncs of that generation; any other is only acknowledged.
+    pub fn assignment_stored(
+        &mut self,
+        group: &str,
+        generation: i32,
+        result: Result<(), GroupError>,
+        now_ms: i64,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        let config = &self.config;
+        if let Some(g) = self.groups.get_mut(group) {
+            g.assignment_stored(generation, result, now_ms, config, &mut out);
+        }
+        out
     }
 
     /// Restores a group from its stored snapshot (this broker now coordinates it). Replaces what

@@ -72,6 +72,11 @@ pub(crate) struct Group {
     pub(crate) has_offsets: bool,
     /// A generation completed since the last snapshot was taken: the broker must store one.
     pub(crate) store_pending: bool,
+    /// The leader's assignment of this generation is being stored: the syncs parked in
+    /// CompletingRebalance are answered once the broker says it is (Kafka's `storeGroup`
+    /// before it propagates the assignment), so no member works from an assignment that a
+    /// coordinator failover could take back.
+    pub(crate) storing: bool,
 }
 
 impl Group {
@@ -91,6 +96,7 @@ impl Group {
             new_member_added: false,
             has_offsets: false,
             store_pending: false,
+            storing: false,
         }
     }
 
@@ -410,6 +416,7 @@ impl Group {
         if self.state == GroupState::CompletingRebalance {
             self.reset_and_propagate_assignment_error(GroupError::RebalanceInProgress, now_ms, out);
         }
+        self.storing = false;
         self.sync_deadline_ms = None;
         self.pending_sync.clear();
         let rebalance_timeout = self.rebalance_timeout_ms();
@@ -538,14 +545,10 @@ impl Group {
         self.sync_deadline_ms = Some(now_ms.saturating_add(self.rebalance_timeout_ms()));
     }
 
-    /// The leader's assignment arrived: store it (members it left out get an empty one), answer
-    /// every parked sync and become Stable.
-    pub(crate) fn complete_sync(
-        &mut self,
-        assignments: Vec<MemberAssignment>,
-        now_ms: i64,
-        out: &mut Vec<Output>,
-    ) {
+    /// The leader's assignment arrived: each member gets its own (members it left out get an
+    /// empty one), and the group's state with it is queued for storing. The parked syncs wait
+    /// for [`Group::assignment_stored`].
+    pub(crate) fn complete_sync(&mut self, assignments: Vec<MemberAssignment>) {
         let mut by_member: HashMap<String, Bytes> = HashMap::with_capacity(assignments.len());
         for a in assignments {
             by_member.insert(a.member_id, a.assignment);
@@ -558,9 +561,40 @@ impl Group {
         if missing > 0 {
             warn!(group = %self.group_id, missing, "leader left members without assignment");
         }
-        let template = self.sync_response(Bytes::new());
         for member in &mut self.members {
             member.assignment = by_member.remove(&member.member_id).unwrap_or_default();
+        }
+        self.storing = true;
+        self.store_pending = true;
+    }
+
+    /// The broker stored (or failed to store) generation `generation`'s assignment. Stored: the
+    /// parked syncs get their assignments and the group is Stable. Failed: they get `error`
+    /// and the group rebalances (Kafka's `doSyncGroup` callback). Ignored unless the group
+    /// still waits for that store.
+    pub(crate) fn assignment_stored(
+        &mut self,
+        generation: i32,
+        result: Result<(), GroupError>,
+        now_ms: i64,
+        config: &GroupConfig,
+        out: &mut Vec<Output>,
+    ) {
+        if !self.storing
+            || self.state != GroupState::CompletingRebalance
+            || self.generation_id != generation
+        {
+            return;
+        }
+        self.storing = false;
+        if let Err(error) = result {
+            warn!(group = %self.group_id, generation, %error, "storing the assignment failed");
+            self.reset_and_propagate_assignment_error(error, now_ms, out);
+            self.maybe_prepare_rebalance("storing the assignment failed", now_ms, config, out);
+            return;
+        }
+        let template = self.sync_response(Bytes::new());
+        for member in &mut self.members {
             if let Some(request) = member.awaiting_sync.take() {
                 member.touch(now_ms);
                 out.push(Output::Sync {
@@ -573,7 +607,6 @@ impl Group {
             }
         }
         self.state = GroupState::Stable;
-        self.store_pending = true;
         info!(group = %self.group_id, generation = self.generation_id, "group is stable");
     }
 

@@ -6,9 +6,9 @@ use crate::messages::{Output, RequestId, SyncRequest};
 use crate::{GroupCoordinator, GroupError, GroupState};
 
 impl GroupCoordinator {
-    /// Handles a SyncGroup. In CompletingRebalance a follower's request is parked until the
-    /// leader's arrives; the leader's answers every parked sync (its own included) and makes the
-    /// group Stable. In Stable the member's current assignment is returned at once. Returns the
+    /// Handles a SyncGroup. In CompletingRebalance a request is parked until the leader's
+    /// assignment has arrived and been stored ([`GroupCoordinator::assignment_stored`]); then
+    /// every parked sync is answered and the group is Stable. In Stable the member's current assignment is returned at once. Returns the
     /// outputs that became ready, this request's answer among them when decided now.
     pub fn sync_group(
         &mut self,
@@ -79,7 +79,7 @@ impl GroupCoordinator {
                         assignments = sync.assignments.len(),
                         "assignment received from the leader"
                     );
-                    group.complete_sync(sync.assignments, now_ms, out);
+                    group.complete_sync(sync.assignments);
                 }
                 Ok(())
             }

@@ -13,6 +13,8 @@ struct Harness {
     coord: GroupCoordinator,
     now: i64,
     next_request: u64,
+    /// Snapshots stored so far ([`Harness::store_due`]).
+    stored: Vec<GroupSnapshot>,
 }
 
 fn protocols(names: &[&str]) -> Vec<Protocol> {
@@ -75,6 +77,7 @@ impl Harness {
             coord: GroupCoordinator::new(config, 7),
             now: 0,
             next_request: 0,
+            stored: Vec::new(),
         }
     }
 
@@ -91,8 +94,31 @@ impl Harness {
 
     fn sync(&mut self, req: SyncRequest) -> (RequestId, Vec<Output>) {
         let id = self.request_id();
-        let out = self.coord.sync_group(id, req, self.now);
+        let mut out = self.coord.sync_group(id, req, self.now);
+        out.extend(self.store_due());
         (id, out)
+    }
+
+    /// Stores every snapshot due, as the broker does, and reports each stored; returns what
+    /// that released (the syncs a leader's assignment parked).
+    fn store_due(&mut self) -> Vec<Output> {
+        let mut out = Vec::new();
+        for s in self.coord.take_snapshots(self.now) {
+            out.extend(self.coord.assignment_stored(
+                &s.group_id,
+                s.generation_id,
+                Ok(()),
+                self.now,
+            ));
+            self.stored.push(s);
+        }
+        out
+    }
+
+    /// Every snapshot stored so far (and any due now), taken.
+    fn stored_snapshots(&mut self) -> Vec<GroupSnapshot> {
+        self.store_due();
+        std::mem::take(&mut self.stored)
     }
 
     /// Advances time to `t` and fires what is due.
@@ -128,18 +154,8 @@ impl Harness {
     /// Joins three dynamic members a, b, c (v3 style) and completes the first join phase.
     /// Returns their member ids, leader first.
     fn stable_group(&mut self, group: &str, members: &[&str]) -> Vec<String> {
-        let mut requests = Vec::new();
-        for client in members {
-            let (id, out) = self.join(join_req(group, "", client));
-            assert!(out.is_empty());
-            requests.push(id);
-        }
-        let out = self.run_until_answered();
-        let joined: Vec<JoinResponse> = requests.iter().map(|r| join_ok(&out, *r)).collect();
-        let ids: Vec<String> = joined.iter().map(|j| j.member_id.clone()).collect();
-        let generation = joined[0].generation_id;
-        let leader = joined[0].leader.clone();
-        assert_eq!(leader, ids[0]);
+        let (ids, generation) = self.joined_group(group, members);
+        let leader = ids[0].clone();
         let assignments: Vec<(String, String)> = ids
             .iter()
             .map(|m| (m.clone(), format!("assign-{m}")))
@@ -156,6 +172,24 @@ impl Harness {
         assert_eq!(out.len(), ids.len());
         assert_eq!(self.state(group), GroupState::Stable);
         ids
+    }
+}
+
+impl Harness {
+    /// Joins `members` and completes the join phase (the group awaits its syncs). Returns their
+    /// member ids, leader first, and the generation.
+    fn joined_group(&mut self, group: &str, members: &[&str]) -> (Vec<String>, i32) {
+        let mut requests = Vec::new();
+        for client in members {
+            let (id, out) = self.join(join_req(group, "", client));
+            assert!(out.is_empty());
+            requests.push(id);
+        }
+        let out = self.run_until_answered();
+        let joined: Vec<JoinResponse> = requests.iter().map(|r| join_ok(&out, *r)).collect();
+        let ids: Vec<String> = joined.iter().map(|j| j.member_id.clone()).collect();
+        assert_eq!(joined[0].leader, ids[0]);
+        (ids, joined[0].generation_id)
     }
 }
 
@@ -1126,7 +1160,7 @@ fn generated_member_ids_are_unique_and_uuid_shaped() {
 fn a_stable_groups_snapshot_restores_it_on_another_coordinator() {
     let mut h = Harness::new();
     let ids = h.stable_group("g", &["a", "b"]);
-    let snapshots = h.coord.take_snapshots(h.now);
+    let snapshots = h.stored_snapshots();
     assert_eq!(snapshots.len(), 1, "one snapshot per completed generation");
     let s = &snapshots[0];
     assert_eq!(
@@ -1142,7 +1176,7 @@ fn a_stable_groups_snapshot_restores_it_on_another_coordinator() {
     );
     assert_eq!(s.members[1].subscription, Bytes::from("meta-range"));
     assert!(
-        h.coord.take_snapshots(h.now).is_empty(),
+        h.stored_snapshots().is_empty(),
         "taken snapshots are not repeated"
     );
 
@@ -1172,7 +1206,7 @@ fn a_stable_groups_snapshot_restores_it_on_another_coordinator() {
 fn a_group_going_empty_is_snapshotted_even_when_it_is_then_dropped() {
     let mut h = Harness::new();
     let ids = h.stable_group("g", &["a"]);
-    h.coord.take_snapshots(h.now);
+    h.stored_snapshots();
     let left = h
         .coord
         .leave_group(
@@ -1187,7 +1221,7 @@ fn a_group_going_empty_is_snapshotted_even_when_it_is_then_dropped() {
     assert!(left.members.iter().all(Result::is_ok));
     // No offsets: the group is gone at once, but its Empty snapshot is still due.
     assert_eq!(h.state("g"), GroupState::Dead);
-    let snapshots = h.coord.take_snapshots(h.now);
+    let snapshots = h.stored_snapshots();
     assert_eq!(snapshots.len(), 1);
     assert!(snapshots[0].members.is_empty());
     assert_eq!(snapshots[0].protocol_name, None);
@@ -1213,10 +1247,92 @@ fn unloading_answers_parked_requests_not_coordinator_and_keeps_other_groups() {
     assert_eq!(h.state("moves"), GroupState::Dead);
     assert_eq!(h.state("stays"), GroupState::Stable);
     assert!(
-        h.coord
-            .take_snapshots(h.now)
-            .iter()
-            .all(|s| s.group_id == "stays"),
+        h.stored_snapshots().iter().all(|s| s.group_id == "stays"),
         "no snapshot of a group that moved away"
+    );
+}
+
+#[test]
+fn syncs_are_answered_once_the_leaders_assignment_is_stored() {
+    let mut h = Harness::new();
+    let (ids, generation) = h.joined_group("g", &["a", "b"]);
+    let (leader, follower) = (ids[0].clone(), ids[1].clone());
+    let f = RequestId(100);
+    assert!(h
+        .coord
+        .sync_group(f, sync_req("g", &follower, generation, &[]), h.now)
+        .is_empty());
+    let l = RequestId(101);
+    let assignments = [(leader.as_str(), "to-a"), (follower.as_str(), "to-b")];
+    let out = h
+        .coord
+        .sync_group(l, sync_req("g", &leader, generation, &assignments), h.now);
+    assert!(
+        out.is_empty(),
+        "nobody is answered before the store: {out:?}"
+    );
+    assert_eq!(h.state("g"), GroupState::CompletingRebalance);
+    let snapshots = h.coord.take_snapshots(h.now);
+    assert_eq!(snapshots.len(), 1);
+    assert_eq!(snapshots[0].generation_id, generation);
+    assert_eq!(snapshots[0].members[1].assignment, Bytes::from("to-b"));
+    // Heartbeats carry on meanwhile.
+    assert_eq!(h.heartbeat("g", &follower, generation), Ok(()));
+    // A result for another generation changes nothing.
+    assert!(h
+        .coord
+        .assignment_stored("g", generation - 1, Ok(()), h.now)
+        .is_empty());
+    let out = h.coord.assignment_stored("g", generation, Ok(()), h.now);
+    assert_eq!(
+        sync_result(&out, f).map(|r| r.assignment),
+        Ok(Bytes::from("to-b"))
+    );
+    assert_eq!(
+        sync_result(&out, l).map(|r| r.assignment),
+        Ok(Bytes::from("to-a"))
+    );
+    assert_eq!(h.state("g"), GroupState::Stable);
+    assert!(
+        h.coord
+            .assignment_stored("g", generation, Ok(()), h.now)
+            .is_empty(),
+        "answered once"
+    );
+}
+
+#[test]
+fn a_failed_store_fails_the_syncs_and_rebalances() {
+    let mut h = Harness::new();
+    let (ids, generation) = h.joined_group("g", &["a", "b"]);
+    let f = RequestId(100);
+    h.coord
+        .sync_group(f, sync_req("g", &ids[1], generation, &[]), h.now);
+    let l = RequestId(101);
+    h.coord.sync_group(
+        l,
+        sync_req("g", &ids[0], generation, &[(ids[0].as_str(), "x")]),
+        h.now,
+    );
+    h.coord.take_snapshots(h.now);
+    let out = h.coord.assignment_stored(
+        "g",
+        generation,
+        Err(GroupError::CoordinatorNotAvailable),
+        h.now,
+    );
+    assert_eq!(
+        sync_result(&out, f).map(|r| r.assignment),
+        Err(GroupError::CoordinatorNotAvailable)
+    );
+    assert_eq!(
+        sync_result(&out, l).map(|r| r.assignment),
+        Err(GroupError::CoordinatorNotAvailable)
+    );
+    assert_eq!(h.state("g"), GroupState::PreparingRebalance);
+    assert_eq!(
+        h.coord.describe_group("g").members[0].assignment,
+        Bytes::new(),
+        "the unstored assignment is dropped"
     );
 }

@@ -459,30 +459,47 @@ impl Coordinator {
         }
     }
 
-    /// Stores group snapshots, one at a time, in the order they were queued.
+    /// Stores group snapshots, one at a time, in the order they were queued, and tells the
+    /// machine how each went: a generation's SyncGroup answers wait for its snapshot (Kafka's
+    /// `storeGroup` before the assignment propagates), so a coordinator failover never takes
+    /// back an assignment a member already works from.
     async fn store_snapshots(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<GroupSnapshot>) {
         while let Some(snapshot) = rx.recv().await {
-            let index = match self.owner(&snapshot.group_id) {
-                Ok(index) => index,
-                // Moved away meanwhile: the new coordinator has what was stored.
-                Err(_) => continue,
-            };
             let group = snapshot.group_id.clone();
-            let stored = self
-                .store
-                .store_group(index, &group, Some(&snapshot), self.clock.now_ms())
-                .await;
+            let generation = snapshot.generation_id;
+            let stored = match self.owner(&group) {
+                Ok(index) => self
+                    .store
+                    .store_group(index, &group, Some(&snapshot), self.clock.now_ms())
+                    .await
+                    .map_err(|e| {
+                        tracing::warn!(group, generation, error = ?e.code,
+                            message = ?e.message, "could not store the group's state");
+                        // Kafka's SyncGroup answer to a failed store.
+                        if e.code == kafka_protocol::ResponseError::NotCoordinator {
+                            GroupError::NotCoordinator
+                        } else {
+                            GroupError::CoordinatorNotAvailable
+                        }
+                    }),
+                // Moved away meanwhile (its parked requests were answered then), or loading
+                // again.
+                Err(e) => Err(e),
+            };
             tracing::debug!(
                 group,
-                generation = snapshot.generation_id,
+                generation,
                 members = snapshot.members.len(),
                 ok = stored.is_ok(),
                 "stored the group's state"
             );
-            if let Err(e) = stored {
-                tracing::warn!(group, generation = snapshot.generation_id, error = ?e.code,
-                    message = ?e.message, "could not store the group's state");
-            }
+            let mut m = self.lock();
+            let outputs =
+                m.groups
+                    .assignment_stored(&group, generation, stored, self.clock.now_ms());
+            self.settle(&mut m, outputs);
+            drop(m);
+            self.timer.notify_one();
         }
     }
 
