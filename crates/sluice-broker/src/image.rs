@@ -4,7 +4,8 @@
 //!
 //! Publishing computes the [`MetadataDelta`] between the current image and the next one and
 //! acts on it in this order: broker settings; partitions this broker now hosts are opened and
-//! told whether they lead and under which epoch; topic configs; then the new image is swapped
+//! told whether they lead and under which epoch, and every partition which brokers are fenced
+//! (they may not hold a HW or join an ISR); topic configs; then the new image is swapped
 //! in; then partitions this broker no longer hosts are closed and their data removed. So a
 //! client that sees a topic in Metadata finds its logs open, and a deleted topic vanishes from
 //! Metadata before its files do.
@@ -109,6 +110,15 @@ impl MetadataPublisher {
         let opened = self
             .replicas
             .apply_local(&delta.local, &next, clean_shutdown);
+        if delta.brokers_changed || !delta.local.leaders.is_empty() {
+            let fenced: Vec<BrokerId> = next
+                .brokers
+                .values()
+                .filter(|b| b.fenced)
+                .map(|b| b.broker_id)
+                .collect();
+            self.replicas.set_ineligible(&fenced);
+        }
         for name in &delta.changed_topic_configs {
             if let Some(topic) = next.topic(name) {
                 self.replicas.apply_topic_configs(topic);

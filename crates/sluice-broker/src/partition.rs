@@ -262,6 +262,15 @@ impl Partition {
         self.follower_waiters.wake_all();
     }
 
+    /// The brokers the metadata says are fenced (dead, or shutting down): outside the ISR they
+    /// neither hold this partition's HW nor get proposed into its ISR, however recently they
+    /// fetched (Kafka's `isReplicaIsrEligible`).
+    pub fn set_ineligible(&self, fenced: &[BrokerId]) {
+        let mut replica = self.replica.lock().expect("replica lock");
+        let out = replica.set_ineligible(fenced.to_vec(), self.clock.now_ms());
+        self.apply(out);
+    }
+
     /// This broker no longer hosts the partition (its topic was deleted, or a reassignment
     /// moved the replica away): it neither leads nor follows, and whoever waits on it (an
     /// `acks=all` produce, a parked fetch) is woken to find that out.

@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use sluice_log::{Io, Log, LogConfig, LogError, StdIo};
 use sluice_meta::{ClusterState, LocalChanges, TopicInfo, Uuid};
-use sluice_types::{Offset, TopicPartition};
+use sluice_types::{BrokerId, Offset, TopicPartition};
 
 use crate::config::BrokerSettings;
 use crate::partition::{Partition, PartitionEnv};
@@ -229,6 +229,14 @@ impl ReplicaManager {
             .expect("partition map lock")
             .insert((tp.topic.clone(), index), partition.clone());
         Ok(partition)
+    }
+
+    /// Tells every hosted partition which brokers are fenced now (see
+    /// [`Partition::set_ineligible`]).
+    pub fn set_ineligible(&self, fenced: &[BrokerId]) {
+        for p in self.all() {
+            p.set_ineligible(fenced);
+        }
     }
 
     /// Closes and removes the given partitions, deleting their data from disk.

@@ -50,10 +50,11 @@ impl ReplicaState {
         let adding = self.adding();
         let mut hw: Offset = self.local_end;
         for (id, f) in &leader.followers {
+            let eligible = !self.ineligible.contains(id);
             if f.end < hw
                 && (self.isr.contains(id)
-                    || adding == Some(*id)
-                    || f.is_caught_up(self.local_end, now_ms, lag))
+                    || (eligible
+                        && (adding == Some(*id) || f.is_caught_up(self.local_end, now_ms, lag))))
             {
                 hw = f.end;
             }
@@ -153,6 +154,32 @@ mod tests {
         let out = fetch(&mut r, 3, 14, T0 + 5);
         assert!(
             !out.iter().any(|o| matches!(o, Output::HighWatermark(_))),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn a_fenced_follower_that_still_fetches_neither_holds_the_hw_nor_rejoins() {
+        // 3 was fenced as it shut down (out of the ISR), and fetches once more before it exits.
+        let mut r = leader_of(&[1, 2, 3], &[1, 2], 0);
+        assert!(r.set_ineligible(ids(&[3]), T0).is_empty());
+        r.on_local_end(Offset(10), T0);
+        let out = fetch(&mut r, 3, 10, T0 + 1);
+        assert!(
+            proposal(&out).is_none(),
+            "a fenced broker is not proposed: {out:?}"
+        );
+        // Its fresh catch-up does not hold the HW: 2 alone moves it.
+        r.on_local_end(Offset(12), T0 + 2);
+        assert_eq!(
+            fetch(&mut r, 2, 12, T0 + 3),
+            vec![Output::HighWatermark(Offset(12))]
+        );
+        // Unfenced again: it is proposed once it fetches up to the HW.
+        assert!(r.set_ineligible(Vec::new(), T0 + 4).is_empty());
+        let out = fetch(&mut r, 3, 12, T0 + 5);
+        assert!(
+            proposal(&out).is_some_and(|p| p.isr.contains(&BrokerId(3))),
             "{out:?}"
         );
     }

@@ -56,7 +56,10 @@ impl ReplicaState {
 
     fn maybe_expand_isr(&mut self, follower: BrokerId, out: &mut Vec<Output>) {
         let Some(leader) = self.leader() else { return };
-        if leader.pending.is_some() || self.isr.contains(&follower) {
+        if leader.pending.is_some()
+            || self.isr.contains(&follower)
+            || self.ineligible.contains(&follower)
+        {
             return;
         }
         let Some(f) = leader.followers.get(&follower) else {

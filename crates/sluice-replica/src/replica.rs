@@ -33,6 +33,10 @@ pub struct ReplicaState {
     /// Source of [`IsrProposal::id`]; never reused, so an answer to a dropped proposal never
     /// matches a newer one.
     pub(crate) last_proposal_id: u64,
+    /// Brokers the metadata says may not join an ISR (fenced, or shutting down): outside the
+    /// ISR they neither hold the HW nor get proposed into it, however recently they fetched
+    /// (Kafka's `isReplicaIsrEligible`).
+    pub(crate) ineligible: Vec<BrokerId>,
 }
 
 /// The role, with what only that role holds, so that leader state cannot outlive leadership.
@@ -82,7 +86,19 @@ impl ReplicaState {
             local_end: Offset(0),
             hw: Offset(0),
             last_proposal_id: 0,
+            ineligible: Vec::new(),
         }
+    }
+
+    /// The brokers that may not join an ISR now (the shell passes the fenced ones whenever the
+    /// metadata changes). A leader may then advance its HW past one of them.
+    pub fn set_ineligible(&mut self, brokers: Vec<BrokerId>, now_ms: i64) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.ineligible != brokers {
+            self.ineligible = brokers;
+            self.maybe_advance_hw(now_ms, &mut out);
+        }
+        out
     }
 
     pub fn local(&self) -> BrokerId {
