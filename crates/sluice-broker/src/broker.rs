@@ -484,7 +484,12 @@ async fn heartbeat_loop(
         let sent_at = std::time::Instant::now();
         match controller.send_heartbeat(hb).await {
             Ok(reply) => {
-                if !reply.fenced {
+                // The answer renews the lease only once this broker's image has caught up with
+                // the metadata the controller answered from: a broker resumed from a pause is
+                // unfenced as soon as it heartbeats, while its image may still say it leads
+                // partitions that moved away (it would serve reads from a log that misses
+                // what the new leader took).
+                if !reply.fenced && caught_up(&published, reply.metadata_offset, interval).await {
                     if !lifecycle.lease.holds() {
                         tracing::info!("leadership lease renewed by the controller");
                     }
@@ -507,6 +512,15 @@ async fn heartbeat_loop(
             Err(e) => tracing::debug!(error = ?e, "heartbeat failed"),
         }
     }
+}
+
+/// Whether the published image reaches `offset` within `wait`.
+async fn caught_up(published: &watch::Receiver<i64>, offset: i64, wait: Duration) -> bool {
+    let mut rx = published.clone();
+    let reached = tokio::time::timeout(wait, rx.wait_for(|p| *p >= offset))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    reached
 }
 
 /// Sends each ISR change a leader proposes to the controller (AlterPartition). Accepted changes

@@ -8,7 +8,9 @@
 //! new leader took (OFFSET_OUT_OF_RANGE, and a consumer resets its position) and take `acks=1`
 //! writes that will be truncated. So leading needs a lease: each heartbeat the controller
 //! answers (unfenced) extends it to the heartbeat's send time plus the session timeout, the
-//! earliest instant the controller could fence this broker for silence. Past it, the broker
+//! earliest instant the controller could fence this broker for silence, once the broker's
+//! image has caught up with the metadata the controller answered from (a resumed broker is
+//! unfenced by its first heartbeat, before it has learnt what moved away while it slept). Past it, the broker
 //! answers NOT_LEADER_OR_FOLLOWER (clients refresh their metadata and retry) until a heartbeat
 //! gets through again. Time is the monotonic clock, which keeps running while the process is
 //! stopped, so a resumed broker finds its lease expired.

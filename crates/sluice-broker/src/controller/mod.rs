@@ -678,14 +678,15 @@ impl Controller {
         // Answered only after a quorum round confirms this node still leads: a controller that
         // was paused or cut off may have been replaced without knowing it, and its answer would
         // renew the broker's leadership lease (`lease.rs`) on a stale view.
-        let (state, _) = match tokio::time::timeout(QUORUM_CHECK, self.linearized_state()).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(Attempt::Retry(
-                    "a quorum did not confirm this controller in time".to_string(),
-                ))
-            }
-        };
+        let (state, applied) =
+            match tokio::time::timeout(QUORUM_CHECK, self.linearized_state()).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    return Err(Attempt::Retry(
+                        "a quorum did not confirm this controller in time".to_string(),
+                    ))
+                }
+            };
         let current = state.brokers.get(&hb.broker_id).cloned();
         let Some(info) = current.filter(|b| b.epoch == hb.broker_epoch) else {
             return Err(Attempt::Failed(ApiError::new(
@@ -704,11 +705,12 @@ impl Controller {
         if !want_fence && !want_unfence {
             return Ok(HeartbeatReply {
                 fenced: info.fenced,
+                metadata_offset: applied,
             });
         }
         let broker = hb.broker_id;
         let epoch = hb.broker_epoch;
-        let (fenced, _) = self
+        let (fenced, offset) = self
             .decide_and_commit(|_, state| {
                 let Some(b) = state.brokers.get(&broker).filter(|b| b.epoch == epoch) else {
                     return Err(ResponseError::StaleBrokerEpoch.into());
@@ -725,7 +727,10 @@ impl Controller {
         } else {
             tracing::info!(node_id = %broker, broker_epoch = epoch, "broker unfenced: caught up with the metadata");
         }
-        Ok(HeartbeatReply { fenced })
+        Ok(HeartbeatReply {
+            fenced,
+            metadata_offset: offset.max(applied),
+        })
     }
 
     /// The active controller's duties on a timer: form the cluster, fence brokers whose session

@@ -113,6 +113,10 @@ pub struct BrokerHeartbeat {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeartbeatReply {
     pub fenced: bool,
+    /// The metadata offset the controller had applied when it answered: the broker may act on
+    /// the answer (renew its leadership lease) once its own image has reached it.
+    #[serde(default)]
+    pub metadata_offset: i64,
 }
 
 /// The controller quorum as its leader sees it.
