@@ -523,13 +523,14 @@ impl<'a> PartitionCheck<'a, '_> {
                 {
                     continue
                 }
+                // An offset librdkafka did not know (-1001) is no claim about any offset.
                 Op::Produce {
                     producer,
                     partition,
                     value,
                     outcome: ProduceOutcome::Ok { offset },
                     ..
-                } if *partition == self.p => {
+                } if *partition == self.p && *offset >= 0 => {
                     (*offset, value, format!("op #{} acked to {producer}", e.id))
                 }
                 _ => continue,
@@ -1000,6 +1001,17 @@ mod tests {
             "{r}"
         );
         assert!(a.detail.contains("op #3 read by r2"), "{r}");
+    }
+
+    #[test]
+    fn acks_without_an_offset_claim_none_but_must_survive() {
+        let h = H::new();
+        h.acked(0, "a", -1001);
+        h.acked(0, "b", -1001);
+        let r = h.check(&[(0, &[(0, "a"), (1, "b")])]);
+        assert!(r.anomalies.is_empty(), "{r}");
+        let lost = h.check(&[(0, &[(0, "a")])]);
+        only(&lost, Check::Lost);
     }
 
     #[test]

@@ -55,7 +55,11 @@ impl Acks {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "lowercase")]
 pub enum ProduceOutcome {
-    /// Acknowledged at this offset: must survive.
+    /// Acknowledged at this offset: must survive. librdkafka reports -1001
+    /// (`RD_KAFKA_OFFSET_INVALID`) for a message it knows was written without knowing where:
+    /// an idempotent retry refused as out of sequence after a later batch of the same producer
+    /// succeeded, which proves the first attempt landed. Such a value must survive; its offset
+    /// is not a claim.
     Ok { offset: Offset },
     /// A definite error: the broker refused it (it may still appear if an earlier attempt of
     /// the same send landed; the checker does not hold it against the broker).

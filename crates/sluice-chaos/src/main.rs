@@ -28,7 +28,7 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     nodes: usize,
     /// Fault schedule: random, process-faults, leader-kill, controller-kill, leader-isolation,
-    /// follower-pause, rolling-restart.
+    /// follower-pause, rolling-restart, reassign.
     #[arg(long, default_value = "random")]
     schedule: String,
     /// Partitions of the workload's topic.

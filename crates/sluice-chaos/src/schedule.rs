@@ -35,6 +35,7 @@ pub const NAMES: &[&str] = &[
     "leader-isolation",
     "follower-pause",
     "rolling-restart",
+    "reassign",
 ];
 
 /// A tiny deterministic PRNG (Steele, Lea, Flood: SplitMix64); a seed is a whole schedule.
@@ -96,6 +97,12 @@ pub enum Action {
     /// Every link between the node and its peers cut (controller and replication, both ways);
     /// its clients still reach it. Healed by [`Cluster::rejoin`].
     Isolate,
+    /// A partition of the workload's topic is moved (AlterPartitionReassignments) to replicas
+    /// drawn from `pick`: as many as it has, or on a cluster no larger than that, one fewer or
+    /// as many (so replicas leave and come back, copying the log). The move runs on through
+    /// later faults; "healing" cancels it if `pick` says so and it is still under way. Not
+    /// aimed at a node.
+    Reassign { pick: u64 },
 }
 
 /// One fault: inject, hold, heal, recover.
@@ -120,6 +127,7 @@ pub enum Kind {
     Delay,
     Drop,
     Isolate,
+    Reassign,
 }
 
 impl Kind {
@@ -132,8 +140,17 @@ impl Kind {
         Kind::Delay,
         Kind::Drop,
         Kind::Isolate,
+        Kind::Reassign,
     ];
     pub const PROCESS: &'static [Kind] = &[Kind::Kill9, Kind::Terminate, Kind::Pause];
+    /// Moves, twice as often as each process fault.
+    pub const MOVES: &'static [Kind] = &[
+        Kind::Reassign,
+        Kind::Reassign,
+        Kind::Kill9,
+        Kind::Terminate,
+        Kind::Pause,
+    ];
 }
 
 /// An unknown `--schedule` name.
@@ -198,6 +215,8 @@ impl Schedule {
             // while it still takes client writes it cannot replicate.
             "leader-isolation" => vec![step(Target::Leader, Action::Isolate, secs(8), secs(6))],
             "follower-pause" => vec![step(Target::Follower, Action::Pause, secs(5), secs(5))],
+            // Partition moves among process faults.
+            "reassign" => return Ok(Schedule::random_of(seed, nodes, Kind::MOVES)),
             "rolling-restart" => (1..=nodes as i32)
                 .map(|id| step(Target::Node(id), Action::Terminate, secs(1), secs(4)))
                 .collect(),
@@ -230,6 +249,9 @@ impl Schedule {
                     Kind::Delay => Action::Link(Fault::Delay(rng.millis(50, 1500)), dir),
                     Kind::Drop => Action::Link(Fault::Drop, dir),
                     Kind::Isolate => Action::Isolate,
+                    Kind::Reassign => Action::Reassign {
+                        pick: rng.next_u64(),
+                    },
                 };
                 // One fault in five outlasts the clients' timeouts (10 s per message, 10 s
                 // group session), so outcomes become unknown and groups rebalance.
@@ -287,11 +309,11 @@ pub async fn run(
         history.record(Op::Fault {
             description: format!("{} (target {:?})", describe(node, step.action), step.target),
         });
-        inject(cluster, history, node, &followers, step.action).await?;
+        inject(cluster, history, node, &followers, step.action, topic).await?;
         played.faults += 1;
         tokio::time::sleep(step.hold).await;
         let started = Instant::now();
-        let healed = heal(cluster, node, step.action).await?;
+        let healed = heal(cluster, node, step.action, topic).await?;
         if matches!(
             step.action,
             Action::Kill9 | Action::Kill9WithLaggingFollowers(_) | Action::Terminate
@@ -353,6 +375,7 @@ fn describe(node: i32, action: Action) -> String {
             format!("{fault:?} on node {node}'s client link ({dir})")
         }
         Action::Isolate => format!("cut node {node} off from its peers (clients still reach it)"),
+        Action::Reassign { pick } => format!("move a partition (pick {pick:#x})"),
     }
 }
 
@@ -374,7 +397,25 @@ async fn inject(
     node: i32,
     followers: &[i32],
     action: Action,
+    topic: &str,
 ) -> Result<(), NodeError> {
+    if let Action::Reassign { pick } = action {
+        let planned = plan_move(cluster, topic, pick).await;
+        match planned {
+            Some((partition, to)) => {
+                let result = reassign(cluster, topic, partition, Some(to.clone())).await;
+                tracing::info!(partition, ?to, ?result, "reassignment requested");
+                history.record(Op::Fault {
+                    description: format!(
+                        "move {topic}-{partition} to {to:?}: {}",
+                        result.unwrap_or_else(|e| e)
+                    ),
+                });
+            }
+            None => tracing::info!("no partition layout known: no move"),
+        }
+        return Ok(());
+    }
     if let Action::Kill9WithLaggingFollowers(lag) = action {
         for f in followers {
             cluster.node_mut(*f).pause()?;
@@ -418,12 +459,118 @@ async fn inject(
                 tracing::info!(node, "no peer links to cut (a single node)");
             }
         }
+        Action::Reassign { .. } => {}
     }
     Ok(())
 }
 
+/// The partition and target replicas `pick` draws, from the layout the cluster reports now.
+async fn plan_move(cluster: &Cluster, topic: &str, pick: u64) -> Option<(i32, Vec<i32>)> {
+    let l = cluster.leadership(topic, PROBE_TIMEOUT).await?;
+    let partitions: Vec<i32> = l.replicas.keys().copied().collect();
+    if partitions.is_empty() {
+        return None;
+    }
+    let mut rng = SplitMix64::new(pick);
+    let partition = partitions[rng.below(partitions.len() as u64) as usize];
+    let rf = l.replicas[&partition].len().max(1);
+    let n = cluster.len();
+    // On a cluster no larger than the replica count, one replica in two moves drops one (it
+    // comes back at a later move): otherwise every target would be a reordering.
+    let size = if n <= rf && rf > 1 && rng.below(2) == 0 {
+        rf - 1
+    } else {
+        rf.min(n)
+    };
+    let mut nodes: Vec<i32> = (1..=n as i32).collect();
+    for i in (1..nodes.len()).rev() {
+        nodes.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    nodes.truncate(size);
+    Some((partition, nodes))
+}
+
+/// AlterPartitionReassignments for one partition (`None`: cancel), sent to the first node that
+/// answers, past the proxies; the partition's outcome as text, or why nobody answered.
+async fn reassign(
+    cluster: &Cluster,
+    topic: &str,
+    partition: i32,
+    to: Option<Vec<i32>>,
+) -> Result<String, String> {
+    use kafka_protocol::messages::alter_partition_reassignments_request::{
+        ReassignablePartition, ReassignableTopic,
+    };
+    use kafka_protocol::messages::{AlterPartitionReassignmentsRequest, BrokerId, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    let req = AlterPartitionReassignmentsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![ReassignableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+            .with_partitions(vec![ReassignablePartition::default()
+                .with_partition_index(partition)
+                .with_replicas(
+                    to.map(|r| r.into_iter().map(BrokerId).collect()),
+                )])]);
+    let addrs: Vec<std::net::SocketAddr> =
+        cluster.nodes().iter().map(|n| n.listen_addr()).collect();
+    tokio::task::spawn_blocking(move || {
+        let mut last = String::from("no node");
+        for addr in addrs {
+            let timeout = Duration::from_secs(15);
+            let attempt = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1))
+                .and_then(|mut s| {
+                    s.set_read_timeout(Some(timeout))?;
+                    s.set_write_timeout(Some(timeout))?;
+                    crate::writers::exchange(&mut s, 1, 0, &req)
+                });
+            match attempt {
+                Ok(resp) if resp.error_code != 0 => last = format!("error {}", resp.error_code),
+                Ok(resp) => {
+                    let code = resp
+                        .responses
+                        .iter()
+                        .flat_map(|t| &t.partitions)
+                        .map(|p| p.error_code)
+                        .next()
+                        .unwrap_or(-1);
+                    return Ok(if code == 0 {
+                        "accepted".to_string()
+                    } else {
+                        format!("refused with error {code}")
+                    });
+                }
+                Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        Err(last)
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("panicked: {e}")))
+}
+
 /// Undoes `action` on `node`; returns what was done.
-async fn heal(cluster: &mut Cluster, node: i32, action: Action) -> Result<String, NodeError> {
+async fn heal(
+    cluster: &mut Cluster,
+    node: i32,
+    action: Action,
+    topic: &str,
+) -> Result<String, NodeError> {
+    if let Action::Reassign { pick } = action {
+        // One move in four is cancelled (the others run on).
+        if pick >> 62 != 0 {
+            return Ok("let the move run on".to_string());
+        }
+        let Some((partition, _)) = plan_move(cluster, topic, pick).await else {
+            return Ok("no partition layout known: nothing to cancel".to_string());
+        };
+        let result = reassign(cluster, topic, partition, None).await;
+        return Ok(format!(
+            "cancel the move of {topic}-{partition}: {}",
+            result.unwrap_or_else(|e| e)
+        ));
+    }
     let n = cluster.node_mut(node);
     Ok(match action {
         Action::Kill9 | Action::Kill9WithLaggingFollowers(_) | Action::Terminate => {
@@ -442,6 +589,7 @@ async fn heal(cluster: &mut Cluster, node: i32, action: Action) -> Result<String
             cluster.rejoin(node);
             format!("heal node {node}'s links to its peers")
         }
+        Action::Reassign { .. } => unreachable!("handled above"),
     })
 }
 
@@ -480,6 +628,21 @@ mod tests {
             let step = s.next_step();
             assert!(!matches!(step.action, Action::Link(..)), "{step:?}");
         }
+    }
+
+    #[test]
+    fn the_reassign_schedule_moves_partitions_among_process_faults() {
+        let mut s = Schedule::named("reassign", 3, 4).unwrap();
+        let actions: Vec<Action> = (0..100).map(|_| s.next_step().action).collect();
+        assert!(actions.iter().all(|a| matches!(
+            a,
+            Action::Reassign { .. } | Action::Kill9 | Action::Terminate | Action::Pause
+        )));
+        let moves = actions
+            .iter()
+            .filter(|a| matches!(a, Action::Reassign { .. }))
+            .count();
+        assert!((25..=60).contains(&moves), "{moves} moves in 100 steps");
     }
 
     #[test]

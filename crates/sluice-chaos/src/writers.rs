@@ -15,9 +15,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::{
-    BrokerId, FetchRequest, FetchResponse, RequestHeader, ResponseHeader, TopicName,
-};
+use kafka_protocol::messages::{BrokerId, FetchRequest, RequestHeader, ResponseHeader, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use kafka_protocol::records::RecordBatchDecoder;
 use serde::{Deserialize, Serialize};
@@ -64,7 +62,7 @@ pub fn read_writers(
                     .with_partition(partition)
                     .with_fetch_offset(offset)
                     .with_partition_max_bytes(8 << 20)])]);
-        let resp = exchange(&mut stream, correlation_id, &req)?;
+        let resp = exchange(&mut stream, correlation_id, FETCH_VERSION, &req)?;
         let p = resp
             .responses
             .into_iter()
@@ -104,22 +102,23 @@ pub fn read_writers(
     Ok(out)
 }
 
-/// One request and its answer on `stream`.
-fn exchange(
+/// One request at `version` and its answer on `stream`.
+pub(crate) fn exchange<R: Request>(
     stream: &mut TcpStream,
     correlation_id: i32,
-    req: &FetchRequest,
-) -> io::Result<FetchResponse> {
+    version: i16,
+    req: &R,
+) -> io::Result<R::Response> {
     let header = RequestHeader::default()
-        .with_request_api_key(FetchRequest::KEY)
-        .with_request_api_version(FETCH_VERSION)
+        .with_request_api_key(R::KEY)
+        .with_request_api_version(version)
         .with_correlation_id(correlation_id)
-        .with_client_id(Some(StrBytes::from_static_str("sluice-chaos-writers")));
+        .with_client_id(Some(StrBytes::from_static_str("sluice-chaos")));
     let mut buf = BytesMut::new();
     header
-        .encode(&mut buf, FetchRequest::header_version(FETCH_VERSION))
+        .encode(&mut buf, R::header_version(version))
         .map_err(|e| invalid(&format!("encoding the request header: {e}")))?;
-    req.encode(&mut buf, FETCH_VERSION)
+    req.encode(&mut buf, version)
         .map_err(|e| invalid(&format!("encoding the request: {e}")))?;
     let mut frame = (buf.len() as i32).to_be_bytes().to_vec();
     frame.extend_from_slice(&buf);
@@ -134,12 +133,12 @@ fn exchange(
     let mut body = vec![0u8; size];
     stream.read_exact(&mut body)?;
     let mut body = Bytes::from(body);
-    let rh = ResponseHeader::decode(&mut body, FetchResponse::header_version(FETCH_VERSION))
+    let rh = ResponseHeader::decode(&mut body, R::Response::header_version(version))
         .map_err(|e| invalid(&format!("decoding the response header: {e}")))?;
     if rh.correlation_id != correlation_id {
         return Err(invalid("an answer to another request"));
     }
-    let resp = FetchResponse::decode(&mut body, FETCH_VERSION)
+    let resp = R::Response::decode(&mut body, version)
         .map_err(|e| invalid(&format!("decoding the response: {e}")))?;
     if body.has_remaining() {
         return Err(invalid("trailing bytes after the response"));
@@ -147,6 +146,6 @@ fn exchange(
     Ok(resp)
 }
 
-fn invalid(why: &str) -> io::Error {
+pub(crate) fn invalid(why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why.to_string())
 }
