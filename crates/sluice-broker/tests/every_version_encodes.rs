@@ -311,6 +311,37 @@ fn sample(api: ApiKey, version: i16, topic_id: uuid::Uuid) -> RequestKind {
                 .with_partitions(vec![0])]))
                 .with_timeout_ms(5000),
         ),
+        // A move to the replicas it has, a cancel with nothing under way, an unknown topic:
+        // answers with and without errors and messages.
+        ApiKey::AlterPartitionReassignments => RequestKind::AlterPartitionReassignments(
+            AlterPartitionReassignmentsRequest::default()
+                .with_timeout_ms(5000)
+                .with_allow_replication_factor_change(version == 0)
+                .with_topics(vec![
+                    alter_partition_reassignments_request::ReassignableTopic::default()
+                        .with_name(topic(t))
+                        .with_partitions(vec![
+                            alter_partition_reassignments_request::ReassignablePartition::default()
+                                .with_partition_index(0)
+                                .with_replicas(Some(vec![BrokerId(1)])),
+                            alter_partition_reassignments_request::ReassignablePartition::default()
+                                .with_partition_index(1)
+                                .with_replicas(None),
+                        ]),
+                    alter_partition_reassignments_request::ReassignableTopic::default()
+                        .with_name(topic("missing"))
+                        .with_partitions(vec![
+                            alter_partition_reassignments_request::ReassignablePartition::default()
+                                .with_partition_index(0)
+                                .with_replicas(Some(vec![BrokerId(1)])),
+                        ]),
+                ]),
+        ),
+        ApiKey::ListPartitionReassignments => RequestKind::ListPartitionReassignments(
+            ListPartitionReassignmentsRequest::default()
+                .with_timeout_ms(5000)
+                .with_topics(None),
+        ),
         ApiKey::DescribeCluster => RequestKind::DescribeCluster(
             DescribeClusterRequest::default()
                 .with_endpoint_type(1)
