@@ -49,7 +49,8 @@ const THROTTLES: [&str; 2] = [
     "follower.replication.throttled.rate",
 ];
 
-/// How a move is carried out.
+/// How a move is carried out. With `--json`, the plan goes to stderr as one JSON line (stdout
+/// with `--dry-run`) and the outcome to stdout.
 #[derive(clap::Args, Clone)]
 pub struct MoveArgs {
     /// Only print the plan.

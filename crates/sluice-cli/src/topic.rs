@@ -34,7 +34,9 @@ pub enum TopicCommand {
 pub struct ReassignArgs {
     #[command(flatten)]
     conn: ConnArgs,
+    /// The topic.
     topic: String,
+    /// The partition to move.
     #[arg(short, long)]
     partition: i32,
     /// The new replicas, comma-separated broker ids; the first is the preferred leader.

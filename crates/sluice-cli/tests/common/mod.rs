@@ -85,9 +85,23 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
         .block_on(f)
 }
 
-/// Asks the OS for a free loopback port. The listener is dropped before the broker binds, so
-/// another process could in principle grab it in between; on a test machine that is rare enough.
+/// A free loopback port for a broker to bind. Probed below the OS's ephemeral range (Linux's is
+/// 32768-60999): a port the OS hands out for `bind(0)` is one it also gives the brokers'
+/// outgoing connections, which took a probed port before its broker bound it often enough to
+/// fail a cluster test with four brokers and a consumer group at work. Each test process walks
+/// its own stretch of 20000-31999 (from its pid), and never probes a port twice.
 pub fn free_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = (std::process::id() % 100) * (SPAN / 100);
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = (LOW + (start + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
     l.local_addr().expect("local_addr").port()
 }
