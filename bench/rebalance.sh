@@ -19,34 +19,12 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 LOAD_SECS=${LOAD_SECS:-10}
 RATE=${RATE:-5000}
 E2E_SECS=${E2E_SECS:-30}
 THROTTLE=${THROTTLE:-20000000}
-BASE=${SLUICE_BENCH_DIR:-${TMPDIR:-/tmp}}
-if [[ -z ${SLUICE:-} ]]; then
-    echo "== building release" >&2
-    cargo build --release -p sluice-cli >&2
-    SLUICE=${CARGO_TARGET_DIR:-$ROOT/target}/release/sluice
-fi
-
-WORK=$(mktemp -d "$BASE/sluice-rebalance.XXXXXX")
-PIDS=()
-stop_all() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    PIDS=()
-}
-trap 'stop_all; rm -rf "$WORK"' EXIT
-
-wait_port() { # port
-    local deadline=$((SECONDS + 60))
-    until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
-        if ((SECONDS > deadline)); then echo "nothing listens on $1" >&2; exit 1; fi
-        sleep 0.05
-    done
-}
+source bench/lib.sh
+bench_setup rebalance
 field() { # file python-expression-on-j
     python3 -c "import json,sys; j=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); print($2)" "$1"
 }

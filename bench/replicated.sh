@@ -16,33 +16,11 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-ROOT=$PWD
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-20}
-BASE=${SLUICE_BENCH_DIR:-${TMPDIR:-/tmp}}
-if [[ -z ${SLUICE:-} ]]; then
-    echo "== building release" >&2
-    cargo build --release -p sluice-cli >&2
-    SLUICE=${CARGO_TARGET_DIR:-$ROOT/target}/release/sluice
-fi
-
-WORK=$(mktemp -d "$BASE/sluice-replicated.XXXXXX")
-PIDS=()
-stop_all() {
-    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    PIDS=()
-}
-trap 'stop_all; rm -rf "$WORK"' EXIT
-
+source bench/lib.sh
+bench_setup replicated
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { # port
-    local deadline=$((SECONDS + 60))
-    until (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; do
-        if ((SECONDS > deadline)); then echo "nothing listens on $1" >&2; exit 1; fi
-        sleep 0.05
-    done
-}
 
 # One produce run against $1; prints MB/s.
 produce() { # bootstrap label

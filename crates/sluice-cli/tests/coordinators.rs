@@ -12,12 +12,11 @@
 
 mod common;
 
-use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use common::children;
 use common::cluster::TestCluster;
-use common::group_load::{GroupLoad, SteadyProducer, WAIT};
+use common::group_load::{assert_not_rebalanced, memberships, GroupLoad, SteadyProducer, WAIT};
 use common::*;
 
 /// A child consumer process's body when this binary runs as one (see `common::children`).
@@ -138,13 +137,7 @@ fn a_group_keeps_consuming_when_its_coordinator_is_killed() {
         .tempdir()
         .expect("children dir");
     let kids = LOAD.running_group(&cluster, dir.path());
-    let before: Vec<(BTreeSet<i32>, usize)> = kids
-        .iter()
-        .map(|k| {
-            let v = k.view();
-            (v.assigned, v.rebalances)
-        })
-        .collect();
+    let before = memberships(&kids);
 
     eprintln!("--- kill -9 node {old}, the coordinator");
     let mark = producer.sent();
@@ -165,16 +158,7 @@ fn a_group_keeps_consuming_when_its_coordinator_is_killed() {
     );
     // The group's state was stored with its generation: the members kept their partitions,
     // with no rebalance.
-    for (k, (assigned, rebalances)) in kids.iter().zip(&before) {
-        let v = k.view();
-        assert_eq!(
-            (&v.assigned, v.rebalances),
-            (assigned, *rebalances),
-            "{} was rebalanced by the coordinator failover: {:?}",
-            k.name,
-            v.tail
-        );
-    }
+    assert_not_rebalanced(&kids, &before, "the coordinator failover");
 
     eprintln!("--- node {old} returns; the run ends");
     cluster.node(old).restart();
@@ -201,13 +185,7 @@ fn a_group_keeps_consuming_through_a_rolling_restart() {
         .tempdir()
         .expect("children dir");
     let kids = LOAD.running_group(&cluster, dir.path());
-    let before: Vec<(BTreeSet<i32>, usize)> = kids
-        .iter()
-        .map(|k| {
-            let v = k.view();
-            (v.assigned, v.rebalances)
-        })
-        .collect();
+    let before = memberships(&kids);
     for id in 1..=3 {
         let other = if id == 1 { 2 } else { 1 };
         let coordinating = coordinator(&mut cluster, other);
@@ -246,16 +224,7 @@ fn a_group_keeps_consuming_through_a_rolling_restart() {
     }
     // Each coordinator handed over a group whose state was stored before its members were
     // answered: nobody was rebalanced, so nothing was read twice.
-    for (k, (assigned, rebalances)) in kids.iter().zip(&before) {
-        let v = k.view();
-        assert_eq!(
-            (&v.assigned, v.rebalances),
-            (assigned, *rebalances),
-            "{} was rebalanced by the rolling restart: {:?}",
-            k.name,
-            v.tail
-        );
-    }
+    assert_not_rebalanced(&kids, &before, "the rolling restart");
     let f = LOAD.finish(&mut cluster, producer, kids, 1);
     eprintln!(
         "{} records read twice while the group ran, {} in all; {} rebalance callbacks in all",

@@ -107,6 +107,30 @@ impl Drop for SteadyProducer {
     }
 }
 
+/// Each child's assignment and rebalance count now, for [`assert_not_rebalanced`].
+pub fn memberships(kids: &[ChildProc]) -> Vec<(BTreeSet<i32>, usize)> {
+    kids.iter()
+        .map(|k| {
+            let v = k.view();
+            (v.assigned, v.rebalances)
+        })
+        .collect()
+}
+
+/// No child was rebalanced since `before` ([`memberships`]); `by` names what happened meanwhile.
+pub fn assert_not_rebalanced(kids: &[ChildProc], before: &[(BTreeSet<i32>, usize)], by: &str) {
+    for (k, (assigned, rebalances)) in kids.iter().zip(before) {
+        let v = k.view();
+        assert_eq!(
+            (&v.assigned, v.rebalances),
+            (assigned, *rebalances),
+            "{} was rebalanced by {by}: {:?}",
+            k.name,
+            v.tail
+        );
+    }
+}
+
 /// What [`GroupLoad::finish`] counted.
 pub struct Finished {
     /// Records read more than once by the time every acknowledged record was read, before the
