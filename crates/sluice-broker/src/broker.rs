@@ -489,11 +489,19 @@ async fn heartbeat_loop(
                 // unfenced as soon as it heartbeats, while its image may still say it leads
                 // partitions that moved away (it would serve reads from a log that misses
                 // what the new leader took).
-                if !reply.fenced && caught_up(&published, reply.metadata_offset, interval).await {
-                    if !lifecycle.lease.holds() {
-                        tracing::info!("leadership lease renewed by the controller");
-                    }
-                    lifecycle.lease.extend(sent_at, session);
+                // The wait runs beside the loop, bounded by the session, so a slow image
+                // neither delays the next heartbeat nor lets the lease lapse needlessly.
+                if !reply.fenced {
+                    let lease = lifecycle.lease.clone();
+                    let (published, offset) = (published.clone(), reply.metadata_offset);
+                    tokio::spawn(async move {
+                        if caught_up(&published, offset, session).await {
+                            if !lease.holds() {
+                                tracing::info!("leadership lease renewed by the controller");
+                            }
+                            lease.extend(sent_at, session);
+                        }
+                    });
                 }
                 if reply.fenced && !fenced_logged {
                     tracing::info!("fenced by the controller; waiting to catch up");
