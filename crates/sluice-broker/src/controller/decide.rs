@@ -32,6 +32,7 @@ impl Decider {
         op: ControllerOp,
     ) -> (OpOutcome, Vec<MetadataRecord>) {
         match op {
+            ControllerOp::ReadBarrier => (OpOutcome::Unit(Ok(())), Vec::new()),
             ControllerOp::CreateTopics {
                 topics,
                 validate_only,

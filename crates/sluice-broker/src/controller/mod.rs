@@ -375,6 +375,13 @@ impl Controller {
         }
     }
 
+    /// Waits until this node's image holds everything the active controller had applied when
+    /// asked: a read from the image that follows then sees every change the cluster had
+    /// acknowledged before it (a read forwarded to the controller, as Kafka's are).
+    pub async fn read_barrier(&self) -> Result<(), ApiError> {
+        self.unit(ControllerOp::ReadBarrier).await
+    }
+
     async fn unit(&self, op: ControllerOp) -> Result<(), ApiError> {
         match self.execute(op).await? {
             OpOutcome::Unit(r) => r.map_err(Into::into),

@@ -207,6 +207,10 @@ pub enum ControllerOp {
         reassignments: Vec<Reassignment>,
         allow_replication_factor_change: bool,
     },
+    /// Changes nothing: answers with the controller's applied offset, for a broker to catch up
+    /// to before it answers a read from its image as the controller would (Kafka forwards such
+    /// reads, ListPartitionReassignments among them, to the controller).
+    ReadBarrier,
 }
 
 /// One partition's reassignment: (topic, partition) and its target replicas, or `None` to

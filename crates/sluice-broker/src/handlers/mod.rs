@@ -197,9 +197,11 @@ pub async fn dispatch(
                 reassignments::alter(&broker.controller, r, version).await,
             ))
         }
-        RequestKind::ListPartitionReassignments(r) => Some(
-            ResponseKind::ListPartitionReassignments(reassignments::list(&broker.image, r)),
-        ),
+        RequestKind::ListPartitionReassignments(r) => {
+            Some(ResponseKind::ListPartitionReassignments(
+                reassignments::list(&broker.controller, &broker.image, r).await,
+            ))
+        }
         RequestKind::DescribeCluster(r) => Some(ResponseKind::DescribeCluster(
             cluster::describe_cluster(&broker.image, &broker.controller, r, version),
         )),

@@ -1,7 +1,7 @@
 //! AlterPartitionReassignments (API 45) and ListPartitionReassignments (API 46), KIP-455:
 //! moving partitions between brokers. The controller decides every change
 //! ([`crate::controller::decide::alter_reassignments`]); the reassignments under way are read
-//! from this broker's metadata image.
+//! from this broker's metadata image once it has caught up with the controller's.
 
 use std::collections::BTreeMap;
 
@@ -86,10 +86,18 @@ pub async fn alter(
 
 /// The reassignments under way: all of them (`topics` null), or those among the partitions
 /// named. Partitions not being reassigned, and unknown topics, are left out (as in Kafka).
-pub fn list(
+/// Kafka answers from the controller; this broker first catches its image up with the
+/// controller's, so a move started through any broker is listed here at once.
+pub async fn list(
+    controller: &Controller,
     image: &MetadataImage,
     req: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
+    if let Err(e) = controller.read_barrier().await {
+        return ListPartitionReassignmentsResponse::default()
+            .with_error_code(e.code.code())
+            .with_error_message(e.message.as_deref().map(str_bytes));
+    }
     let state = image.load();
     let wanted: Option<BTreeMap<String, Vec<i32>>> = req.topics.map(|topics| {
         topics
