@@ -282,6 +282,18 @@ fn ongoing(bootstrap: &str) -> anyhow::Result<Vec<Ongoing>> {
         .collect())
 }
 
+/// A partition's move under way: the replicas it adds and those it will remove.
+pub type Change = (Vec<i32>, Vec<i32>);
+
+/// The moves under way among `topic`'s partitions, by partition.
+pub fn ongoing_in(bootstrap: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, Change>> {
+    Ok(ongoing(bootstrap)?
+        .into_iter()
+        .filter(|o| o.topic == topic)
+        .map(|o| (o.partition, (o.adding, o.removing)))
+        .collect())
+}
+
 /// Plans over the whole cluster with `excluded` emptied, prints the plan, and unless
 /// `--dry-run` carries it out.
 pub fn rebalance(conn: &ConnArgs, args: &MoveArgs, excluded: &[i32]) -> anyhow::Result<()> {

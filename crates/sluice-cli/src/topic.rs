@@ -206,6 +206,11 @@ struct PartitionInfo {
     lag: Vec<ReplicaLag>,
     low: i64,
     high: i64,
+    /// A move under way (KIP-455): the replicas it adds and those it will remove.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    adding: Vec<i32>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    removing: Vec<i32>,
 }
 
 #[derive(Serialize)]
@@ -316,6 +321,8 @@ fn describe(a: NameArgs) -> anyhow::Result<()> {
         .map(|p| (p.id(), p.replicas().to_vec()))
         .collect();
     let lags = replica_lags(&md, &a.name, &layout);
+    // Best effort, as the configs below: a broker without reassignments shows no moves.
+    let mut moving = crate::reassign::ongoing_in(brokers, &a.name).unwrap_or_default();
     let mut partitions = Vec::new();
     for p in topic.partitions() {
         let (low, high) = c
@@ -336,6 +343,8 @@ fn describe(a: NameArgs) -> anyhow::Result<()> {
                 .collect(),
             low,
             high,
+            adding: moving.get(&p.id()).map(|m| m.0.clone()).unwrap_or_default(),
+            removing: moving.remove(&p.id()).map(|m| m.1).unwrap_or_default(),
         });
     }
     partitions.sort_by_key(|p| p.partition);
@@ -354,7 +363,11 @@ fn describe(a: NameArgs) -> anyhow::Result<()> {
         return client::print_json(&d);
     }
     println!("Topic: {}  Partitions: {}", d.topic, d.partitions.len());
-    let mut t = Table::new(&[
+    let any_move = d
+        .partitions
+        .iter()
+        .any(|p| !p.adding.is_empty() || !p.removing.is_empty());
+    let mut header = vec![
         "PARTITION",
         "LEADER",
         "REPLICAS",
@@ -362,7 +375,11 @@ fn describe(a: NameArgs) -> anyhow::Result<()> {
         "LAG",
         "LOW",
         "HIGH",
-    ]);
+    ];
+    if any_move {
+        header.push("MOVING");
+    }
+    let mut t = Table::new(&header);
     for p in &d.partitions {
         let lag = p
             .lag
@@ -373,7 +390,7 @@ fn describe(a: NameArgs) -> anyhow::Result<()> {
             })
             .collect::<Vec<_>>()
             .join(" ");
-        t.row(vec![
+        let mut row = vec![
             p.partition.to_string(),
             p.leader.to_string(),
             join(&p.replicas),
@@ -381,7 +398,19 @@ fn describe(a: NameArgs) -> anyhow::Result<()> {
             lag,
             p.low.to_string(),
             p.high.to_string(),
-        ]);
+        ];
+        if any_move {
+            // The replicas the move adds (+) and those it will remove (-).
+            let change: Vec<String> = (p.adding.iter().map(|b| format!("+{b}")))
+                .chain(p.removing.iter().map(|b| format!("-{b}")))
+                .collect();
+            row.push(if change.is_empty() {
+                "-".to_string()
+            } else {
+                change.join(" ")
+            });
+        }
+        t.row(row);
     }
     t.print();
     println!();

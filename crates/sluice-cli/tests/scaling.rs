@@ -394,6 +394,11 @@ fn a_cancelled_move_leaves_the_partition_as_it_was() {
         (vec![4, 2, 3, 1], vec![4], vec![1]),
         "ListPartitionReassignments"
     );
+    let described = sluice(&["topic", "describe", topic, "-b", &bootstrap]);
+    assert!(
+        described.contains("MOVING") && described.contains("+4 -1"),
+        "topic describe shows the move: {described}"
+    );
     // The throttle lets the first answer through, then holds the rest back.
     let copied = wait_for(
         "broker 4 to hold part of the partition",
@@ -437,6 +442,8 @@ fn a_cancelled_move_leaves_the_partition_as_it_was() {
         &ListPartitionReassignmentsRequest::default().with_topics(None),
     );
     assert!(none.topics.is_empty(), "nothing under way: {none:?}");
+    let described = sluice(&["topic", "describe", topic, "-b", &bootstrap]);
+    assert!(!described.contains("MOVING"), "no move left: {described}");
     for r in [1, 2, 3] {
         let addr = cluster.node(r).addr();
         assert_eq!(
