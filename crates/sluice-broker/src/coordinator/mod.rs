@@ -459,22 +459,46 @@ impl Coordinator {
         }
     }
 
-    /// Stores group snapshots, one at a time, in the order they were queued, and tells the
-    /// machine how each went: a generation's SyncGroup answers wait for its snapshot (Kafka's
-    /// `storeGroup` before the assignment propagates), so a coordinator failover never takes
-    /// back an assignment a member already works from.
+    /// Stores group snapshots and tells the machine how each went: a generation's SyncGroup
+    /// answers wait for its snapshot (Kafka's `storeGroup` before the assignment propagates),
+    /// so a coordinator failover never takes back an assignment a member already works from.
+    /// One lane per offsets partition stores its groups' snapshots one at a time, in the order
+    /// they were queued (a group's generations land in order); a store waiting on one
+    /// partition's replication does not hold up the groups of another.
     async fn store_snapshots(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<GroupSnapshot>) {
+        let mut lanes: HashMap<i32, mpsc::UnboundedSender<GroupSnapshot>> = HashMap::new();
         while let Some(snapshot) = rx.recv().await {
-            let group = snapshot.group_id.clone();
-            let generation = snapshot.generation_id;
-            let stored = match self.owner(&group) {
+            let partitions = self.lock().partitions;
+            if partitions == 0 {
+                self.stored(&snapshot, Err(GroupError::NotCoordinator));
+                continue;
+            }
+            let index = offsets::partition_for(&snapshot.group_id, partitions) as i32;
+            let lane = lanes.entry(index).or_insert_with(|| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                tokio::spawn(self.clone().store_lane(rx));
+                tx
+            });
+            if let Err(mpsc::error::SendError(snapshot)) = lane.send(snapshot) {
+                // The lane's task ended (the runtime is shutting down).
+                self.stored(&snapshot, Err(GroupError::CoordinatorNotAvailable));
+            }
+        }
+    }
+
+    /// Stores one offsets partition's group snapshots, in order.
+    async fn store_lane(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<GroupSnapshot>) {
+        while let Some(snapshot) = rx.recv().await {
+            let group = snapshot.group_id.as_str();
+            let stored = match self.owner(group) {
                 Ok(index) => self
                     .store
-                    .store_group(index, &group, Some(&snapshot), self.clock.now_ms())
+                    .store_group(index, group, Some(&snapshot), self.clock.now_ms())
                     .await
                     .map_err(|e| {
-                        tracing::warn!(group, generation, error = ?e.code,
-                            message = ?e.message, "could not store the group's state");
+                        tracing::warn!(group, generation = snapshot.generation_id,
+                            error = ?e.code, message = ?e.message,
+                            "could not store the group's state");
                         // Kafka's SyncGroup answer to a failed store.
                         if e.code == kafka_protocol::ResponseError::NotCoordinator {
                             GroupError::NotCoordinator
@@ -486,21 +510,27 @@ impl Coordinator {
                 // again.
                 Err(e) => Err(e),
             };
-            tracing::debug!(
-                group,
-                generation,
-                members = snapshot.members.len(),
-                ok = stored.is_ok(),
-                "stored the group's state"
-            );
-            let mut m = self.lock();
-            let outputs =
-                m.groups
-                    .assignment_stored(&group, generation, stored, self.clock.now_ms());
-            self.settle(&mut m, outputs);
-            drop(m);
-            self.timer.notify_one();
+            self.stored(&snapshot, stored);
         }
+    }
+
+    /// Hands the outcome of a group snapshot's store to the machine.
+    fn stored(&self, snapshot: &GroupSnapshot, stored: Result<(), GroupError>) {
+        let (group, generation) = (&snapshot.group_id, snapshot.generation_id);
+        tracing::debug!(
+            group,
+            generation,
+            members = snapshot.members.len(),
+            ok = stored.is_ok(),
+            "stored the group's state"
+        );
+        let mut m = self.lock();
+        let outputs = m
+            .groups
+            .assignment_stored(group, generation, stored, self.clock.now_ms());
+        self.settle(&mut m, outputs);
+        drop(m);
+        self.timer.notify_one();
     }
 
     /// Fires the machine's timers until shutdown, then unloads every group. Also starts
