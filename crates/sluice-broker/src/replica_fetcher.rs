@@ -671,24 +671,35 @@ fn apply_response(
 ) -> Result<Vec<(TopicPartition, LeaderEpoch)>, FetchError> {
     let mut retry = Vec::new();
     let mut answered = vec![false; targets.len()];
+    // A fetch may carry thousands of partitions: find each answer's target by its key, not by
+    // a scan of the targets.
+    let by_key: HashMap<(Uuid, i32), usize> = targets
+        .iter()
+        .enumerate()
+        .map(|(i, (_, _, t))| ((t.topic_id, t.partition), i))
+        .collect();
+    // Unfollowed (or re-followed under another epoch) while the fetch was out: the answer is
+    // for a role this replica no longer has. (The follower's writes check the epoch again
+    // under the partition's role lock.)
+    let current: Vec<bool> = {
+        let partitions = f.partitions.lock().expect("partitions lock");
+        targets
+            .iter()
+            .map(|(tp, followed, _)| {
+                partitions
+                    .get(tp)
+                    .is_some_and(|p| p.leader_epoch == followed.leader_epoch)
+            })
+            .collect()
+    };
     for topic in &resp.responses {
         for data in &topic.partitions {
-            let Some(i) = targets.iter().position(|(_, _, t)| {
-                t.topic_id == topic.topic_id && t.partition == data.partition_index
-            }) else {
+            let Some(&i) = by_key.get(&(topic.topic_id, data.partition_index)) else {
                 continue;
             };
             answered[i] = true;
             let (tp, followed, target) = &targets[i];
-            // Unfollowed (or re-followed under another epoch) while the fetch was out: the
-            // answer is for a role this replica no longer has.
-            let current = f
-                .partitions
-                .lock()
-                .expect("partitions lock")
-                .get(tp)
-                .is_some_and(|p| p.leader_epoch == followed.leader_epoch);
-            if !current {
+            if !current[i] {
                 continue;
             }
             if followed.partition.is_throttled(shared.local) {
