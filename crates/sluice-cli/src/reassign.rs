@@ -255,14 +255,19 @@ struct Ongoing {
 
 /// The moves under way.
 fn ongoing(bootstrap: &str) -> anyhow::Result<Vec<Ongoing>> {
+    ongoing_within(bootstrap, Duration::from_secs(30))
+}
+
+/// The moves under way, if the broker can tell within `timeout` (it asks the controller).
+fn ongoing_within(bootstrap: &str, timeout: Duration) -> anyhow::Result<Vec<Ongoing>> {
     let resp: ListPartitionReassignmentsResponse = kafka_rpc::call(
         bootstrap,
         ApiKey::ListPartitionReassignments,
         0,
         &ListPartitionReassignmentsRequest::default()
-            .with_timeout_ms(30_000)
+            .with_timeout_ms(timeout.as_millis() as i32)
             .with_topics(None),
-        client::TIMEOUT,
+        timeout + Duration::from_secs(5),
     )
     .with_context(|| format!("asking {bootstrap} for ongoing reassignments"))?;
     check(resp.error_code, "ListPartitionReassignments")?;
@@ -286,8 +291,9 @@ fn ongoing(bootstrap: &str) -> anyhow::Result<Vec<Ongoing>> {
 pub type Change = (Vec<i32>, Vec<i32>);
 
 /// The moves under way among `topic`'s partitions, by partition.
+/// Asked for a description, so it waits a few seconds at most.
 pub fn ongoing_in(bootstrap: &str, topic: &str) -> anyhow::Result<BTreeMap<i32, Change>> {
-    Ok(ongoing(bootstrap)?
+    Ok(ongoing_within(bootstrap, Duration::from_secs(5))?
         .into_iter()
         .filter(|o| o.topic == topic)
         .map(|o| (o.partition, (o.adding, o.removing)))

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use common::cluster::*;
 use common::*;
-use kafka_protocol::messages::MetadataRequest;
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::producer::FutureRecord;
 
@@ -32,12 +31,7 @@ fn no_acknowledged_record_is_lost_when_the_leader_is_killed() {
 #[test]
 fn no_acknowledged_record_is_lost_when_the_leader_is_also_the_controller() {
     let mut cluster = TestCluster::start(3);
-    let controller = {
-        let mut c = RawConn::connect(cluster.node(1));
-        c.call(12, &MetadataRequest::default().with_topics(None))
-            .controller_id
-            .0
-    };
+    let controller = active_controller(cluster.node(1));
     assert!((1..=3).contains(&controller));
     // The first replica of an assignment leads at creation.
     let others: Vec<i32> = (1..=3).filter(|id| *id != controller).collect();

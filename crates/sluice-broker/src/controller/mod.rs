@@ -378,8 +378,13 @@ impl Controller {
     /// Waits until this node's image holds everything the active controller had applied when
     /// asked: a read from the image that follows then sees every change the cluster had
     /// acknowledged before it (a read forwarded to the controller, as Kafka's are).
-    pub async fn read_barrier(&self) -> Result<(), ApiError> {
-        self.unit(ControllerOp::ReadBarrier).await
+    /// Bounded by `timeout` (the request's) as well as the usual operation timeout.
+    pub async fn read_barrier(&self, timeout: Duration) -> Result<(), ApiError> {
+        let deadline = Instant::now() + timeout.min(OP_TIMEOUT);
+        match self.execute_by(ControllerOp::ReadBarrier, deadline).await? {
+            OpOutcome::Unit(r) => r.map_err(Into::into),
+            other => Err(unexpected(other)),
+        }
     }
 
     async fn unit(&self, op: ControllerOp) -> Result<(), ApiError> {
@@ -392,7 +397,11 @@ impl Controller {
     /// Runs `op` on the active controller (here, or forwarded) and waits until this node's
     /// image has applied its records.
     async fn execute(&self, op: ControllerOp) -> Result<OpOutcome, ApiError> {
-        let deadline = Instant::now() + OP_TIMEOUT;
+        self.execute_by(op, Instant::now() + OP_TIMEOUT).await
+    }
+
+    /// [`Controller::execute`] with a deadline of the caller's.
+    async fn execute_by(&self, op: ControllerOp, deadline: Instant) -> Result<OpOutcome, ApiError> {
         let reply = match self.to_leader(RpcRequest::Forward(op), deadline).await? {
             RpcReply::Forward(reply) => reply,
             other => return Err(unexpected(other)),

@@ -4,6 +4,7 @@
 //! from this broker's metadata image once it has caught up with the controller's.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use kafka_protocol::messages::alter_partition_reassignments_request::AlterPartitionReassignmentsRequest;
 use kafka_protocol::messages::alter_partition_reassignments_response::{
@@ -93,7 +94,12 @@ pub async fn list(
     image: &MetadataImage,
     req: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
-    if let Err(e) = controller.read_barrier().await {
+    // A request's timeout of 0 or less gets the controller's own (as Kafka's admin requests).
+    let timeout = u64::try_from(req.timeout_ms)
+        .ok()
+        .filter(|t| *t > 0)
+        .map_or(Duration::MAX, Duration::from_millis);
+    if let Err(e) = controller.read_barrier(timeout).await {
         return ListPartitionReassignmentsResponse::default()
             .with_error_code(e.code.code())
             .with_error_message(e.message.as_deref().map(str_bytes));

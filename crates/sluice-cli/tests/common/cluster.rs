@@ -138,6 +138,14 @@ pub fn partition0(b: &Broker, topic: &str) -> Option<Partition0> {
     })
 }
 
+/// The active controller as node `b` reports it (Metadata's controller id).
+pub fn active_controller(b: &Broker) -> i32 {
+    let mut c = RawConn::connect(b);
+    c.call(12, &MetadataRequest::default().with_topics(None))
+        .controller_id
+        .0
+}
+
 /// (leader, sorted ISR) of `topic`'s partition 0 as node `b` reports it; leader -1 while none.
 pub fn leader_and_isr(b: &Broker, topic: &str) -> Option<(i32, Vec<i32>)> {
     partition0(b, topic).map(|p| (p.leader, p.isr))
