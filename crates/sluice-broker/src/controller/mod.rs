@@ -416,6 +416,39 @@ impl Controller {
         Ok(reply.outcome)
     }
 
+    /// One call to node `t`, taken for the active controller, by `deadline`; abandoned as soon as
+    /// Raft names another leader (a controller that stopped answering, paused or cut off, must
+    /// not hold this request, a heartbeat above all, once its successor is known).
+    async fn call_controller(
+        &self,
+        t: NodeId,
+        addr: &str,
+        envelope: &RpcEnvelope,
+        deadline: Instant,
+    ) -> Result<RpcReply, String> {
+        let timeout = RPC_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
+        let mut metrics = self.raft.metrics();
+        let replaced = async {
+            loop {
+                if metrics
+                    .borrow_and_update()
+                    .current_leader
+                    .is_some_and(|l| l != t)
+                {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let peer = self.peer(addr);
+        tokio::select! {
+            reply = peer.call(envelope, timeout) => reply.map_err(|e| e.to_string()),
+            () = replaced => Err(format!("node {t} is no longer the controller")),
+        }
+    }
+
     /// Sends `request` to the active controller, wherever it is, until an answer or `deadline`.
     /// Before Raft knows a leader (a broker-only node not yet in the group, or an election),
     /// the configured voters are asked in turn; a voter that is not the controller names the
@@ -450,7 +483,7 @@ impl Controller {
             let attempt = match target {
                 Some(t) if t == self.identity.node => self.serve_as_leader(&envelope).await,
                 Some(t) => match self.address_of(t) {
-                    Some(addr) => match self.peer(&addr).call(&envelope, RPC_TIMEOUT).await {
+                    Some(addr) => match self.call_controller(t, &addr, &envelope, deadline).await {
                         Ok(RpcReply::NotController { leader }) => {
                             hint = leader;
                             Err(Attempt::Retry(format!("node {t} is not the controller")))
@@ -940,9 +973,15 @@ impl Controller {
         }
     }
 
-    /// One heartbeat to the active controller.
+    /// One heartbeat to the active controller. Given up after a quarter of the session (at
+    /// least two heartbeat intervals): the next one then asks whichever controller is active by
+    /// then, so a controller that stopped answering (paused, cut off) is replaced before this
+    /// broker's leadership lease runs out, instead of holding the heartbeats for the session.
     pub async fn send_heartbeat(&self, hb: BrokerHeartbeat) -> Result<HeartbeatReply, ApiError> {
-        let deadline = Instant::now() + self.liveness.session_timeout.min(RPC_TIMEOUT);
+        let attempt = (self.liveness.session_timeout / 4)
+            .max(self.liveness.heartbeat_interval * 2)
+            .min(RPC_TIMEOUT);
+        let deadline = Instant::now() + attempt;
         match self.to_leader(RpcRequest::Heartbeat(hb), deadline).await? {
             RpcReply::Heartbeat(r) => r.map_err(Into::into),
             other => Err(unexpected(other)),

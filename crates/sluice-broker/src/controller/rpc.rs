@@ -336,34 +336,42 @@ impl RpcClient {
         &self.addr
     }
 
-    /// Sends `envelope` and waits for the reply, at most `timeout` in all. On any failure the
-    /// connection is dropped (a late reply must never be read as the next request's).
+    /// Sends `envelope` and waits for the reply, at most `timeout` in all, the wait for an
+    /// earlier call on this connection included (a peer that stopped answering must not hold
+    /// later callers beyond their own timeouts). On any failure the connection is dropped (a
+    /// late reply must never be read as the next request's).
     pub async fn call(
         &self,
         envelope: &RpcEnvelope,
         timeout: Duration,
     ) -> Result<RpcReply, RpcError> {
-        let mut conn = self.conn.lock().await;
-        let result = tokio::time::timeout(timeout, async {
-            if conn.is_none() {
-                let stream =
-                    TcpStream::connect(&self.addr)
-                        .await
-                        .map_err(|source| RpcError::Connect {
+        tokio::time::timeout(timeout, async {
+            let mut slot = self.conn.lock().await;
+            // Taken out while in use: if this call fails or its future is dropped at the
+            // timeout, the stream goes with it and the next call connects afresh.
+            let mut stream = match slot.take() {
+                Some(stream) => stream,
+                None => {
+                    let stream = TcpStream::connect(&self.addr).await.map_err(|source| {
+                        RpcError::Connect {
                             addr: self.addr.clone(),
                             source,
-                        })?;
-                let _ = stream.set_nodelay(true);
-                *conn = Some(stream);
-            }
-            let stream = conn.as_mut().expect("connected above");
+                        }
+                    })?;
+                    let _ = stream.set_nodelay(true);
+                    stream
+                }
+            };
             let io = |source| RpcError::Io {
                 addr: self.addr.clone(),
                 source,
             };
-            write_frame(stream, envelope).await.map_err(io)?;
-            match read_frame::<_, RpcReply>(stream).await.map_err(io)? {
-                Some(reply) => Ok(reply),
+            write_frame(&mut stream, envelope).await.map_err(io)?;
+            match read_frame::<_, RpcReply>(&mut stream).await.map_err(io)? {
+                Some(reply) => {
+                    *slot = Some(stream);
+                    Ok(reply)
+                }
                 None => Err(RpcError::Io {
                     addr: self.addr.clone(),
                     source: std::io::ErrorKind::UnexpectedEof.into(),
@@ -376,10 +384,6 @@ impl RpcClient {
                 addr: self.addr.clone(),
                 timeout,
             })
-        });
-        if result.is_err() {
-            *conn = None;
-        }
-        result
+        })
     }
 }
