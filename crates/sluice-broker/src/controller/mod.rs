@@ -417,8 +417,10 @@ impl Controller {
     }
 
     /// One call to node `t`, taken for the active controller, by `deadline`; abandoned as soon as
-    /// Raft names another leader (a controller that stopped answering, paused or cut off, must
-    /// not hold this request, a heartbeat above all, once its successor is known).
+    /// Raft names a new leader other than `t` (a controller that stopped answering, paused or
+    /// cut off, must not hold this request, a heartbeat above all, once its successor is
+    /// known). Only a change counts: `t` may come from a hint while this node's Raft still
+    /// names the old leader.
     async fn call_controller(
         &self,
         t: NodeId,
@@ -428,17 +430,15 @@ impl Controller {
     ) -> Result<RpcReply, String> {
         let timeout = RPC_TIMEOUT.min(deadline.saturating_duration_since(Instant::now()));
         let mut metrics = self.raft.metrics();
+        let named_at_start = metrics.borrow_and_update().current_leader;
         let replaced = async {
             loop {
-                if metrics
-                    .borrow_and_update()
-                    .current_leader
-                    .is_some_and(|l| l != t)
-                {
-                    return;
-                }
                 if metrics.changed().await.is_err() {
                     std::future::pending::<()>().await;
+                }
+                let now = metrics.borrow_and_update().current_leader;
+                if now.is_some() && now != named_at_start && now != Some(t) {
+                    return;
                 }
             }
         };
