@@ -328,6 +328,7 @@ fn describe(a: NameArgs) -> anyhow::Result<()> {
         let (low, high) = c
             .fetch_watermarks(&a.name, p.id(), client::TIMEOUT)
             .with_context(|| format!("offsets of {}-{}", a.name, p.id()))?;
+        let (adding, removing) = moving.remove(&p.id()).unwrap_or_default();
         partitions.push(PartitionInfo {
             partition: p.id(),
             leader: p.leader(),
@@ -343,8 +344,8 @@ fn describe(a: NameArgs) -> anyhow::Result<()> {
                 .collect(),
             low,
             high,
-            adding: moving.get(&p.id()).map(|m| m.0.clone()).unwrap_or_default(),
-            removing: moving.remove(&p.id()).map(|m| m.1).unwrap_or_default(),
+            adding,
+            removing,
         });
     }
     partitions.sort_by_key(|p| p.partition);

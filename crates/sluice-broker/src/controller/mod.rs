@@ -381,14 +381,16 @@ impl Controller {
     /// Bounded by `timeout` (the request's) as well as the usual operation timeout.
     pub async fn read_barrier(&self, timeout: Duration) -> Result<(), ApiError> {
         let deadline = Instant::now() + timeout.min(OP_TIMEOUT);
-        match self.execute_by(ControllerOp::ReadBarrier, deadline).await? {
-            OpOutcome::Unit(r) => r.map_err(Into::into),
-            other => Err(unexpected(other)),
-        }
+        self.unit_by(ControllerOp::ReadBarrier, deadline).await
     }
 
     async fn unit(&self, op: ControllerOp) -> Result<(), ApiError> {
-        match self.execute(op).await? {
+        self.unit_by(op, Instant::now() + OP_TIMEOUT).await
+    }
+
+    /// [`Controller::unit`] with a deadline of the caller's.
+    async fn unit_by(&self, op: ControllerOp, deadline: Instant) -> Result<(), ApiError> {
+        match self.execute_by(op, deadline).await? {
             OpOutcome::Unit(r) => r.map_err(Into::into),
             other => Err(unexpected(other)),
         }
